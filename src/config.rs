@@ -1,0 +1,585 @@
+//! Settings from the environment (and `.env`). Every bad value is refused at start with a
+//! message naming its variable; secrets are never printed.
+
+use std::{collections::HashMap, fmt, path::PathBuf, str::FromStr, time::Duration};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::domain::{Email, Password, UserName};
+
+/// The raw variables, all optional strings: parsing happens below so that every error can
+/// name its variable, which envy's own type errors do not always do.
+#[derive(Debug, Default, Deserialize)]
+struct RawSettings {
+    database_url: Option<String>,
+    database_name: Option<String>,
+    host: Option<String>,
+    port: Option<String>,
+    app_env: Option<String>,
+    jwt_secret: Option<String>,
+    access_token_ttl_secs: Option<String>,
+    refresh_token_ttl_secs: Option<String>,
+    reset_token_ttl_secs: Option<String>,
+    bcrypt_cost: Option<String>,
+    rate_limit_per_second: Option<String>,
+    rate_limit_burst: Option<String>,
+    trusted_proxies: Option<String>,
+    allow_registration: Option<String>,
+    admin_email: Option<String>,
+    admin_password: Option<String>,
+    admin_name: Option<String>,
+    cors_origins: Option<String>,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
+    password_reset_url: Option<String>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+/// A value that must never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatabaseSettings {
+    Sqlite { path: PathBuf },
+    Mongo { url: Secret, database: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl RateLimitSettings {
+    pub fn enabled(&self) -> bool {
+        self.per_second > 0 && self.burst > 0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminSeed {
+    pub email: Email,
+    pub password: Password,
+    pub name: UserName,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub host: String,
+    pub port: u16,
+    pub app_env: AppEnv,
+    pub jwt_secret: Secret,
+    /// True when no `JWT_SECRET` was given and a random one was made for this process.
+    pub jwt_secret_generated: bool,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub reset_token_ttl: Duration,
+    pub bcrypt_cost: u32,
+    pub rate_limit: RateLimitSettings,
+    pub trusted_proxies: Vec<IpNet>,
+    pub allow_registration: bool,
+    pub admin: Option<AdminSeed>,
+    pub cors_origins: Vec<String>,
+    pub smtp_url: Option<Secret>,
+    pub mail_from: String,
+    pub password_reset_url: String,
+    pub log_format: LogFormat,
+}
+
+const DEFAULT_DATABASE_URL: &str = "sqlite://data/users.db";
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+impl Settings {
+    /// Reads `.env` if present, then the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is not.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(ConfigError::new(".env", e.to_string())),
+        }
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Parses settings from `(NAME, value)` pairs; names not ours are ignored.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .collect();
+        let raw: RawSettings =
+            envy::from_iter(vars).map_err(|e| ConfigError::new("environment", e.to_string()))?;
+        raw.parse()
+    }
+}
+
+fn parse_number<T: FromStr>(
+    variable: &'static str,
+    raw: Option<String>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + fmt::Display,
+    T::Err: fmt::Display,
+{
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    let value: T = raw
+        .trim()
+        .parse()
+        .map_err(|e| ConfigError::new(variable, format!("{raw:?} is not a number ({e})")))?;
+    if !range.contains(&value) {
+        return Err(ConfigError::new(
+            variable,
+            format!(
+                "{value} is out of range ({} to {})",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+fn parse_secs(
+    variable: &'static str,
+    raw: Option<String>,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    // Up to ten years: long enough for anyone, small enough never to overflow a timestamp.
+    parse_number(variable, raw, default, 1..=315_360_000).map(Duration::from_secs)
+}
+
+fn parse_bool(
+    variable: &'static str,
+    raw: Option<String>,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match raw
+        .as_deref()
+        .map(str::trim)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(other) => Err(ConfigError::new(
+            variable,
+            format!("{other:?} is not a boolean (true or false)"),
+        )),
+    }
+}
+
+fn parse_list(raw: Option<String>) -> Vec<String> {
+    raw.map(|raw| {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn parse_database(
+    url: Option<String>,
+    name: Option<String>,
+) -> Result<DatabaseSettings, ConfigError> {
+    let url = url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if path.is_empty() {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "the SQLite URL has no file path",
+            ));
+        }
+        return Ok(DatabaseSettings::Sqlite {
+            path: PathBuf::from(path),
+        });
+    }
+    if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+        let database = name.unwrap_or_else(|| "user_service".to_owned());
+        if database.is_empty() || database.contains(['/', '\\', '.', ' ', '"', '$']) {
+            return Err(ConfigError::new(
+                "DATABASE_NAME",
+                format!("{database:?} is not a valid MongoDB database name"),
+            ));
+        }
+        return Ok(DatabaseSettings::Mongo {
+            url: Secret::new(url),
+            database,
+        });
+    }
+    let scheme = url.split(':').next().unwrap_or_default();
+    Err(ConfigError::new(
+        "DATABASE_URL",
+        format!("unknown scheme {scheme:?}: use sqlite://PATH, mongodb:// or mongodb+srv://"),
+    ))
+}
+
+fn parse_admin(
+    email: Option<String>,
+    password: Option<String>,
+    name: Option<String>,
+) -> Result<Option<AdminSeed>, ConfigError> {
+    match (email, password) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new(
+            "ADMIN_PASSWORD",
+            "is required when ADMIN_EMAIL is set",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "ADMIN_EMAIL",
+            "is required when ADMIN_PASSWORD is set",
+        )),
+        (Some(email), Some(password)) => Ok(Some(AdminSeed {
+            email: Email::parse(&email).map_err(|e| ConfigError::new("ADMIN_EMAIL", e.0))?,
+            password: Password::parse(&password)
+                .map_err(|e| ConfigError::new("ADMIN_PASSWORD", e.0))?,
+            name: UserName::parse(name.as_deref().unwrap_or("Administrator"))
+                .map_err(|e| ConfigError::new("ADMIN_NAME", e.0))?,
+        })),
+    }
+}
+
+fn random_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 48];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+impl RawSettings {
+    fn parse(self) -> Result<Settings, ConfigError> {
+        let app_env = match self.app_env.as_deref().map(str::trim) {
+            None | Some("development") => AppEnv::Development,
+            Some("production") => AppEnv::Production,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "APP_ENV",
+                    format!("{other:?} is neither \"development\" nor \"production\""),
+                ));
+            }
+        };
+        let (jwt_secret, jwt_secret_generated) = match (self.jwt_secret, app_env) {
+            (Some(secret), AppEnv::Production) if secret.len() < MIN_JWT_SECRET_BYTES => {
+                return Err(ConfigError::new(
+                    "JWT_SECRET",
+                    format!("must be at least {MIN_JWT_SECRET_BYTES} bytes in production"),
+                ));
+            }
+            (Some(secret), _) => (Secret::new(secret), false),
+            (None, AppEnv::Production) => {
+                return Err(ConfigError::new("JWT_SECRET", "is required in production"));
+            }
+            (None, AppEnv::Development) => (Secret::new(random_secret()), true),
+        };
+        let log_format = match self.log_format.as_deref().map(str::trim) {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "LOG_FORMAT",
+                    format!("{other:?} is neither \"pretty\" nor \"json\""),
+                ));
+            }
+        };
+        let trusted_proxies = parse_list(self.trusted_proxies)
+            .into_iter()
+            .map(|entry| {
+                entry
+                    .parse::<IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::new(
+                            "TRUSTED_PROXIES",
+                            format!("{entry:?} is not an IP address or CIDR range"),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let cors_origins = parse_list(self.cors_origins);
+        if let Some(bad) = cors_origins
+            .iter()
+            .find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://")))
+        {
+            return Err(ConfigError::new(
+                "CORS_ORIGINS",
+                format!("{bad:?} is not an origin like https://example.com"),
+            ));
+        }
+        let mail_from = self
+            .mail_from
+            .unwrap_or_else(|| "no-reply@localhost".to_owned());
+        mail_from.parse::<lettre::message::Mailbox>().map_err(|e| {
+            ConfigError::new("MAIL_FROM", format!("{mail_from:?} is not a mailbox ({e})"))
+        })?;
+        let smtp_url = self.smtp_url.map(Secret::new);
+        if let Some(url) = &smtp_url {
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url.expose()).map_err(
+                |e| {
+                    ConfigError::new(
+                        "SMTP_URL",
+                        format!("not a valid smtp:// or smtps:// URL ({e})"),
+                    )
+                },
+            )?;
+        }
+        let password_reset_url = self
+            .password_reset_url
+            .unwrap_or_else(|| "http://localhost:8080/reset-password".to_owned());
+        if !(password_reset_url.starts_with("http://")
+            || password_reset_url.starts_with("https://"))
+        {
+            return Err(ConfigError::new(
+                "PASSWORD_RESET_URL",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        let host = self.host.unwrap_or_else(|| "0.0.0.0".to_owned());
+        Ok(Settings {
+            database: parse_database(self.database_url, self.database_name)?,
+            host,
+            port: parse_number("PORT", self.port, 8080, 0..=u16::MAX)?,
+            app_env,
+            jwt_secret,
+            jwt_secret_generated,
+            access_token_ttl: parse_secs("ACCESS_TOKEN_TTL_SECS", self.access_token_ttl_secs, 900)?,
+            refresh_token_ttl: parse_secs(
+                "REFRESH_TOKEN_TTL_SECS",
+                self.refresh_token_ttl_secs,
+                1_209_600,
+            )?,
+            reset_token_ttl: parse_secs("RESET_TOKEN_TTL_SECS", self.reset_token_ttl_secs, 1800)?,
+            bcrypt_cost: parse_number("BCRYPT_COST", self.bcrypt_cost, 12, 4..=31)?,
+            rate_limit: RateLimitSettings {
+                per_second: parse_number(
+                    "RATE_LIMIT_PER_SECOND",
+                    self.rate_limit_per_second,
+                    30,
+                    0..=1_000_000,
+                )?,
+                burst: parse_number("RATE_LIMIT_BURST", self.rate_limit_burst, 30, 0..=1_000_000)?,
+            },
+            trusted_proxies,
+            allow_registration: parse_bool("ALLOW_REGISTRATION", self.allow_registration, true)?,
+            admin: parse_admin(self.admin_email, self.admin_password, self.admin_name)?,
+            cors_origins,
+            smtp_url,
+            mail_from,
+            password_reset_url,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    fn error_variable(vars: &[(&str, &str)]) -> &'static str {
+        settings(vars).expect_err("should be refused").variable
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(
+            s.database,
+            DatabaseSettings::Sqlite {
+                path: "data/users.db".into()
+            }
+        );
+        assert_eq!((s.host.as_str(), s.port), ("0.0.0.0", 8080));
+        assert_eq!(s.app_env, AppEnv::Development);
+        assert!(s.jwt_secret_generated);
+        assert_eq!(s.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(s.refresh_token_ttl, Duration::from_secs(1_209_600));
+        assert_eq!(s.reset_token_ttl, Duration::from_secs(1800));
+        assert_eq!(s.bcrypt_cost, 12);
+        assert_eq!(
+            s.rate_limit,
+            RateLimitSettings {
+                per_second: 30,
+                burst: 30
+            }
+        );
+        assert!(s.allow_registration);
+        assert!(s.admin.is_none() && s.smtp_url.is_none() && s.cors_origins.is_empty());
+        assert_eq!(s.mail_from, "no-reply@localhost");
+        assert_eq!(s.password_reset_url, "http://localhost:8080/reset-password");
+        assert_eq!(s.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn mongodb_urls_select_mongodb() {
+        let s = settings(&[
+            ("DATABASE_URL", "mongodb://db:27017"),
+            ("DATABASE_NAME", "users"),
+        ])
+        .unwrap();
+        let DatabaseSettings::Mongo { url, database } = s.database else {
+            panic!()
+        };
+        assert_eq!(
+            (url.expose(), database.as_str()),
+            ("mongodb://db:27017", "users")
+        );
+        assert!(matches!(
+            settings(&[("DATABASE_URL", "mongodb+srv://cluster.example.com")])
+                .unwrap()
+                .database,
+            DatabaseSettings::Mongo { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        assert_eq!(error_variable(&[("PORT", "abc")]), "PORT");
+        assert_eq!(error_variable(&[("BCRYPT_COST", "99")]), "BCRYPT_COST");
+        assert_eq!(error_variable(&[("BCRYPT_COST", "3")]), "BCRYPT_COST");
+        assert_eq!(
+            error_variable(&[("DATABASE_URL", "postgres://x")]),
+            "DATABASE_URL"
+        );
+        assert_eq!(error_variable(&[("APP_ENV", "staging")]), "APP_ENV");
+        assert_eq!(
+            error_variable(&[("ALLOW_REGISTRATION", "maybe")]),
+            "ALLOW_REGISTRATION"
+        );
+        assert_eq!(
+            error_variable(&[("ACCESS_TOKEN_TTL_SECS", "0")]),
+            "ACCESS_TOKEN_TTL_SECS"
+        );
+        assert_eq!(
+            error_variable(&[("TRUSTED_PROXIES", "10.0.0.0/8, nope")]),
+            "TRUSTED_PROXIES"
+        );
+        assert_eq!(error_variable(&[("LOG_FORMAT", "xml")]), "LOG_FORMAT");
+        assert_eq!(
+            error_variable(&[("CORS_ORIGINS", "example.com")]),
+            "CORS_ORIGINS"
+        );
+        assert_eq!(error_variable(&[("SMTP_URL", "http://mail")]), "SMTP_URL");
+        assert_eq!(
+            error_variable(&[("ADMIN_EMAIL", "root@example.com")]),
+            "ADMIN_PASSWORD"
+        );
+        assert_eq!(
+            error_variable(&[
+                ("ADMIN_EMAIL", "nope"),
+                ("ADMIN_PASSWORD", "long enough pw")
+            ]),
+            "ADMIN_EMAIL"
+        );
+    }
+
+    #[test]
+    fn production_requires_a_long_jwt_secret() {
+        assert_eq!(error_variable(&[("APP_ENV", "production")]), "JWT_SECRET");
+        assert_eq!(
+            error_variable(&[("APP_ENV", "production"), ("JWT_SECRET", "short")]),
+            "JWT_SECRET"
+        );
+        let secret = "x".repeat(32);
+        let s = settings(&[("APP_ENV", "production"), ("JWT_SECRET", &secret)]).unwrap();
+        assert!(!s.jwt_secret_generated);
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges() {
+        let s = settings(&[("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7,::1")]).unwrap();
+        assert_eq!(s.trusted_proxies.len(), 3);
+        assert!(s.trusted_proxies[1].contains(&"192.168.1.7".parse::<std::net::IpAddr>().unwrap()));
+    }
+
+    #[test]
+    fn zero_turns_rate_limiting_off() {
+        assert!(
+            !settings(&[("RATE_LIMIT_PER_SECOND", "0")])
+                .unwrap()
+                .rate_limit
+                .enabled()
+        );
+        assert!(
+            !settings(&[("RATE_LIMIT_BURST", "0")])
+                .unwrap()
+                .rate_limit
+                .enabled()
+        );
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let s = settings(&[
+            ("JWT_SECRET", "hunter2hunter2"),
+            ("SMTP_URL", "smtp://u:pw123@mail"),
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("pw123"),
+            "{debug}"
+        );
+    }
+}

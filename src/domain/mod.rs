@@ -1,0 +1,27 @@
+//! Domain types: once you hold one, it is valid.
+
+mod email;
+mod names;
+mod password;
+mod role;
+mod user;
+
+pub use email::Email;
+pub use names::{UserName, Username};
+pub use password::Password;
+pub use role::Role;
+pub use user::{
+    ListQuery, NewUser, Page, SortField, SortOrder, User, UserFilter, UserId, UserUpdate, now,
+    truncate_to_millis,
+};
+
+/// Why a value was refused; the message is meant for API clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+impl ParseError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}

@@ -1,0 +1,117 @@
+use std::fmt;
+
+use super::ParseError;
+
+/// A person's display name: trimmed, 1 to 30 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(String);
+
+impl UserName {
+    pub const MAX_LEN: usize = 30;
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let value = raw.trim();
+        let len = value.chars().count();
+        if len == 0 {
+            return Err(ParseError::new("must not be empty"));
+        }
+        if len > Self::MAX_LEN {
+            return Err(ParseError::new(format!(
+                "must be at most {} characters",
+                Self::MAX_LEN
+            )));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(ParseError::new("must not contain control characters"));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A login handle: 3 to 30 of `A-Z a-z 0-9 _ . -`. Case is kept for display;
+/// uniqueness ignores it (see [`Username::key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    pub const MIN_LEN: usize = 3;
+    pub const MAX_LEN: usize = 30;
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let len = raw.len();
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
+            return Err(ParseError::new(format!(
+                "must be {} to {} characters",
+                Self::MIN_LEN,
+                Self::MAX_LEN
+            )));
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        {
+            return Err(ParseError::new(
+                "may contain only letters, digits, '_', '.' and '-'",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form that uniqueness and look-ups use.
+    pub fn key(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_is_trimmed_and_bounded() {
+        assert_eq!(
+            UserName::parse("  Mario Rossi ").unwrap().as_str(),
+            "Mario Rossi"
+        );
+        assert!(UserName::parse("   ").is_err());
+        assert!(UserName::parse(&"é".repeat(30)).is_ok());
+        assert!(UserName::parse(&"é".repeat(31)).is_err());
+        assert!(UserName::parse("bad\u{0}name").is_err());
+    }
+
+    #[test]
+    fn username_accepts_only_its_alphabet() {
+        assert!(Username::parse("mario.rossi_2-x").is_ok());
+        for bad in ["ab", "mario rossi", "mário", "a@b", &"a".repeat(31)] {
+            assert!(Username::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn username_key_ignores_case() {
+        let a = Username::parse("Mario").unwrap();
+        let b = Username::parse("mARIO").unwrap();
+        assert_eq!(a.key(), b.key());
+        assert_eq!(a.as_str(), "Mario");
+    }
+}

@@ -1,0 +1,273 @@
+//! Request bodies: one extractor that gives every failure its status and problem document.
+
+use std::{future::Future, pin::Pin};
+
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, http::StatusCode, mime, web};
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, DeserializeOwned, Visitor},
+};
+use serde_json::{Map, Value};
+
+use crate::{
+    domain::ParseError,
+    error::{AppError, FieldError},
+};
+
+/// Request bodies may not be larger than this (64 KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A request body that is a JSON object: 415 for another content type, 413 past
+/// [`MAX_BODY_BYTES`], 400 for malformed JSON, 422 for JSON that is not an object.
+/// [`JsonBody::parse`] then checks its fields, so handlers can authorise before they validate.
+pub struct JsonBody(Map<String, Value>);
+
+impl FromRequest for JsonBody {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = matches!(
+            req.mime_type(),
+            Ok(Some(m)) if m.type_() == mime::APPLICATION
+                && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
+        );
+        if !is_json {
+            return Box::pin(async { Err(AppError::UnsupportedMediaType) });
+        }
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(|e| {
+                if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::PayloadTooLarge(MAX_BODY_BYTES)
+                } else {
+                    AppError::BadRequest("the request body could not be read".into())
+                }
+            })?;
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(map)) => Ok(JsonBody(map)),
+                Ok(_) => Err(AppError::field("body", "must be a JSON object")),
+                Err(e) => Err(AppError::BadRequest(format!(
+                    "the body is not valid JSON: {e}"
+                ))),
+            }
+        })
+    }
+}
+
+impl JsonBody {
+    /// Deserialises into `T`, refusing every field `T` does not take (each one named) and a
+    /// value of the wrong type (named by its path).
+    pub fn parse<T: DeserializeOwned>(self) -> Result<T, AppError> {
+        let accepted = struct_fields::<T>();
+        let mut map = self.0;
+        let mut errors: Vec<FieldError> = map
+            .keys()
+            .filter(|key| !accepted.contains(&key.as_str()))
+            .map(|key| FieldError::new(key.as_str(), "is not an accepted field"))
+            .collect();
+        map.retain(|key, _| accepted.contains(&key.as_str()));
+        match serde_path_to_error::deserialize(Value::Object(map)) {
+            Ok(value) if errors.is_empty() => Ok(value),
+            Ok(_) => Err(AppError::Validation(errors)),
+            Err(e) => {
+                errors.push(FieldError::new(e.path().to_string(), e.inner().to_string()));
+                Err(AppError::Validation(errors))
+            }
+        }
+    }
+}
+
+/// The field names a struct deserialises, as its derived `Deserialize` declares them.
+fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Introspect<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> Deserializer<'de> for Introspect<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(de::Error::custom("fields recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Introspect(&mut fields));
+    fields
+}
+
+/// For `Option<Option<T>>` fields: absent stays `None`, `null` becomes `Some(None)`.
+pub fn nullable<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Collects every bad field of a request, so that the client hears of all at once.
+#[derive(Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    /// A required field: missing, `null` or invalid are all errors.
+    pub fn required<T>(
+        &mut self,
+        field: &str,
+        value: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<T, ParseError>,
+    ) -> Option<T> {
+        match value {
+            Some(value) => self.check(field, parse(value)),
+            None => {
+                self.0.push(FieldError::new(field, "is required"));
+                None
+            }
+        }
+    }
+
+    /// An optional field: absent is fine, present must be valid.
+    pub fn optional<T>(
+        &mut self,
+        field: &str,
+        value: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<T, ParseError>,
+    ) -> Option<Option<T>> {
+        match value {
+            Some(value) => self.check(field, parse(value)).map(Some),
+            None => Some(None),
+        }
+    }
+
+    /// A field of a partial update: absent leaves it alone, `null` is refused.
+    pub fn not_null<T>(
+        &mut self,
+        field: &str,
+        value: Option<Option<&str>>,
+        parse: impl FnOnce(&str) -> Result<T, ParseError>,
+    ) -> Option<Option<T>> {
+        match value {
+            None => Some(None),
+            Some(None) => {
+                self.0.push(FieldError::new(field, "must not be null"));
+                None
+            }
+            Some(Some(value)) => self.check(field, parse(value)).map(Some),
+        }
+    }
+
+    /// A typed (non-string) field of a partial update: absent is fine, `null` is refused.
+    pub fn not_null_value<T>(
+        &mut self,
+        field: &str,
+        value: Option<Option<T>>,
+    ) -> Option<Option<T>> {
+        match value {
+            Some(None) => {
+                self.0.push(FieldError::new(field, "must not be null"));
+                None
+            }
+            other => Some(other.flatten()),
+        }
+    }
+
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    fn check<T>(&mut self, field: &str, result: Result<T, ParseError>) -> Option<T> {
+        result
+            .map_err(|e| self.0.push(FieldError::new(field, e.0)))
+            .ok()
+    }
+
+    /// `Ok(value)` when no field was bad. `value` is built only then, so it may unwrap
+    /// what the checks above produced.
+    pub fn finish<T>(self, value: impl FnOnce() -> Option<T>) -> Result<T, AppError> {
+        if !self.0.is_empty() {
+            return Err(AppError::Validation(self.0));
+        }
+        value().ok_or_else(|| AppError::internal(anyhow::anyhow!("a checked field was missing")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Example {
+        name: Option<String>,
+        #[serde(default, deserialize_with = "nullable")]
+        username: Option<Option<String>>,
+    }
+
+    fn body(value: Value) -> JsonBody {
+        let Value::Object(map) = value else { panic!() };
+        JsonBody(map)
+    }
+
+    #[test]
+    fn introspection_finds_the_declared_fields() {
+        assert_eq!(struct_fields::<Example>(), ["name", "username"]);
+    }
+
+    #[test]
+    fn every_unknown_field_is_named() {
+        let Err(AppError::Validation(errors)) =
+            body(serde_json::json!({"name": "x", "role": "admin", "id": 1})).parse::<Example>()
+        else {
+            panic!("accepted")
+        };
+        let mut fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        fields.sort();
+        assert_eq!(fields, ["id", "role"]);
+    }
+
+    #[test]
+    fn wrong_types_are_named_by_path() {
+        let Err(AppError::Validation(errors)) =
+            body(serde_json::json!({"name": 5})).parse::<Example>()
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(errors[0].field, "name");
+    }
+
+    #[test]
+    fn null_and_absent_differ() {
+        let absent: Example = body(serde_json::json!({})).parse().unwrap();
+        let null: Example = body(serde_json::json!({"username": null})).parse().unwrap();
+        assert_eq!(absent.username, None);
+        assert_eq!(null.username, Some(None));
+    }
+
+    #[test]
+    fn all_bad_fields_are_reported_together() {
+        let mut errors = FieldErrors::default();
+        let a = errors.required("a", None, |s| Ok(s.to_owned()));
+        let b = errors.required("b", Some("x"), |_| Err::<(), _>(ParseError::new("bad")));
+        let c = errors.optional("c", None, |s| Ok(s.to_owned()));
+        assert!(a.is_none() && b.is_none() && c == Some(None));
+        let Err(AppError::Validation(list)) = errors.finish(|| Some(())) else {
+            panic!()
+        };
+        assert_eq!(list.len(), 2);
+    }
+}

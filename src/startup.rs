@@ -1,0 +1,155 @@
+//! The application: storage, state, middleware and routes, bound to its own listener.
+
+use std::{net::TcpListener, sync::Arc};
+
+use actix_cors::Cors;
+use actix_web::{
+    App, HttpMessage, HttpServer,
+    dev::Server,
+    http::header::{self, HeaderName, HeaderValue},
+    middleware::{Condition, DefaultHeaders, from_fn},
+    web,
+};
+use anyhow::Context;
+use tracing_actix_web::{RequestId, TracingLogger};
+
+use crate::{
+    config::{AppEnv, Settings},
+    metrics,
+    rate_limit::{self, ClientIp},
+    routes::{self, json::MAX_BODY_BYTES},
+    state::AppState,
+    storage::{self, DynRepository},
+};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Connects to the configured database and binds `HOST:PORT` (port 0 picks a free one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let repo = storage::connect(&settings.database).await?;
+        Self::build_with_repository(settings, repo).await
+    }
+
+    pub async fn build_with_repository(
+        settings: Settings,
+        repo: DynRepository,
+    ) -> anyhow::Result<Self> {
+        if settings.jwt_secret_generated {
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random secret, so tokens die with this process"
+            );
+        }
+        if settings.app_env == AppEnv::Development && settings.smtp_url.is_none() {
+            tracing::warn!("SMTP_URL is not set: password reset links go to the log");
+        }
+        let settings = Arc::new(settings);
+        let state = web::Data::new(AppState::new(Arc::clone(&settings), repo).await?);
+        if let Some(admin) = &settings.admin {
+            let created = state
+                .users
+                .ensure_admin(
+                    admin.email.clone(),
+                    admin.name.clone(),
+                    admin.password.clone(),
+                )
+                .await
+                .context("could not create the admin from ADMIN_EMAIL")?;
+            if created {
+                tracing::info!(email = %admin.email, "created the admin from ADMIN_EMAIL");
+            }
+        }
+        let address = format!("{}:{}", settings.host, settings.port);
+        let listener =
+            TcpListener::bind(&address).with_context(|| format!("cannot listen on {address}"))?;
+        let port = listener.local_addr()?.port();
+        let server = server(listener, state, &settings)?;
+        tracing::info!(%address, port, "listening");
+        Ok(Self { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(3600);
+    for origin in origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
+}
+
+fn server(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    settings: &Settings,
+) -> anyhow::Result<Server> {
+    let governor = rate_limit::config(
+        settings.rate_limit,
+        ClientIp::new(&settings.trusted_proxies),
+    );
+    let origins = settings.cors_origins.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                crate::error::AppError::BadRequest(format!("malformed query string: {e}")).into()
+            }))
+            .service(metrics::metrics)
+            .configure(routes::configure_operations)
+            .service(
+                web::scope("/api")
+                    .wrap(rate_limit::middleware(governor.as_ref()))
+                    .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
+                    .configure(routes::configure_api),
+            )
+            .default_service(web::to(routes::not_found))
+            .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+            .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
+            .wrap(from_fn(metrics::track))
+            .wrap(from_fn(request_id_header))
+            .wrap(TracingLogger::default())
+    })
+    .shutdown_timeout(10)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Echoes the request id that tracing-actix-web put on every log line of the request.
+async fn request_id_header(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let request_id = req.extensions().get::<RequestId>().copied();
+    let mut response = next.call(req).await?;
+    if let Some(value) = request_id.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(response)
+}

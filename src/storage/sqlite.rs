@@ -1,0 +1,530 @@
+//! The embedded backend: one SQLite file, so the service runs with nothing else installed.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params, types::Value};
+use time::OffsetDateTime;
+
+use super::{
+    RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError, StorageResult,
+    UniqueField,
+};
+use crate::{
+    domain::{
+        self, Email, ListQuery, NewUser, Page, Role, SortField, SortOrder, User, UserFilter,
+        UserId, UserName, UserUpdate, Username,
+    },
+    telemetry::spawn_blocking_with_tracing,
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    id                  TEXT PRIMARY KEY,
+    name                TEXT NOT NULL,
+    username            TEXT,
+    email               TEXT NOT NULL,
+    role                TEXT NOT NULL CHECK (role IN ('user', 'admin')),
+    active              INTEGER NOT NULL CHECK (active IN (0, 1)),
+    password_hash       TEXT NOT NULL,
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL,
+    last_login_at       INTEGER,
+    password_changed_at INTEGER NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX users_email_unique ON users (lower(email));
+CREATE UNIQUE INDEX users_username_unique ON users (lower(username)) WHERE username IS NOT NULL;
+CREATE INDEX users_created_at ON users (created_at DESC, id DESC);
+
+CREATE TABLE refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    family_id  TEXT NOT NULL,
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    spent_at   INTEGER,
+    revoked    INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family_id);
+CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);
+CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_at);
+
+CREATE TABLE reset_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+) STRICT;
+CREATE INDEX reset_tokens_user ON reset_tokens (user_id);
+"#];
+
+const USER_COLUMNS: &str = "id, name, username, email, role, active, password_hash, \
+     created_at, updated_at, last_login_at, password_changed_at";
+
+/// One connection behind a mutex: SQLite serialises writers anyway, and a single
+/// connection never meets `SQLITE_BUSY`. Every call runs on the blocking pool.
+#[derive(Clone)]
+pub struct SqliteRepository {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteRepository {
+    /// Opens (creating the file and its directory if needed) and migrates the database.
+    pub async fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
+        let path = path.as_ref().to_owned();
+        let conn = spawn_blocking_with_tracing(move || -> anyhow::Result<Connection> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+            }
+            let mut conn = Connection::open(&path)
+                .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+            configure(&conn)?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        spawn_blocking_with_tracing(move || {
+            // A panic while holding the lock cannot leave a half-done transaction behind
+            // (rusqlite rolls back on drop), so a poisoned lock is still safe to use.
+            let mut guard = conn.lock().unwrap_or_else(|poison| poison.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(StorageError::internal)?
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+}
+
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let applied = usize::try_from(applied)?;
+    if applied > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the database schema (version {applied}) is newer than this build knows ({})",
+            MIGRATIONS.len()
+        );
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i64::try_from(index + 1)?)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(error: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(failure, message) = &error {
+            match failure.code {
+                ErrorCode::ConstraintViolation => {
+                    let message = message.as_deref().unwrap_or_default();
+                    if message.contains("users_email_unique") {
+                        return StorageError::Duplicate(UniqueField::Email);
+                    }
+                    if message.contains("users_username_unique") {
+                        return StorageError::Duplicate(UniqueField::Username);
+                    }
+                }
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::CannotOpen
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure => return StorageError::Unavailable(error.into()),
+                _ => {}
+            }
+        }
+        StorageError::Internal(error.into())
+    }
+}
+
+fn millis(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_millis(ms: i64) -> rusqlite::Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).map_err(conversion_error)
+}
+
+fn conversion_error(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    let text = |i: usize| row.get::<_, String>(i);
+    Ok(User {
+        id: UserId::parse(&text(0)?).map_err(conversion_error)?,
+        name: UserName::parse(&text(1)?).map_err(conversion_error)?,
+        username: row
+            .get::<_, Option<String>>(2)?
+            .map(|u| Username::parse(&u))
+            .transpose()
+            .map_err(conversion_error)?,
+        email: Email::parse(&text(3)?).map_err(conversion_error)?,
+        role: text(4)?.parse::<Role>().map_err(conversion_error)?,
+        active: row.get(5)?,
+        password_hash: text(6)?,
+        created_at: from_millis(row.get(7)?)?,
+        updated_at: from_millis(row.get(8)?)?,
+        last_login_at: row.get::<_, Option<i64>>(9)?.map(from_millis).transpose()?,
+        password_changed_at: from_millis(row.get(10)?)?,
+    })
+}
+
+fn select_user(conn: &Connection, column: &str, value: &str) -> StorageResult<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = lower(?1)");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([value], user_from_row)
+        .optional()?)
+}
+
+fn write_user(conn: &Connection, user: &User, insert: bool) -> StorageResult<()> {
+    let sql = if insert {
+        "INSERT INTO users (id, name, username, email, role, active, password_hash, created_at, \
+         updated_at, last_login_at, password_changed_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    } else {
+        "UPDATE users SET name = ?2, username = ?3, email = ?4, role = ?5, active = ?6, \
+         password_hash = ?7, created_at = ?8, updated_at = ?9, last_login_at = ?10, \
+         password_changed_at = ?11 WHERE id = ?1"
+    };
+    conn.prepare_cached(sql)?.execute(params![
+        user.id.to_hex(),
+        user.name.as_str(),
+        user.username.as_ref().map(Username::as_str),
+        user.email.as_str(),
+        user.role.as_str(),
+        user.active,
+        user.password_hash,
+        millis(user.created_at),
+        millis(user.updated_at),
+        user.last_login_at.map(millis),
+        millis(user.password_changed_at),
+    ])?;
+    Ok(())
+}
+
+/// The WHERE clause and its parameters for a filter.
+fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
+    let mut conditions = Vec::new();
+    let mut values = Vec::new();
+    if let Some(q) = &filter.q {
+        values.push(Value::Text(q.to_lowercase()));
+        let n = values.len();
+        conditions.push(format!(
+            "(instr(lower(name), ?{n}) > 0 OR instr(lower(email), ?{n}) > 0 \
+             OR instr(lower(coalesce(username, '')), ?{n}) > 0)"
+        ));
+    }
+    if let Some(role) = filter.role {
+        values.push(Value::Text(role.as_str().to_owned()));
+        conditions.push(format!("role = ?{}", values.len()));
+    }
+    if let Some(active) = filter.active {
+        values.push(Value::Integer(i64::from(active)));
+        conditions.push(format!("active = ?{}", values.len()));
+    }
+    if conditions.is_empty() {
+        (String::new(), values)
+    } else {
+        (format!("WHERE {}", conditions.join(" AND ")), values)
+    }
+}
+
+fn count(conn: &Connection, filter: &UserFilter) -> StorageResult<u64> {
+    let (clause, values) = where_clause(filter);
+    let sql = format!("SELECT count(*) FROM users {clause}");
+    let n: i64 = conn.query_row(&sql, rusqlite::params_from_iter(values), |r| r.get(0))?;
+    Ok(n as u64)
+}
+
+#[async_trait]
+impl Repository for SqliteRepository {
+    async fn ping(&self) -> StorageResult<()> {
+        self.call(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn create_user(&self, new: NewUser) -> StorageResult<User> {
+        self.call(move |conn| {
+            let user = new.into_user(domain::now());
+            write_user(conn, &user, true)?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: &UserId) -> StorageResult<Option<User>> {
+        let id = id.to_hex();
+        self.call(move |conn| select_user(conn, "id", &id)).await
+    }
+
+    async fn user_by_email(&self, email: &Email) -> StorageResult<Option<User>> {
+        let email = email.as_str().to_owned();
+        self.call(move |conn| select_user(conn, "lower(email)", &email))
+            .await
+    }
+
+    async fn user_by_username(&self, username: &Username) -> StorageResult<Option<User>> {
+        let key = username.key();
+        self.call(move |conn| select_user(conn, "lower(username)", &key))
+            .await
+    }
+
+    async fn update_user(&self, id: &UserId, update: UserUpdate) -> StorageResult<Option<User>> {
+        let id = id.to_hex();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let Some(mut user) = select_user(&tx, "id", &id)? else {
+                return Ok(None);
+            };
+            update.apply(&mut user, domain::now());
+            write_user(&tx, &user, false)?;
+            tx.commit()?;
+            Ok(Some(user))
+        })
+        .await
+    }
+
+    async fn record_login(
+        &self,
+        id: &UserId,
+        at: OffsetDateTime,
+        upgraded_hash: Option<String>,
+    ) -> StorageResult<()> {
+        let id = id.to_hex();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE users SET last_login_at = ?2, \
+                 password_hash = coalesce(?3, password_hash) WHERE id = ?1",
+                params![id, millis(at), upgraded_hash],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_user(&self, id: &UserId) -> StorageResult<bool> {
+        let id = id.to_hex();
+        self.call(move |conn| Ok(conn.execute("DELETE FROM users WHERE id = ?1", [id])? > 0))
+            .await
+    }
+
+    async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>> {
+        let query = query.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let total = count(&tx, &query.filter)?;
+            let (clause, mut values) = where_clause(&query.filter);
+            let column = match query.sort {
+                SortField::CreatedAt => "created_at",
+                SortField::Name => "name",
+                SortField::Email => "email",
+            };
+            let direction = match query.order {
+                SortOrder::Ascending => "ASC",
+                SortOrder::Descending => "DESC",
+            };
+            values.push(Value::Integer(i64::from(query.per_page)));
+            values.push(Value::Integer(query.offset() as i64));
+            let n = values.len();
+            let sql = format!(
+                "SELECT {USER_COLUMNS} FROM users {clause} \
+                 ORDER BY {column} {direction}, id {direction} LIMIT ?{} OFFSET ?{n}",
+                n - 1
+            );
+            let items = tx
+                .prepare(&sql)?
+                .query_map(rusqlite::params_from_iter(values), user_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Page { items, total })
+        })
+        .await
+    }
+
+    async fn count_users(&self, filter: &UserFilter) -> StorageResult<u64> {
+        let filter = filter.clone();
+        self.call(move |conn| count(conn, &filter)).await
+    }
+
+    async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> StorageResult<()> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            // Expired tokens can never be used again; sweep them while we are writing.
+            tx.execute(
+                "DELETE FROM refresh_tokens WHERE expires_at < ?1",
+                [millis(record.created_at)],
+            )?;
+            tx.execute(
+                "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    record.token_hash,
+                    record.family_id,
+                    record.user_id.to_hex(),
+                    millis(record.created_at),
+                    millis(record.expires_at),
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn use_refresh_token(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<RefreshTokenUse> {
+        let token_hash = token_hash.to_owned();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let found = tx
+                .query_row(
+                    "SELECT family_id, user_id, created_at, expires_at, spent_at IS NULL AND revoked = 0 \
+                     FROM refresh_tokens WHERE token_hash = ?1",
+                    [&token_hash],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, i64>(2)?,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, bool>(4)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((family_id, user_id, created_at, expires_at, live)) = found else {
+                return Ok(RefreshTokenUse::Unknown);
+            };
+            if !live {
+                return Ok(RefreshTokenUse::Replayed { family_id });
+            }
+            tx.execute(
+                "UPDATE refresh_tokens SET spent_at = ?2 WHERE token_hash = ?1",
+                params![token_hash, millis(at)],
+            )?;
+            tx.commit()?;
+            Ok(RefreshTokenUse::Spent(RefreshTokenRecord {
+                token_hash,
+                family_id,
+                user_id: UserId::parse(&user_id).map_err(StorageError::internal)?,
+                created_at: from_millis(created_at)?,
+                expires_at: from_millis(expires_at)?,
+            }))
+        })
+        .await
+    }
+
+    async fn revoke_refresh_token(&self, token_hash: &str) -> StorageResult<()> {
+        let token_hash = token_hash.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE refresh_tokens SET revoked = 1 WHERE token_hash = ?1",
+                [token_hash],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_refresh_family(&self, family_id: &str) -> StorageResult<()> {
+        let family_id = family_id.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE refresh_tokens SET revoked = 1 WHERE family_id = ?1",
+                [family_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_user_refresh_tokens(&self, user_id: &UserId) -> StorageResult<()> {
+        let user_id = user_id.to_hex();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1",
+                [user_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_reset_token(&self, record: ResetTokenRecord) -> StorageResult<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO reset_tokens (token_hash, user_id, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    record.token_hash,
+                    record.user_id.to_hex(),
+                    millis(record.created_at),
+                    millis(record.expires_at),
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consume_reset_token(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<UserId>> {
+        let token_hash = token_hash.to_owned();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let user_id: Option<String> = tx
+                .query_row(
+                    "UPDATE reset_tokens SET used_at = ?2 \
+                     WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2 \
+                     RETURNING user_id",
+                    params![token_hash, millis(at)],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let Some(user_id) = user_id else {
+                return Ok(None);
+            };
+            tx.execute(
+                "UPDATE reset_tokens SET used_at = ?2 WHERE user_id = ?1 AND used_at IS NULL",
+                params![user_id, millis(at)],
+            )?;
+            tx.commit()?;
+            Ok(Some(
+                UserId::parse(&user_id).map_err(StorageError::internal)?,
+            ))
+        })
+        .await
+    }
+}

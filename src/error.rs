@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::storage::StorageError;
 
 /// One bad field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -97,15 +97,20 @@ impl From<StorageError> for AppError {
     }
 }
 
-/// The body of every error response.
-#[derive(Debug, Serialize)]
+/// The body of every error response (RFC 9457).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+    "detail": "the request is invalid", "errors": [{"field": "email", "message": "must be a valid email address"}]}))]
 pub struct Problem {
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// One entry per bad field (validation and conflicts only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub errors: Vec<FieldError>,
 }
 

@@ -116,6 +116,11 @@ pub async fn track(
     Ok(response)
 }
 
+/// Prometheus text format.
+#[utoipa::path(
+    tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus metrics", content_type = "text/plain", body = String))
+)]
 #[get("/metrics")]
 pub async fn metrics() -> HttpResponse {
     let encoder = TextEncoder::new();

@@ -118,7 +118,6 @@ fn server(
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 crate::error::AppError::BadRequest(format!("malformed query string: {e}")).into()
             }))
-            .service(metrics::metrics)
             .configure(routes::configure_operations)
             .service(
                 web::scope("/api")

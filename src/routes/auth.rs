@@ -1,13 +1,14 @@
 use actix_web::{HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{
     json::{FieldErrors, JsonBody},
-    users::{CreateUserRequest, RegisterRequest, created},
+    users::{CreateUserRequest, RegisterRequest, UserResponse, created},
 };
 use crate::{
     domain::{Email, Password, Username},
-    error::AppError,
+    error::{AppError, Problem},
     services::{LoginId, TokenPair},
     state::AppState,
 };
@@ -21,7 +22,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(reset_password);
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"access_token": "eyJhbGciOiJIUzI1NiJ9...", "token_type": "Bearer",
+    "expires_in": 900, "refresh_token": "6k3Xz..."}))]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: String,
@@ -40,8 +43,17 @@ impl From<TokenPair> for TokenResponse {
     }
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "auth", operation_id = "register", summary = "Register",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = UserResponse, headers(("Location" = String, description = "/api/users/{id}"))),
+        (status = 403, description = "Registration is switched off", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email or username taken", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[post("/auth/register")]
-async fn register(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, AppError> {
+pub(crate) async fn register(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, AppError> {
     if !state.settings.allow_registration {
         return Err(AppError::Forbidden("registration is closed".into()));
     }
@@ -49,16 +61,26 @@ async fn register(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResp
     Ok(created(state.users.create(input).await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// Exactly one of `email` and `username`, and the password.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LoginRequest {
+#[schema(example = json!({"email": "mario@example.com", "password": "correct horse battery"}))]
+pub(crate) struct LoginRequest {
+    #[schema(nullable = false, format = Email)]
     email: Option<String>,
+    #[schema(nullable = false)]
     username: Option<String>,
+    #[schema(required = true, nullable = false, min_length = 1)]
     password: Option<String>,
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "auth", operation_id = "login", summary = "Log in by email or username",
+    request_body = LoginRequest,
+    responses((status = 200, description = "Tokens", body = TokenResponse), (status = 401, description = "Invalid credentials (one body for every reason)", body = Problem, content_type = "application/problem+json"))
+)]
 #[post("/auth/login")]
-async fn login(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, AppError> {
+pub(crate) async fn login(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, AppError> {
     let request = body.parse::<LoginRequest>()?;
     let mut errors = FieldErrors::default();
     let id = match (request.email.as_deref(), request.username.as_deref()) {
@@ -84,9 +106,10 @@ async fn login(state: web::Data<AppState>, body: JsonBody) -> Result<HttpRespons
     Ok(HttpResponse::Ok().json(TokenResponse::from(pair)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RefreshRequest {
+pub(crate) struct RefreshRequest {
+    #[schema(required = true, nullable = false, min_length = 1)]
     refresh_token: Option<String>,
 }
 
@@ -106,33 +129,49 @@ fn non_empty(s: &str) -> Result<String, crate::domain::ParseError> {
     }
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "auth", operation_id = "refresh", summary = "Rotate a refresh token for a new pair",
+    request_body = RefreshRequest,
+    responses((status = 200, description = "A new pair; the old refresh token stops working", body = TokenResponse), (status = 401, description = "Invalid, expired or revoked refresh token", body = Problem, content_type = "application/problem+json"))
+)]
 #[post("/auth/refresh")]
-async fn refresh(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, AppError> {
+pub(crate) async fn refresh(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, AppError> {
     let token = body.parse::<RefreshRequest>()?.token()?;
     let pair = state.accounts.refresh(&token).await?;
     Ok(HttpResponse::Ok().json(TokenResponse::from(pair)))
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "auth", operation_id = "logout", summary = "Revoke a refresh token",
+    request_body = RefreshRequest,
+    responses((status = 204, description = "Revoked (also for unknown tokens)"))
+)]
 #[post("/auth/logout")]
-async fn logout(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, AppError> {
+pub(crate) async fn logout(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, AppError> {
     let token = body.parse::<RefreshRequest>()?.token()?;
     state.accounts.logout(&token).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ForgotPasswordRequest {
+pub(crate) struct ForgotPasswordRequest {
+    #[schema(required = true, nullable = false, format = Email, max_length = 254)]
     email: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AcceptedResponse {
     pub message: &'static str,
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "auth", operation_id = "forgot_password", summary = "Mail a password-reset link",
+    request_body = ForgotPasswordRequest,
+    responses((status = 202, description = "The same answer whether or not the address is known", body = AcceptedResponse))
+)]
 #[post("/auth/forgot-password")]
-async fn forgot_password(
+pub(crate) async fn forgot_password(
     state: web::Data<AppState>,
     body: JsonBody,
 ) -> Result<HttpResponse, AppError> {
@@ -146,15 +185,23 @@ async fn forgot_password(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResetPasswordRequest {
+pub(crate) struct ResetPasswordRequest {
+    /// The token from the mailed link.
+    #[schema(required = true, nullable = false, min_length = 1)]
     token: Option<String>,
+    #[schema(required = true, nullable = false, min_length = 8, max_length = 72)]
     new_password: Option<String>,
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "auth", operation_id = "reset_password", summary = "Set a new password with a reset token",
+    request_body = ResetPasswordRequest,
+    responses((status = 204, description = "Password changed; every session of the user is revoked"), (status = 401, description = "Invalid, expired or used reset token", body = Problem, content_type = "application/problem+json"))
+)]
 #[post("/auth/reset-password")]
-async fn reset_password(
+pub(crate) async fn reset_password(
     state: web::Data<AppState>,
     body: JsonBody,
 ) -> Result<HttpResponse, AppError> {

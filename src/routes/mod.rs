@@ -1,6 +1,7 @@
 //! HTTP routes: thin handlers that turn requests into domain calls and results into JSON.
 
 mod auth;
+mod docs;
 mod health;
 pub mod json;
 mod users;
@@ -9,11 +10,14 @@ use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 
 use crate::error::Problem;
 
+pub use docs::{ApiDoc, document};
 pub use users::UserResponse;
 
 /// The operational routes, outside the rate limit.
 pub fn configure_operations(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
+    docs::configure(cfg);
+    cfg.service(crate::metrics::metrics);
 }
 
 /// The API routes under `/api`.

@@ -1,6 +1,7 @@
 use actix_web::{HttpResponse, delete, get, http::header, patch, post, put, web};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
 
 use super::json::{FieldErrors, JsonBody, nullable};
 use crate::{
@@ -9,7 +10,7 @@ use crate::{
         Email, ListQuery, Page, Password, Role, SortField, SortOrder, User, UserFilter, UserId,
         UserName, Username,
     },
-    error::AppError,
+    error::{AppError, Problem},
     services::{CreateUser, UserChanges, require_admin, require_self_or_admin},
     state::AppState,
 };
@@ -31,8 +32,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A user as every endpoint returns it: never the password or its hash.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"id": "65f0c1e2a4b5c6d7e8f90123", "name": "Mario Rossi", "username": "mario",
+    "email": "mario@example.com", "role": "user", "active": true, "created_at": "2026-11-22T07:00:00Z",
+    "updated_at": "2026-11-22T07:00:00Z", "last_login_at": null}))]
 pub struct UserResponse {
+    #[schema(pattern = "^[0-9a-f]{24}$")]
     pub id: String,
     pub name: String,
     pub username: Option<String>,
@@ -40,10 +45,13 @@ pub struct UserResponse {
     pub role: Role,
     pub active: bool,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_login_at: Option<OffsetDateTime>,
 }
 
@@ -74,7 +82,7 @@ fn ok(user: User) -> HttpResponse {
     HttpResponse::Ok().json(UserResponse::from(user))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserPage {
     pub items: Vec<UserResponse>,
     pub page: u32,
@@ -84,15 +92,42 @@ pub struct UserPage {
 }
 
 /// The query string of the list, as sent; parsed below so that each bad value is named.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// 1-based page number.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000000, default = 1)]
     page: Option<String>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
     per_page: Option<String>,
+    /// Case-insensitive substring of name, email or username.
+    #[param(max_length = 254)]
     q: Option<String>,
+    #[param(value_type = Option<Role>)]
     role: Option<String>,
+    #[param(value_type = Option<bool>)]
     active: Option<String>,
+    /// `-` sorts descending.
+    #[param(schema_with = sort_schema)]
     sort: Option<String>,
 }
+
+fn sort_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(SORTS.iter().map(|(name, _, _)| *name)))
+        .default(Some("-created_at".into()))
+        .build()
+}
+
+const SORTS: [(&str, SortField, SortOrder); 6] = [
+    ("created_at", SortField::CreatedAt, SortOrder::Ascending),
+    ("-created_at", SortField::CreatedAt, SortOrder::Descending),
+    ("name", SortField::Name, SortOrder::Ascending),
+    ("-name", SortField::Name, SortOrder::Descending),
+    ("email", SortField::Email, SortOrder::Ascending),
+    ("-email", SortField::Email, SortOrder::Descending),
+];
 
 impl ListParams {
     fn parse(self) -> Result<ListQuery, AppError> {
@@ -121,20 +156,14 @@ impl ListParams {
             Some("false") => Some(false),
             Some(_) => return Err(bad("active", "must be true or false")),
         };
-        let (sort, order) = match self.sort.as_deref().unwrap_or("-created_at") {
-            "created_at" => (SortField::CreatedAt, SortOrder::Ascending),
-            "-created_at" => (SortField::CreatedAt, SortOrder::Descending),
-            "name" => (SortField::Name, SortOrder::Ascending),
-            "-name" => (SortField::Name, SortOrder::Descending),
-            "email" => (SortField::Email, SortOrder::Ascending),
-            "-email" => (SortField::Email, SortOrder::Descending),
-            _ => {
-                return Err(bad(
-                    "sort",
-                    "must be one of created_at, -created_at, name, -name, email, -email",
-                ));
-            }
-        };
+        let wanted = self.sort.as_deref().unwrap_or("-created_at");
+        let (_, sort, order) = SORTS
+            .iter()
+            .find(|(name, _, _)| *name == wanted)
+            .copied()
+            .ok_or_else(|| {
+                bad("sort", "must be one of created_at, -created_at, name, -name, email, -email")
+            })?;
         let q = self
             .q
             .map(|q| q.trim().to_owned())
@@ -152,8 +181,15 @@ impl ListParams {
     }
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "list_users",
+    summary = "List users (admin)",
+    params(ListParams),
+    security(("bearer_auth" = [])),
+    responses((status = 200, description = "A page of users", body = UserPage), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"))
+)]
 #[get("/users")]
-async fn list_users(
+pub(crate) async fn list_users(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     params: web::Query<ListParams>,
@@ -170,25 +206,44 @@ async fn list_users(
     }))
 }
 
-/// The body of registration and of an admin's create.
-#[derive(Debug, Deserialize)]
+// Request fields are all `Option` so that every missing one is reported at once; the
+// schema attributes document what is really required.
+
+/// The body of an admin's create.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Mario Rossi", "email": "mario@example.com",
+    "password": "correct horse battery", "username": "mario", "role": "user", "active": true}))]
 pub struct CreateUserRequest {
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 30)]
     name: Option<String>,
+    #[schema(required = true, nullable = false, format = Email, max_length = 254)]
     email: Option<String>,
+    /// 8 to 72 bytes.
+    #[schema(required = true, nullable = false, min_length = 8, max_length = 72)]
     password: Option<String>,
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9_.-]{3,30}$")]
     username: Option<String>,
+    #[schema(nullable = false)]
     role: Option<Role>,
+    #[schema(nullable = false)]
     active: Option<bool>,
 }
 
 /// Registration takes no role or active flag.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Mario Rossi", "email": "mario@example.com",
+    "password": "correct horse battery", "username": "mario"}))]
 pub struct RegisterRequest {
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 30)]
     name: Option<String>,
+    #[schema(required = true, nullable = false, format = Email, max_length = 254)]
     email: Option<String>,
+    /// 8 to 72 bytes.
+    #[schema(required = true, nullable = false, min_length = 8, max_length = 72)]
     password: Option<String>,
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9_.-]{3,30}$")]
     username: Option<String>,
 }
 
@@ -225,8 +280,19 @@ impl CreateUserRequest {
     }
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "create_user",
+    summary = "Create a user (admin)",
+    request_body = CreateUserRequest,
+    security(("bearer_auth" = [])),
+    responses(
+        (status = 201, description = "Created", body = UserResponse, headers(("Location" = String, description = "/api/users/{id}"))),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email or username taken", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[post("/users")]
-async fn create_user(
+pub(crate) async fn create_user(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     body: JsonBody,
@@ -236,23 +302,32 @@ async fn create_user(
     Ok(created(state.users.create(input).await?))
 }
 
-/// PUT and PATCH alike: fields left out stay as they are.
-#[derive(Debug, Deserialize)]
+/// PUT and PATCH alike: fields left out stay as they are. `username: null` removes it;
+/// `role` and `active` are for admins; changing one's own password needs `current_password`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateUserRequest {
+#[schema(example = json!({"name": "Mario Bianchi", "username": null}))]
+pub(crate) struct UpdateUserRequest {
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = String, nullable = false, min_length = 1, max_length = 30)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = String, nullable = false, format = Email, max_length = 254)]
     email: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9_.-]{3,30}$")]
     username: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = String, nullable = false, min_length = 8, max_length = 72)]
     password: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = String, nullable = false)]
     current_password: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Role, nullable = false)]
     role: Option<Option<Role>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = bool, nullable = false)]
     active: Option<Option<bool>>,
 }
 
@@ -319,16 +394,26 @@ async fn remove(state: &AppState, actor: &User, id: UserId) -> Result<HttpRespon
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "get_me", summary = "The signed-in user",
+    security(("bearer_auth" = [])),
+    responses((status = 200, description = "The user", body = UserResponse))
+)]
 #[get("/users/me")]
-async fn get_me(
+pub(crate) async fn get_me(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
 ) -> Result<HttpResponse, AppError> {
     get(&state, &actor, actor.id).await
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "put_me", summary = "Update the signed-in user (partial)",
+    request_body = UpdateUserRequest, security(("bearer_auth" = [])),
+    responses((status = 200, description = "The updated user", body = UserResponse), (status = 403, description = "Wrong current_password, or role/active set by a non-admin", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"))
+)]
 #[put("/users/me")]
-async fn put_me(
+pub(crate) async fn put_me(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     body: JsonBody,
@@ -336,8 +421,13 @@ async fn put_me(
     update(&state, &actor, actor.id, body).await
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "patch_me", summary = "Update the signed-in user (partial)",
+    request_body = UpdateUserRequest, security(("bearer_auth" = [])),
+    responses((status = 200, description = "The updated user", body = UserResponse), (status = 403, description = "Wrong current_password, or role/active set by a non-admin", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"))
+)]
 #[patch("/users/me")]
-async fn patch_me(
+pub(crate) async fn patch_me(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     body: JsonBody,
@@ -345,16 +435,26 @@ async fn patch_me(
     update(&state, &actor, actor.id, body).await
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "delete_me", summary = "Delete the signed-in user",
+    security(("bearer_auth" = [])),
+    responses((status = 204, description = "Deleted"), (status = 409, description = "The last active admin", body = Problem, content_type = "application/problem+json"))
+)]
 #[delete("/users/me")]
-async fn delete_me(
+pub(crate) async fn delete_me(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
 ) -> Result<HttpResponse, AppError> {
     remove(&state, &actor, actor.id).await
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "get_user", summary = "A user (self or admin)",
+    params(("id" = String, Path, description = "24 hex characters")), security(("bearer_auth" = [])),
+    responses((status = 200, description = "The user", body = UserResponse), (status = 403, description = "Another user's id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"))
+)]
 #[get("/users/{id}")]
-async fn get_user(
+pub(crate) async fn get_user(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     id: web::Path<String>,
@@ -362,8 +462,13 @@ async fn get_user(
     get(&state, &actor, user_id(&id)?).await
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "put_user", summary = "Update a user (partial; self or admin)",
+    params(("id" = String, Path, description = "24 hex characters")), request_body = UpdateUserRequest, security(("bearer_auth" = [])),
+    responses((status = 200, description = "The updated user", body = UserResponse), (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"))
+)]
 #[put("/users/{id}")]
-async fn put_user(
+pub(crate) async fn put_user(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     id: web::Path<String>,
@@ -372,8 +477,13 @@ async fn put_user(
     update(&state, &actor, user_id(&id)?, body).await
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "patch_user", summary = "Update a user (partial; self or admin)",
+    params(("id" = String, Path, description = "24 hex characters")), request_body = UpdateUserRequest, security(("bearer_auth" = [])),
+    responses((status = 200, description = "The updated user", body = UserResponse), (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"))
+)]
 #[patch("/users/{id}")]
-async fn patch_user(
+pub(crate) async fn patch_user(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     id: web::Path<String>,
@@ -382,8 +492,13 @@ async fn patch_user(
     update(&state, &actor, user_id(&id)?, body).await
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "delete_user", summary = "Delete a user (self or admin)",
+    params(("id" = String, Path, description = "24 hex characters")), security(("bearer_auth" = [])),
+    responses((status = 204, description = "Deleted"), (status = 403, description = "Another user's id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The last active admin", body = Problem, content_type = "application/problem+json"))
+)]
 #[delete("/users/{id}")]
-async fn delete_user(
+pub(crate) async fn delete_user(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     id: web::Path<String>,
@@ -391,8 +506,13 @@ async fn delete_user(
     remove(&state, &actor, user_id(&id)?).await
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "activate_user", summary = "Activate a user (admin)",
+    params(("id" = String, Path, description = "24 hex characters")), security(("bearer_auth" = [])),
+    responses((status = 200, description = "The user", body = UserResponse), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"))
+)]
 #[put("/users/{id}/activate")]
-async fn activate_user(
+pub(crate) async fn activate_user(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     id: web::Path<String>,
@@ -403,8 +523,13 @@ async fn activate_user(
         .await?))
 }
 
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "deactivate_user", summary = "Deactivate a user (admin)",
+    params(("id" = String, Path, description = "24 hex characters")), security(("bearer_auth" = [])),
+    responses((status = 200, description = "The user", body = UserResponse), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The last active admin", body = Problem, content_type = "application/problem+json"))
+)]
 #[put("/users/{id}/deactivate")]
-async fn deactivate_user(
+pub(crate) async fn deactivate_user(
     state: web::Data<AppState>,
     AuthUser(actor): AuthUser,
     id: web::Path<String>,

@@ -91,8 +91,9 @@ pub fn record_database_error(kind: &'static str) {
     METRICS.database_errors.with_label_values(&[kind]).inc();
 }
 
-/// Middleware: counts and times every request under its route pattern (`/api/users/{id}`),
-/// never the raw path, so ids do not explode the series.
+/// Middleware: counts, times and logs every request under its route pattern
+/// (`/api/users/{id}`), never the raw path, so ids do not explode the series. The log line
+/// carries the request id through the span tracing-actix-web opened around it.
 pub async fn track(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -109,10 +110,18 @@ pub async fn track(
         .requests
         .with_label_values(&[&method, &route, &status])
         .inc();
+    let latency = started.elapsed();
     METRICS
         .latency
         .with_label_values(&[&method, &route])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(latency.as_secs_f64());
+    tracing::info!(
+        method,
+        route,
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "request completed"
+    );
     Ok(response)
 }
 

@@ -53,11 +53,14 @@ impl From<TokenPair> for TokenResponse {
     )
 )]
 #[post("/auth/register")]
-pub(crate) async fn register(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, AppError> {
+pub(crate) async fn register(
+    state: web::Data<AppState>,
+    body: JsonBody,
+) -> Result<HttpResponse, AppError> {
     if !state.settings.allow_registration {
         return Err(AppError::Forbidden("registration is closed".into()));
     }
-    let input = CreateUserRequest::from(body.parse::<RegisterRequest>()?).into_domain()?;
+    let input = body.parse_then(|r: RegisterRequest| CreateUserRequest::from(r).into_domain())?;
     Ok(created(state.users.create(input).await?))
 }
 
@@ -80,7 +83,10 @@ pub(crate) struct LoginRequest {
     responses((status = 200, description = "Tokens", body = TokenResponse), (status = 401, description = "Invalid credentials (one body for every reason)", body = Problem, content_type = "application/problem+json"))
 )]
 #[post("/auth/login")]
-pub(crate) async fn login(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, AppError> {
+pub(crate) async fn login(
+    state: web::Data<AppState>,
+    body: JsonBody,
+) -> Result<HttpResponse, AppError> {
     let request = body.parse::<LoginRequest>()?;
     let mut errors = FieldErrors::default();
     let id = match (request.email.as_deref(), request.username.as_deref()) {
@@ -135,7 +141,10 @@ fn non_empty(s: &str) -> Result<String, crate::domain::ParseError> {
     responses((status = 200, description = "A new pair; the old refresh token stops working", body = TokenResponse), (status = 401, description = "Invalid, expired or revoked refresh token", body = Problem, content_type = "application/problem+json"))
 )]
 #[post("/auth/refresh")]
-pub(crate) async fn refresh(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, AppError> {
+pub(crate) async fn refresh(
+    state: web::Data<AppState>,
+    body: JsonBody,
+) -> Result<HttpResponse, AppError> {
     let token = body.parse::<RefreshRequest>()?.token()?;
     let pair = state.accounts.refresh(&token).await?;
     Ok(HttpResponse::Ok().json(TokenResponse::from(pair)))
@@ -147,7 +156,10 @@ pub(crate) async fn refresh(state: web::Data<AppState>, body: JsonBody) -> Resul
     responses((status = 204, description = "Revoked (also for unknown tokens)"))
 )]
 #[post("/auth/logout")]
-pub(crate) async fn logout(state: web::Data<AppState>, body: JsonBody) -> Result<HttpResponse, AppError> {
+pub(crate) async fn logout(
+    state: web::Data<AppState>,
+    body: JsonBody,
+) -> Result<HttpResponse, AppError> {
     let token = body.parse::<RefreshRequest>()?.token()?;
     state.accounts.logout(&token).await?;
     Ok(HttpResponse::NoContent().finish())

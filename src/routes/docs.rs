@@ -47,9 +47,9 @@ pub fn document() -> &'static openapi::OpenApi {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(openapi_json).service(docs).service(
-        SwaggerUi::new("/docs/{_:.*}").config(Config::new(["/api/openapi.json"])),
-    );
+    cfg.service(openapi_json)
+        .service(docs)
+        .service(SwaggerUi::new("/docs/{_:.*}").config(Config::new(["/api/openapi.json"])));
 }
 
 /// This document.
@@ -72,6 +72,36 @@ pub(crate) async fn docs() -> HttpResponse {
     HttpResponse::PermanentRedirect()
         .insert_header((header::LOCATION, "/docs/"))
         .finish()
+}
+
+/// The methods the document lists for the path template that `path` fits, e.g.
+/// `["GET", "PUT", "PATCH", "DELETE"]` for `/api/users/65f0c1e2a4b5c6d7e8f90123`.
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let fits = |template: &str| {
+        let parts: Vec<&str> = template.split('/').collect();
+        parts.len() == segments.len()
+            && parts
+                .iter()
+                .zip(&segments)
+                .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+    };
+    let mut methods = Vec::new();
+    for (_, item) in document().paths.paths.iter().filter(|(t, _)| fits(t)) {
+        let present = [
+            ("GET", item.get.is_some()),
+            ("POST", item.post.is_some()),
+            ("PUT", item.put.is_some()),
+            ("PATCH", item.patch.is_some()),
+            ("DELETE", item.delete.is_some()),
+        ];
+        for (method, _) in present.into_iter().filter(|(_, p)| *p) {
+            if !methods.contains(&method) {
+                methods.push(method);
+            }
+        }
+    }
+    methods
 }
 
 /// Adds what every operation can answer, so that the annotations list only what is
@@ -127,24 +157,45 @@ fn add_common_responses(path: &str, operation: &mut Operation) {
                 .insert(status.to_owned(), problem(description).into());
         }
     };
-    add("400", "Malformed JSON or query parameter", has_body || has_query);
-    add("401", "Missing, invalid, expired or revoked bearer token", secured);
+    add(
+        "400",
+        "Malformed JSON or query parameter",
+        has_body || has_query,
+    );
+    add(
+        "401",
+        "Missing, invalid, expired or revoked bearer token",
+        secured,
+    );
     add("413", "Body over 64 KiB", has_body);
     add("415", "Body is not application/json", has_body);
-    add("422", "Validation failed or unknown field; every bad field is listed", has_body);
+    add(
+        "422",
+        "Validation failed or unknown field; every bad field is listed",
+        has_body,
+    );
     add("500", "A bug; the body says nothing about internals", true);
-    add("503", "The database does not answer", api || path == "/ready");
+    add(
+        "503",
+        "The database does not answer",
+        api || path == "/ready",
+    );
     if api && !operation.responses.responses.contains_key("429") {
         let limited = ResponseBuilder::from(problem("Rate limited"))
             .header(
                 "Retry-After",
                 openapi::HeaderBuilder::new()
-                    .schema(Some(openapi::ObjectBuilder::new().schema_type(openapi::Type::Integer)))
+                    .schema(Some(
+                        openapi::ObjectBuilder::new().schema_type(openapi::Type::Integer),
+                    ))
                     .description(Some("Seconds to wait"))
                     .build(),
             )
             .build();
-        operation.responses.responses.insert("429".to_owned(), limited.into());
+        operation
+            .responses
+            .responses
+            .insert("429".to_owned(), limited.into());
     }
 }
 
@@ -188,19 +239,39 @@ mod tests {
                         .get(&route)
                         .and_then(|item| item.get(method))
                         .is_some();
-                    assert!(documented, "{} {route} is not in the OpenAPI document", method.to_uppercase());
+                    assert!(
+                        documented,
+                        "{} {route} is not in the OpenAPI document",
+                        method.to_uppercase()
+                    );
                     checked += 1;
                 }
             }
         }
-        assert_eq!(checked, 23, "the number of routes changed: check this test's sources");
+        assert_eq!(
+            checked, 23,
+            "the number of routes changed: check this test's sources"
+        );
+    }
+
+    #[test]
+    fn allowed_methods_follow_the_document() {
+        assert_eq!(allowed_methods("/api/auth/login"), ["POST"]);
+        assert_eq!(
+            allowed_methods("/api/users/65f0c1e2a4b5c6d7e8f90123"),
+            ["GET", "PUT", "PATCH", "DELETE"]
+        );
+        assert!(allowed_methods("/api/nothing").is_empty());
+        assert!(allowed_methods("/api/users//activate").is_empty());
     }
 
     #[test]
     fn api_operations_document_their_errors() {
         let spec = serde_json::to_value(document()).unwrap();
         let login = &spec["paths"]["/api/auth/login"]["post"]["responses"];
-        for status in ["200", "400", "401", "413", "415", "422", "429", "500", "503"] {
+        for status in [
+            "200", "400", "401", "413", "415", "422", "429", "500", "503",
+        ] {
             assert!(login.get(status).is_some(), "login lacks {status}");
         }
         assert!(spec["components"]["securitySchemes"]["bearer_auth"].is_object());

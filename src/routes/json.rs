@@ -59,6 +59,15 @@ impl JsonBody {
     /// Deserialises into `T`, refusing every field `T` does not take (each one named) and a
     /// value of the wrong type (named by its path).
     pub fn parse<T: DeserializeOwned>(self) -> Result<T, AppError> {
+        self.parse_then(Ok)
+    }
+
+    /// [`JsonBody::parse`], then `validate`: unknown fields and the fields `validate`
+    /// refuses are reported together, so that the client hears of all at once.
+    pub fn parse_then<T: DeserializeOwned, U>(
+        self,
+        validate: impl FnOnce(T) -> Result<U, AppError>,
+    ) -> Result<U, AppError> {
         let accepted = struct_fields::<T>();
         let mut map = self.0;
         let mut errors: Vec<FieldError> = map
@@ -68,8 +77,15 @@ impl JsonBody {
             .collect();
         map.retain(|key, _| accepted.contains(&key.as_str()));
         match serde_path_to_error::deserialize(Value::Object(map)) {
-            Ok(value) if errors.is_empty() => Ok(value),
-            Ok(_) => Err(AppError::Validation(errors)),
+            Ok(value) => match validate(value) {
+                Ok(value) if errors.is_empty() => Ok(value),
+                Err(e) if errors.is_empty() => Err(e),
+                Err(AppError::Validation(more)) => {
+                    errors.extend(more);
+                    Err(AppError::Validation(errors))
+                }
+                Ok(_) | Err(_) => Err(AppError::Validation(errors)),
+            },
             Err(e) => {
                 errors.push(FieldError::new(e.path().to_string(), e.inner().to_string()));
                 Err(AppError::Validation(errors))

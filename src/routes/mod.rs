@@ -6,7 +6,11 @@ mod health;
 pub mod json;
 mod users;
 
-use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::{StatusCode, header, header::HeaderValue},
+    web,
+};
 
 use crate::error::Problem;
 
@@ -26,11 +30,28 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
     users::configure(cfg);
 }
 
-/// Unknown routes (and known paths with another method) answer with a problem document.
+/// Requests no route took: 405 with `Allow` for a known path (as the OpenAPI document lists
+/// it) asked with another method, else 404. Both as problem documents.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        format!("no route for {} {}", req.method(), req.path()),
+    let allowed = docs::allowed_methods(req.path());
+    if allowed.is_empty() {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            format!("no route for {}", req.path()),
+        )
+        .response();
+    }
+    let mut response = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed here; use {}",
+            req.method(),
+            allowed.join(", ")
+        ),
     )
-    .response()
+    .response();
+    if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }

@@ -162,7 +162,10 @@ impl ListParams {
             .find(|(name, _, _)| *name == wanted)
             .copied()
             .ok_or_else(|| {
-                bad("sort", "must be one of created_at, -created_at, name, -name, email, -email")
+                bad(
+                    "sort",
+                    "must be one of created_at, -created_at, name, -name, email, -email",
+                )
             })?;
         let q = self
             .q
@@ -298,7 +301,7 @@ pub(crate) async fn create_user(
     body: JsonBody,
 ) -> Result<HttpResponse, AppError> {
     require_admin(&actor)?;
-    let input = body.parse::<CreateUserRequest>()?.into_domain()?;
+    let input = body.parse_then(CreateUserRequest::into_domain)?;
     Ok(created(state.users.create(input).await?))
 }
 
@@ -385,7 +388,7 @@ async fn update(
     body: JsonBody,
 ) -> Result<HttpResponse, AppError> {
     require_self_or_admin(actor, &id)?;
-    let changes = body.parse::<UpdateUserRequest>()?.into_domain()?;
+    let changes = body.parse_then(UpdateUserRequest::into_domain)?;
     Ok(ok(state.users.update(actor, &id, changes).await?))
 }
 

@@ -146,6 +146,10 @@ impl UserService {
             .user_by_id(id)
             .await?
             .ok_or_else(AppError::not_found)?;
+        if update.is_empty() {
+            // Nothing to change: not even `updated_at` moves.
+            return Ok(target);
+        }
         if demotes && target.is_active_admin() {
             self.ensure_another_active_admin().await?;
         }

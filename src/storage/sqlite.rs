@@ -6,7 +6,9 @@ use std::{
 };
 
 use async_trait::async_trait;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params, types::Value};
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Row, functions::FunctionFlags, params, types::Value,
+};
 use time::OffsetDateTime;
 
 use super::{
@@ -113,6 +115,14 @@ impl SqliteRepository {
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // SQLite's own lower() folds ASCII only; the `q` filter must ignore case in any script,
+    // as MongoDB's case-insensitive regex does.
+    conn.create_scalar_function(
+        "unicode_lower",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|s| s.to_lowercase())),
+    )?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
@@ -237,8 +247,8 @@ fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
         values.push(Value::Text(q.to_lowercase()));
         let n = values.len();
         conditions.push(format!(
-            "(instr(lower(name), ?{n}) > 0 OR instr(lower(email), ?{n}) > 0 \
-             OR instr(lower(coalesce(username, '')), ?{n}) > 0)"
+            "(instr(unicode_lower(name), ?{n}) > 0 OR instr(email, ?{n}) > 0 \
+             OR instr(unicode_lower(coalesce(username, '')), ?{n}) > 0)"
         ));
     }
     if let Some(role) = filter.role {

@@ -1,0 +1,1666 @@
+//! The contract of `Repository`, written once; `main.rs` runs it against every backend.
+
+use std::{collections::HashSet, time::Duration};
+
+use time::OffsetDateTime;
+use user_service::{
+    domain::{
+        Email, ListQuery, NewUser, Role, SortField, SortOrder, User, UserFilter, UserId, UserName,
+        UserUpdate, Username, now, truncate_to_millis,
+    },
+    storage::{
+        DynRepository, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord, StorageError,
+        UniqueField,
+    },
+};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+fn email(raw: &str) -> Email {
+    Email::parse(raw).expect("test email is valid")
+}
+
+fn username(raw: &str) -> Username {
+    Username::parse(raw).expect("test username is valid")
+}
+
+fn name(raw: &str) -> UserName {
+    UserName::parse(raw).expect("test name is valid")
+}
+
+fn new_user(display_name: &str, address: &str, handle: Option<&str>) -> NewUser {
+    NewUser {
+        name: name(display_name),
+        username: handle.map(username),
+        email: email(address),
+        role: Role::User,
+        active: true,
+        password_hash: format!("$2b$04$hash-of-{address}"),
+    }
+}
+
+async fn create(
+    repo: &DynRepository,
+    display_name: &str,
+    address: &str,
+    handle: Option<&str>,
+) -> User {
+    repo.create_user(new_user(display_name, address, handle))
+        .await
+        .unwrap_or_else(|e| panic!("create {address}: {e:?}"))
+}
+
+async fn fetch(repo: &DynRepository, id: &UserId) -> User {
+    repo.user_by_id(id)
+        .await
+        .expect("user_by_id")
+        .expect("the user exists")
+}
+
+/// Long enough that two `now()` calls on either side of it differ at millisecond precision.
+async fn tick() {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+}
+
+fn assert_millis(t: OffsetDateTime, what: &str) {
+    assert_eq!(
+        t.nanosecond() % 1_000_000,
+        0,
+        "{what} ({t}) has sub-millisecond digits"
+    );
+}
+
+fn assert_duplicate(result: Result<impl std::fmt::Debug, StorageError>, field: UniqueField) {
+    match result {
+        Err(StorageError::Duplicate(f)) if f == field => {}
+        other => panic!("expected Duplicate({field:?}), got {other:?}"),
+    }
+}
+
+fn refresh(token_hash: &str, family_id: &str, user_id: UserId) -> RefreshTokenRecord {
+    let created_at = now();
+    RefreshTokenRecord {
+        token_hash: token_hash.to_owned(),
+        family_id: family_id.to_owned(),
+        user_id,
+        created_at,
+        expires_at: created_at + time::Duration::days(30),
+    }
+}
+
+fn reset(token_hash: &str, user_id: UserId) -> ResetTokenRecord {
+    let created_at = now();
+    ResetTokenRecord {
+        token_hash: token_hash.to_owned(),
+        user_id,
+        created_at,
+        expires_at: created_at + time::Duration::hours(1),
+    }
+}
+
+fn ids(users: &[User]) -> Vec<UserId> {
+    users.iter().map(|u| u.id).collect()
+}
+
+fn query(filter: UserFilter) -> ListQuery {
+    ListQuery {
+        page: 1,
+        per_page: 100,
+        filter,
+        ..ListQuery::default()
+    }
+}
+
+fn q(text: &str) -> UserFilter {
+    UserFilter {
+        q: Some(text.to_owned()),
+        ..UserFilter::default()
+    }
+}
+
+/// Ids of every user the query finds (on one page), in the order returned.
+async fn listed(repo: &DynRepository, query: &ListQuery) -> Vec<UserId> {
+    let page = repo.list_users(query).await.expect("list_users");
+    ids(&page.items)
+}
+
+/// The same ids as a set, for filters where the order does not matter.
+async fn found(repo: &DynRepository, filter: UserFilter) -> HashSet<UserId> {
+    let page = repo
+        .list_users(&query(filter.clone()))
+        .await
+        .expect("list_users");
+    assert_eq!(
+        page.total,
+        page.items.len() as u64,
+        "total disagrees with the items for {filter:?}"
+    );
+    page.items.iter().map(|u| u.id).collect()
+}
+
+fn set(users: &[&User]) -> HashSet<UserId> {
+    users.iter().map(|u| u.id).collect()
+}
+
+/// The order the contract promises: by the key, ties broken by id, both in `order`.
+fn expected_order<K: Ord>(
+    users: &[User],
+    order: SortOrder,
+    key: impl Fn(&User) -> K,
+) -> Vec<UserId> {
+    let mut sorted: Vec<&User> = users.iter().collect();
+    sorted.sort_by(|a, b| {
+        let ordering = key(a)
+            .cmp(&key(b))
+            .then_with(|| a.id.to_hex().cmp(&b.id.to_hex()));
+        match order {
+            SortOrder::Ascending => ordering,
+            SortOrder::Descending => ordering.reverse(),
+        }
+    });
+    sorted.into_iter().map(|u| u.id).collect()
+}
+
+fn sorted_query(sort: SortField, order: SortOrder) -> ListQuery {
+    ListQuery {
+        page: 1,
+        per_page: 100,
+        filter: UserFilter::default(),
+        sort,
+        order,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Health
+// ---------------------------------------------------------------------------------------
+
+pub async fn ping_succeeds(repo: DynRepository) {
+    repo.ping().await.expect("ping");
+}
+
+// ---------------------------------------------------------------------------------------
+// Users: round trips
+// ---------------------------------------------------------------------------------------
+
+pub async fn created_user_round_trips_by_id_email_and_username(repo: DynRepository) {
+    let before = now();
+    let new = NewUser {
+        name: name("Mario Rossi"),
+        username: Some(username("Mario.Rossi_1")),
+        email: email("Mario.Rossi@Example.com"),
+        role: Role::Admin,
+        active: false,
+        password_hash: "$2b$12$abcdefghijklmnopqrstuu5Hq3K1Zxj2hQ9v6k5q0m1o2p3q4r5s6".into(),
+    };
+    let created = repo.create_user(new.clone()).await.expect("create");
+    let after = now();
+
+    assert_eq!(created.name, new.name);
+    assert_eq!(created.username, new.username);
+    assert_eq!(created.email.as_str(), "mario.rossi@example.com");
+    assert_eq!(created.role, Role::Admin);
+    assert!(!created.active);
+    assert_eq!(created.password_hash, new.password_hash);
+    assert!(before <= created.created_at && created.created_at <= after);
+    assert_eq!(created.updated_at, created.created_at);
+    assert_eq!(created.password_changed_at, created.created_at);
+    assert_eq!(created.last_login_at, None);
+
+    assert_eq!(fetch(&repo, &created.id).await, created);
+    for address in [
+        "mario.rossi@example.com",
+        "MARIO.ROSSI@EXAMPLE.COM",
+        " Mario.Rossi@example.COM ",
+    ] {
+        let by_email = repo
+            .user_by_email(&email(address))
+            .await
+            .expect("user_by_email");
+        assert_eq!(
+            by_email.as_ref(),
+            Some(&created),
+            "looked up as {address:?}"
+        );
+    }
+    for handle in ["Mario.Rossi_1", "mario.rossi_1", "MARIO.ROSSI_1"] {
+        let by_username = repo
+            .user_by_username(&username(handle))
+            .await
+            .expect("user_by_username");
+        assert_eq!(
+            by_username.as_ref(),
+            Some(&created),
+            "looked up as {handle:?}"
+        );
+    }
+    // The display case of the username is kept.
+    assert_eq!(created.username.unwrap().as_str(), "Mario.Rossi_1");
+
+    // A user without username round-trips too, with last_login_at set.
+    let plain = create(&repo, "Plain", "plain@example.com", None).await;
+    let login = now();
+    repo.record_login(&plain.id, login, None)
+        .await
+        .expect("record_login");
+    let stored = fetch(&repo, &plain.id).await;
+    assert_eq!(
+        stored,
+        User {
+            last_login_at: Some(login),
+            ..plain
+        }
+    );
+}
+
+pub async fn lookups_of_unknown_users_return_none(repo: DynRepository) {
+    create(&repo, "Someone", "someone@example.com", Some("someone")).await;
+    assert_eq!(
+        repo.user_by_id(&UserId::generate()).await.expect("by id"),
+        None
+    );
+    assert_eq!(
+        repo.user_by_email(&email("nobody@example.com"))
+            .await
+            .expect("by email"),
+        None
+    );
+    assert_eq!(
+        repo.user_by_username(&username("nobody"))
+            .await
+            .expect("by username"),
+        None
+    );
+}
+
+pub async fn timestamps_are_stored_with_millisecond_precision(repo: DynRepository) {
+    let user = create(&repo, "Timely", "timely@example.com", None).await;
+    assert_millis(user.created_at, "created_at");
+    assert_millis(user.updated_at, "updated_at");
+    assert_millis(user.password_changed_at, "password_changed_at");
+
+    // A time with sub-millisecond digits comes back truncated to the millisecond.
+    let precise = OffsetDateTime::now_utc()
+        .replace_nanosecond(123_456_789)
+        .unwrap();
+    repo.record_login(&user.id, precise, None)
+        .await
+        .expect("record_login");
+    let stored = fetch(&repo, &user.id).await;
+    assert_eq!(stored.last_login_at, Some(truncate_to_millis(precise)));
+
+    let updated = repo
+        .update_user(
+            &user.id,
+            UserUpdate {
+                active: Some(false),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_millis(updated.updated_at, "updated_at after update");
+    assert_eq!(fetch(&repo, &user.id).await, updated);
+
+    // Token timestamps too.
+    let record = RefreshTokenRecord {
+        token_hash: "precise-token".into(),
+        family_id: "precise-family".into(),
+        user_id: user.id,
+        created_at: precise,
+        expires_at: precise + time::Duration::days(1),
+    };
+    repo.insert_refresh_token(record.clone())
+        .await
+        .expect("insert");
+    match repo
+        .use_refresh_token("precise-token", now())
+        .await
+        .expect("use")
+    {
+        RefreshTokenUse::Spent(spent) => assert_eq!(
+            spent,
+            RefreshTokenRecord {
+                created_at: truncate_to_millis(record.created_at),
+                expires_at: truncate_to_millis(record.expires_at),
+                ..record
+            }
+        ),
+        other => panic!("expected Spent, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Users: uniqueness
+// ---------------------------------------------------------------------------------------
+
+pub async fn create_rejects_an_email_taken_in_another_case(repo: DynRepository) {
+    create(&repo, "First", "taken@example.com", None).await;
+    assert_duplicate(
+        repo.create_user(new_user("Second", "TAKEN@Example.COM", None))
+            .await,
+        UniqueField::Email,
+    );
+    // The refused user was not created.
+    assert_eq!(
+        repo.count_users(&UserFilter::default())
+            .await
+            .expect("count"),
+        1
+    );
+}
+
+pub async fn update_rejects_an_email_taken_by_another_user(repo: DynRepository) {
+    create(&repo, "First", "first@example.com", None).await;
+    let second = create(&repo, "Second", "second@example.com", None).await;
+    assert_duplicate(
+        repo.update_user(
+            &second.id,
+            UserUpdate {
+                email: Some(email("FIRST@example.com")),
+                name: Some(name("Changed")),
+                ..UserUpdate::default()
+            },
+        )
+        .await,
+        UniqueField::Email,
+    );
+    // The refused update changed nothing.
+    assert_eq!(fetch(&repo, &second.id).await, second);
+    // Setting one's own email again is no conflict.
+    let same = repo
+        .update_user(
+            &second.id,
+            UserUpdate {
+                email: Some(email("Second@Example.com")),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .expect("update to own email");
+    assert_eq!(same.expect("exists").email, second.email);
+}
+
+pub async fn create_rejects_a_username_taken_in_another_case(repo: DynRepository) {
+    create(&repo, "First", "first@example.com", Some("Mario")).await;
+    for handle in ["Mario", "mario", "MARIO", "mArIo"] {
+        assert_duplicate(
+            repo.create_user(new_user("Second", "second@example.com", Some(handle)))
+                .await,
+            UniqueField::Username,
+        );
+    }
+    assert_eq!(
+        repo.count_users(&UserFilter::default())
+            .await
+            .expect("count"),
+        1
+    );
+}
+
+pub async fn update_rejects_a_username_taken_by_another_user(repo: DynRepository) {
+    create(&repo, "First", "first@example.com", Some("Mario")).await;
+    let second = create(&repo, "Second", "second@example.com", Some("luigi")).await;
+    let third = create(&repo, "Third", "third@example.com", None).await;
+    for user in [&second, &third] {
+        assert_duplicate(
+            repo.update_user(
+                &user.id,
+                UserUpdate {
+                    username: Some(Some(username("MARIO"))),
+                    ..UserUpdate::default()
+                },
+            )
+            .await,
+            UniqueField::Username,
+        );
+        assert_eq!(&fetch(&repo, &user.id).await, user);
+    }
+}
+
+pub async fn a_user_may_change_the_case_of_their_own_username(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", Some("mario")).await;
+    let updated = repo
+        .update_user(
+            &user.id,
+            UserUpdate {
+                username: Some(Some(username("MaRiO"))),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(
+        updated.username.as_ref().map(Username::as_str),
+        Some("MaRiO")
+    );
+    let by_username = repo
+        .user_by_username(&username("mario"))
+        .await
+        .expect("by username");
+    assert_eq!(by_username, Some(updated));
+}
+
+pub async fn many_users_without_username_coexist(repo: DynRepository) {
+    for i in 0..4 {
+        create(&repo, "Anonymous", &format!("anon{i}@example.com"), None).await;
+    }
+    // Clearing usernames leaves several users without one as well.
+    for i in 0..2 {
+        let user = create(
+            &repo,
+            "Named",
+            &format!("named{i}@example.com"),
+            Some(&format!("named{i}")),
+        )
+        .await;
+        repo.update_user(
+            &user.id,
+            UserUpdate {
+                username: Some(None),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .expect("clearing a username never conflicts")
+        .expect("exists");
+    }
+    assert_eq!(
+        repo.count_users(&UserFilter::default())
+            .await
+            .expect("count"),
+        6
+    );
+}
+
+pub async fn concurrent_creates_with_one_email_yield_exactly_one_user(repo: DynRepository) {
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let repo = repo.clone();
+            // The same address in many spellings of case.
+            let address: String = "race@example.com"
+                .chars()
+                .enumerate()
+                .map(|(j, c)| {
+                    if (i >> (j % 6)) & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            tokio::spawn(async move {
+                repo.create_user(new_user(&format!("Racer {i}"), &address, None))
+                    .await
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut duplicates = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(user) => created.push(user),
+            Err(StorageError::Duplicate(UniqueField::Email)) => duplicates += 1,
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one create wins");
+    assert_eq!(duplicates, 49);
+    assert_eq!(
+        repo.count_users(&UserFilter::default())
+            .await
+            .expect("count"),
+        1
+    );
+    let stored = repo
+        .user_by_email(&email("race@example.com"))
+        .await
+        .expect("by email");
+    assert_eq!(stored, created.pop());
+}
+
+// ---------------------------------------------------------------------------------------
+// Users: updates
+// ---------------------------------------------------------------------------------------
+
+pub async fn partial_update_changes_only_the_given_fields_and_bumps_updated_at(
+    repo: DynRepository,
+) {
+    let user = create(&repo, "Mario", "mario@example.com", Some("mario")).await;
+    let other = create(&repo, "Other", "other@example.com", Some("other")).await;
+    tick().await;
+
+    let updated = repo
+        .update_user(
+            &user.id,
+            UserUpdate {
+                name: Some(name("Mario Rossi")),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert!(
+        updated.updated_at > user.updated_at,
+        "updated_at was not bumped"
+    );
+    assert_eq!(
+        updated,
+        User {
+            name: name("Mario Rossi"),
+            updated_at: updated.updated_at,
+            ..user.clone()
+        }
+    );
+    assert_eq!(fetch(&repo, &user.id).await, updated);
+    tick().await;
+
+    let updated2 = repo
+        .update_user(
+            &user.id,
+            UserUpdate {
+                role: Some(Role::Admin),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert!(updated2.updated_at > updated.updated_at);
+    assert_eq!(
+        updated2,
+        User {
+            role: Role::Admin,
+            updated_at: updated2.updated_at,
+            ..updated.clone()
+        }
+    );
+    tick().await;
+
+    let updated3 = repo
+        .update_user(
+            &user.id,
+            UserUpdate {
+                active: Some(false),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(
+        updated3,
+        User {
+            active: false,
+            updated_at: updated3.updated_at,
+            ..updated2.clone()
+        }
+    );
+    assert_eq!(fetch(&repo, &user.id).await, updated3);
+
+    // An empty update changes nothing but updated_at.
+    tick().await;
+    let touched = repo
+        .update_user(&user.id, UserUpdate::default())
+        .await
+        .expect("update")
+        .expect("exists");
+    assert!(touched.updated_at > updated3.updated_at);
+    assert_eq!(
+        touched,
+        User {
+            updated_at: touched.updated_at,
+            ..updated3
+        }
+    );
+
+    // The other user was left alone.
+    assert_eq!(fetch(&repo, &other.id).await, other);
+}
+
+pub async fn full_update_round_trips_every_field(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", Some("mario")).await;
+    tick().await;
+    let updated = repo
+        .update_user(
+            &user.id,
+            UserUpdate {
+                name: Some(name("Luigi Verdi")),
+                username: Some(Some(username("Luigi"))),
+                email: Some(email("Luigi@Example.com")),
+                role: Some(Role::Admin),
+                active: Some(false),
+                password_hash: Some("new-hash".into()),
+            },
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(updated.id, user.id);
+    assert_eq!(updated.name.as_str(), "Luigi Verdi");
+    assert_eq!(
+        updated.username.as_ref().map(Username::as_str),
+        Some("Luigi")
+    );
+    assert_eq!(updated.email.as_str(), "luigi@example.com");
+    assert_eq!(updated.role, Role::Admin);
+    assert!(!updated.active);
+    assert_eq!(updated.password_hash, "new-hash");
+    assert_eq!(updated.created_at, user.created_at);
+    assert_eq!(updated.password_changed_at, updated.updated_at);
+    assert!(updated.updated_at > user.updated_at);
+
+    assert_eq!(fetch(&repo, &user.id).await, updated);
+    let by_email = repo
+        .user_by_email(&email("luigi@example.com"))
+        .await
+        .expect("by email");
+    assert_eq!(by_email.as_ref(), Some(&updated));
+    let by_username = repo
+        .user_by_username(&username("LUIGI"))
+        .await
+        .expect("by username");
+    assert_eq!(by_username.as_ref(), Some(&updated));
+    // The old email and username no longer find anyone, and are free again.
+    assert_eq!(
+        repo.user_by_email(&email("mario@example.com"))
+            .await
+            .expect("by email"),
+        None
+    );
+    assert_eq!(
+        repo.user_by_username(&username("mario"))
+            .await
+            .expect("by username"),
+        None
+    );
+    create(&repo, "New Mario", "mario@example.com", Some("Mario")).await;
+}
+
+pub async fn update_with_some_none_username_clears_it_and_frees_it(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", Some("mario")).await;
+    let cleared = repo
+        .update_user(
+            &user.id,
+            UserUpdate {
+                username: Some(None),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(cleared.username, None);
+    assert_eq!(fetch(&repo, &user.id).await, cleared);
+    assert_eq!(
+        repo.user_by_username(&username("mario"))
+            .await
+            .expect("by username"),
+        None
+    );
+
+    // `None` (rather than `Some(None)`) leaves a username alone.
+    let other = create(&repo, "Other", "other@example.com", Some("MARIO")).await;
+    let kept = repo
+        .update_user(
+            &other.id,
+            UserUpdate {
+                name: Some(name("Still Mario")),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(kept.username, other.username);
+}
+
+pub async fn password_hash_update_moves_password_changed_at(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    tick().await;
+
+    // Other changes do not move it.
+    let renamed = repo
+        .update_user(
+            &user.id,
+            UserUpdate {
+                name: Some(name("Renamed")),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(renamed.password_changed_at, user.password_changed_at);
+    tick().await;
+
+    let changed = repo
+        .update_user(
+            &user.id,
+            UserUpdate {
+                password_hash: Some("new-hash".into()),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .expect("update")
+        .expect("exists");
+    assert_eq!(changed.password_hash, "new-hash");
+    assert!(changed.password_changed_at > renamed.password_changed_at);
+    assert_eq!(changed.password_changed_at, changed.updated_at);
+    assert_eq!(fetch(&repo, &user.id).await, changed);
+}
+
+pub async fn record_login_sets_last_login_without_counting_as_a_change(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    tick().await;
+    let at = now();
+    repo.record_login(&user.id, at, None)
+        .await
+        .expect("record_login");
+    let stored = fetch(&repo, &user.id).await;
+    assert_eq!(
+        stored,
+        User {
+            last_login_at: Some(at),
+            ..user.clone()
+        }
+    );
+
+    tick().await;
+    let later = now();
+    repo.record_login(&user.id, later, None)
+        .await
+        .expect("record_login");
+    assert_eq!(fetch(&repo, &user.id).await.last_login_at, Some(later));
+
+    // Recording a login for nobody is harmless and creates nobody.
+    repo.record_login(&UserId::generate(), later, None)
+        .await
+        .expect("record_login of a missing user");
+    assert_eq!(
+        repo.count_users(&UserFilter::default())
+            .await
+            .expect("count"),
+        1
+    );
+}
+
+pub async fn record_login_stores_an_upgraded_hash(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    tick().await;
+    let at = now();
+    repo.record_login(&user.id, at, Some("upgraded-hash".into()))
+        .await
+        .expect("record_login");
+    let stored = fetch(&repo, &user.id).await;
+    assert_eq!(
+        stored,
+        User {
+            last_login_at: Some(at),
+            password_hash: "upgraded-hash".into(),
+            ..user.clone()
+        }
+    );
+    // Neither updated_at nor password_changed_at moved: the password is the same one.
+    assert_eq!(stored.updated_at, user.updated_at);
+    assert_eq!(stored.password_changed_at, user.password_changed_at);
+}
+
+pub async fn update_of_a_missing_user_returns_none(repo: DynRepository) {
+    create(&repo, "Mario", "mario@example.com", None).await;
+    let missing = repo
+        .update_user(
+            &UserId::generate(),
+            UserUpdate {
+                name: Some(name("Ghost")),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(missing, None);
+    assert_eq!(
+        repo.count_users(&UserFilter::default())
+            .await
+            .expect("count"),
+        1
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Users: deletion
+// ---------------------------------------------------------------------------------------
+
+pub async fn delete_removes_the_user_and_a_second_delete_returns_false(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", Some("mario")).await;
+    let other = create(&repo, "Other", "other@example.com", None).await;
+    assert!(repo.delete_user(&user.id).await.expect("delete"));
+    assert_eq!(repo.user_by_id(&user.id).await.expect("by id"), None);
+    assert_eq!(
+        repo.user_by_email(&user.email).await.expect("by email"),
+        None
+    );
+    assert_eq!(
+        repo.user_by_username(&username("mario"))
+            .await
+            .expect("by username"),
+        None
+    );
+    assert!(!repo.delete_user(&user.id).await.expect("second delete"));
+    assert!(
+        !repo
+            .delete_user(&UserId::generate())
+            .await
+            .expect("delete of nobody")
+    );
+    assert_eq!(fetch(&repo, &other.id).await, other);
+    // The email and username are free again.
+    create(&repo, "New Mario", "mario@example.com", Some("mario")).await;
+}
+
+pub async fn delete_removes_the_users_refresh_and_reset_tokens(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    let other = create(&repo, "Other", "other@example.com", None).await;
+    repo.insert_refresh_token(refresh("r-user", "f-user", user.id))
+        .await
+        .expect("insert");
+    repo.insert_refresh_token(refresh("r-user-spent", "f-user", user.id))
+        .await
+        .expect("insert");
+    repo.insert_refresh_token(refresh("r-other", "f-other", other.id))
+        .await
+        .expect("insert");
+    repo.insert_reset_token(reset("p-user", user.id))
+        .await
+        .expect("insert");
+    repo.insert_reset_token(reset("p-other", other.id))
+        .await
+        .expect("insert");
+    assert!(matches!(
+        repo.use_refresh_token("r-user-spent", now())
+            .await
+            .expect("use"),
+        RefreshTokenUse::Spent(_)
+    ));
+
+    assert!(repo.delete_user(&user.id).await.expect("delete"));
+
+    assert_eq!(
+        repo.use_refresh_token("r-user", now()).await.expect("use"),
+        RefreshTokenUse::Unknown
+    );
+    assert_eq!(
+        repo.use_refresh_token("r-user-spent", now())
+            .await
+            .expect("use"),
+        RefreshTokenUse::Unknown
+    );
+    assert_eq!(
+        repo.consume_reset_token("p-user", now())
+            .await
+            .expect("consume"),
+        None
+    );
+    // The other user's tokens still work.
+    assert!(matches!(
+        repo.use_refresh_token("r-other", now()).await.expect("use"),
+        RefreshTokenUse::Spent(_)
+    ));
+    assert_eq!(
+        repo.consume_reset_token("p-other", now())
+            .await
+            .expect("consume"),
+        Some(other.id)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Users: listing
+// ---------------------------------------------------------------------------------------
+
+pub async fn list_pages_with_a_total_independent_of_the_page(repo: DynRepository) {
+    let mut users = Vec::new();
+    for i in 0..7 {
+        users.push(
+            create(
+                &repo,
+                &format!("User {i}"),
+                &format!("user{i}@example.com"),
+                None,
+            )
+            .await,
+        );
+    }
+    let all = expected_order(&users, SortOrder::Descending, |u| u.created_at);
+    assert_eq!(
+        listed(&repo, &ListQuery::default()).await,
+        all,
+        "default: newest first"
+    );
+
+    let mut seen = Vec::new();
+    for (page, size) in [(1, 3), (2, 3), (3, 1), (4, 0), (9, 0)] {
+        let q = ListQuery {
+            page,
+            per_page: 3,
+            ..ListQuery::default()
+        };
+        assert_eq!(q.offset(), u64::from(page - 1) * 3);
+        let result = repo.list_users(&q).await.expect("list");
+        assert_eq!(result.total, 7, "total on page {page}");
+        assert_eq!(result.items.len(), size, "items on page {page}");
+        seen.extend(ids(&result.items));
+    }
+    assert_eq!(
+        seen, all,
+        "the pages together are the whole list, each user once"
+    );
+
+    let one = repo
+        .list_users(&ListQuery {
+            page: 2,
+            per_page: 1,
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(ids(&one.items), vec![all[1]]);
+    assert_eq!(one.total, 7);
+    // The listed users are complete records.
+    let full = repo.list_users(&ListQuery::default()).await.expect("list");
+    for user in &full.items {
+        assert_eq!(user, &fetch(&repo, &user.id).await);
+    }
+}
+
+pub async fn list_filters_by_q_on_name_email_and_username_ignoring_case(repo: DynRepository) {
+    let by_name = create(&repo, "Giuseppe VERDI", "gv@example.com", None).await;
+    let by_email = create(&repo, "Anna", "anna.verdi@example.com", None).await;
+    let by_username = create(&repo, "Bruno", "bruno@example.com", Some("VerdiFan")).await;
+    let none = create(&repo, "Carla Rossi", "carla@example.com", Some("carla")).await;
+
+    let expected = set(&[&by_name, &by_email, &by_username]);
+    for text in ["verdi", "VERDI", "Verdi", "vErDi"] {
+        assert_eq!(found(&repo, q(text)).await, expected, "q = {text:?}");
+    }
+    assert_eq!(
+        found(&repo, q("giuseppe v")).await,
+        set(&[&by_name]),
+        "substring with space"
+    );
+    assert_eq!(
+        found(&repo, q("NA.VER")).await,
+        set(&[&by_email]),
+        "substring of email"
+    );
+    assert_eq!(
+        found(&repo, q("difa")).await,
+        set(&[&by_username]),
+        "substring of username"
+    );
+    assert_eq!(found(&repo, q("ROSSI")).await, set(&[&none]));
+    assert_eq!(found(&repo, q("@example.com")).await.len(), 4);
+    assert_eq!(found(&repo, q("nobody-matches-this")).await, HashSet::new());
+    assert_eq!(found(&repo, UserFilter::default()).await.len(), 4);
+}
+
+pub async fn list_filter_q_ignores_case_beyond_ascii(repo: DynRepository) {
+    let elodie = create(&repo, "ÉLODIE Müller", "elodie@example.com", None).await;
+    create(&repo, "Eloise", "eloise@example.com", None).await;
+    for text in ["élodie", "Élodie", "MÜLLER", "müller"] {
+        assert_eq!(found(&repo, q(text)).await, set(&[&elodie]), "q = {text:?}");
+    }
+}
+
+pub async fn list_filter_q_matches_metacharacters_literally(repo: DynRepository) {
+    // Names holding regular-expression (and SQL LIKE) metacharacters, plus decoys that a
+    // pattern would match but a literal substring would not.
+    let cases = [
+        ("a.b", "axb"),
+        ("x*y", "xxxy"),
+        ("(p)", "p"),
+        ("[q]", "q"),
+        ("c+d", "ccd"),
+        ("^e$", "e"),
+        ("f\\g", "fg"),
+        ("h|i", "h"),
+        ("j?k", "k"),
+        ("{2}", "mm"),
+        ("50%", "500"),
+        ("a_z", "abz"),
+        ("#&~/-", "x"),
+    ];
+    let mut literal = Vec::new();
+    for (i, (special, decoy)) in cases.iter().enumerate() {
+        literal.push(
+            create(
+                &repo,
+                &format!("n{special}n"),
+                &format!("lit{i}@example.com"),
+                None,
+            )
+            .await,
+        );
+        create(
+            &repo,
+            &format!("n{decoy}n"),
+            &format!("decoy{i}@example.com"),
+            None,
+        )
+        .await;
+    }
+    for ((special, _), user) in cases.iter().zip(&literal) {
+        assert_eq!(
+            found(&repo, q(special)).await,
+            set(&[user]),
+            "q = {special:?}"
+        );
+    }
+    // Metacharacters in an email address are literal too.
+    let dotted = create(&repo, "Dotted", "first.last@example.com", None).await;
+    create(&repo, "Decoy", "firstxlast@example.com", None).await;
+    assert_eq!(found(&repo, q("t.l")).await, set(&[&dotted]));
+    // And in a username.
+    let handle = create(&repo, "Handle", "handle@example.com", Some("a.b-c_d")).await;
+    create(
+        &repo,
+        "Handle decoy",
+        "handle2@example.com",
+        Some("aXb-c_d"),
+    )
+    .await;
+    assert_eq!(found(&repo, q("A.B-C")).await, set(&[&handle]));
+}
+
+pub async fn list_filters_by_role_active_and_combined(repo: DynRepository) {
+    let make = |i: usize, role: Role, active: bool, display: &'static str| {
+        let repo = repo.clone();
+        async move {
+            repo.create_user(NewUser {
+                role,
+                active,
+                ..new_user(display, &format!("u{i}@example.com"), None)
+            })
+            .await
+            .expect("create")
+        }
+    };
+    let active_admin = make(0, Role::Admin, true, "Alpha").await;
+    let inactive_admin = make(1, Role::Admin, false, "Beta").await;
+    let active_user = make(2, Role::User, true, "Alpha Two").await;
+    let inactive_user = make(3, Role::User, false, "Gamma").await;
+
+    let filter = |role: Option<Role>, active: Option<bool>, text: Option<&str>| UserFilter {
+        q: text.map(str::to_owned),
+        role,
+        active,
+    };
+    assert_eq!(
+        found(&repo, filter(Some(Role::Admin), None, None)).await,
+        set(&[&active_admin, &inactive_admin])
+    );
+    assert_eq!(
+        found(&repo, filter(Some(Role::User), None, None)).await,
+        set(&[&active_user, &inactive_user])
+    );
+    assert_eq!(
+        found(&repo, filter(None, Some(true), None)).await,
+        set(&[&active_admin, &active_user])
+    );
+    assert_eq!(
+        found(&repo, filter(None, Some(false), None)).await,
+        set(&[&inactive_admin, &inactive_user])
+    );
+    assert_eq!(
+        found(&repo, filter(Some(Role::Admin), Some(false), None)).await,
+        set(&[&inactive_admin])
+    );
+    assert_eq!(
+        found(&repo, filter(Some(Role::User), Some(true), Some("alpha"))).await,
+        set(&[&active_user])
+    );
+    assert_eq!(
+        found(&repo, filter(None, Some(true), Some("ALPHA"))).await,
+        set(&[&active_admin, &active_user])
+    );
+    assert_eq!(
+        found(&repo, filter(Some(Role::User), Some(false), Some("alpha"))).await,
+        HashSet::new()
+    );
+
+    // Filters see changes made by updates (booleans and roles stored as such).
+    repo.update_user(
+        &inactive_user.id,
+        UserUpdate {
+            active: Some(true),
+            role: Some(Role::Admin),
+            ..UserUpdate::default()
+        },
+    )
+    .await
+    .expect("update")
+    .expect("exists");
+    repo.update_user(
+        &active_admin.id,
+        UserUpdate {
+            active: Some(false),
+            ..UserUpdate::default()
+        },
+    )
+    .await
+    .expect("update")
+    .expect("exists");
+    assert_eq!(
+        found(&repo, filter(Some(Role::Admin), Some(true), None)).await,
+        set(&[&inactive_user])
+    );
+    assert_eq!(
+        found(&repo, filter(None, Some(false), None)).await,
+        set(&[&active_admin, &inactive_admin])
+    );
+}
+
+pub async fn count_users_applies_the_filter(repo: DynRepository) {
+    assert_eq!(
+        repo.count_users(&UserFilter::default())
+            .await
+            .expect("count"),
+        0
+    );
+    for i in 0..5 {
+        repo.create_user(NewUser {
+            role: if i < 2 { Role::Admin } else { Role::User },
+            active: i % 2 == 0,
+            ..new_user(&format!("Person {i}"), &format!("p{i}@example.com"), None)
+        })
+        .await
+        .expect("create");
+    }
+    let count = |filter: UserFilter| {
+        let repo = repo.clone();
+        async move { repo.count_users(&filter).await.expect("count") }
+    };
+    assert_eq!(count(UserFilter::default()).await, 5);
+    assert_eq!(
+        count(UserFilter {
+            role: Some(Role::Admin),
+            ..UserFilter::default()
+        })
+        .await,
+        2
+    );
+    assert_eq!(
+        count(UserFilter {
+            active: Some(true),
+            ..UserFilter::default()
+        })
+        .await,
+        3
+    );
+    assert_eq!(
+        count(UserFilter {
+            role: Some(Role::Admin),
+            active: Some(true),
+            ..UserFilter::default()
+        })
+        .await,
+        1
+    );
+    assert_eq!(count(q("PERSON 3")).await, 1);
+    assert_eq!(count(q("p.@")).await, 0, "q is literal");
+    // count agrees with list's total for the same filter.
+    let filter = UserFilter {
+        active: Some(false),
+        ..UserFilter::default()
+    };
+    let page = repo
+        .list_users(&ListQuery {
+            per_page: 1,
+            filter: filter.clone(),
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.total, count(filter).await);
+}
+
+pub async fn list_sorts_by_created_at_with_ties_broken_by_id(repo: DynRepository) {
+    let mut users = Vec::new();
+    // Created back to back, several share a millisecond: the id decides among those.
+    for i in 0..8 {
+        users.push(
+            create(
+                &repo,
+                &format!("User {i}"),
+                &format!("c{i}@example.com"),
+                None,
+            )
+            .await,
+        );
+        if i % 3 == 2 {
+            tick().await;
+        }
+    }
+    for order in [SortOrder::Ascending, SortOrder::Descending] {
+        let expected = expected_order(&users, order, |u| u.created_at);
+        assert_eq!(
+            listed(&repo, &sorted_query(SortField::CreatedAt, order)).await,
+            expected,
+            "{order:?}"
+        );
+        // Paging follows the same order.
+        let mut paged = Vec::new();
+        for page in 1..=3 {
+            paged.extend(
+                listed(
+                    &repo,
+                    &ListQuery {
+                        page,
+                        per_page: 3,
+                        ..sorted_query(SortField::CreatedAt, order)
+                    },
+                )
+                .await,
+            );
+        }
+        assert_eq!(paged, expected, "paged, {order:?}");
+    }
+}
+
+pub async fn list_sorts_by_name_with_ties_broken_by_id(repo: DynRepository) {
+    let mut users = Vec::new();
+    for (i, display) in [
+        "delta", "alpha", "charlie", "bravo", "alpha", "charlie", "alpha",
+    ]
+    .iter()
+    .enumerate()
+    {
+        users.push(create(&repo, display, &format!("n{i}@example.com"), None).await);
+    }
+    for order in [SortOrder::Ascending, SortOrder::Descending] {
+        let expected = expected_order(&users, order, |u| u.name.as_str().to_owned());
+        assert_eq!(
+            listed(&repo, &sorted_query(SortField::Name, order)).await,
+            expected,
+            "{order:?}"
+        );
+        let mut paged = Vec::new();
+        for page in 1..=4 {
+            paged.extend(
+                listed(
+                    &repo,
+                    &ListQuery {
+                        page,
+                        per_page: 2,
+                        ..sorted_query(SortField::Name, order)
+                    },
+                )
+                .await,
+            );
+        }
+        assert_eq!(paged, expected, "paged, {order:?}");
+    }
+}
+
+pub async fn list_sorts_by_email(repo: DynRepository) {
+    let mut users = Vec::new();
+    for address in [
+        "delta@example.com",
+        "Alpha@example.com",
+        "charlie@example.com",
+        "BRAVO@example.com",
+        "alpha@example.org",
+    ] {
+        users.push(create(&repo, "Same Name", address, None).await);
+    }
+    for order in [SortOrder::Ascending, SortOrder::Descending] {
+        let expected = expected_order(&users, order, |u| u.email.as_str().to_owned());
+        assert_eq!(
+            listed(&repo, &sorted_query(SortField::Email, order)).await,
+            expected,
+            "{order:?}"
+        );
+    }
+    let ascending = repo
+        .list_users(&sorted_query(SortField::Email, SortOrder::Ascending))
+        .await
+        .expect("list");
+    let emails: Vec<&str> = ascending.items.iter().map(|u| u.email.as_str()).collect();
+    assert_eq!(
+        emails,
+        [
+            "alpha@example.com",
+            "alpha@example.org",
+            "bravo@example.com",
+            "charlie@example.com",
+            "delta@example.com"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Refresh tokens
+// ---------------------------------------------------------------------------------------
+
+pub async fn refresh_token_is_spent_once_then_replayed(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    let record = refresh("hash-1", "family-1", user.id);
+    repo.insert_refresh_token(record.clone())
+        .await
+        .expect("insert");
+
+    assert_eq!(
+        repo.use_refresh_token("hash-1", now()).await.expect("use"),
+        RefreshTokenUse::Spent(record)
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            repo.use_refresh_token("hash-1", now())
+                .await
+                .expect("use again"),
+            RefreshTokenUse::Replayed {
+                family_id: "family-1".into()
+            }
+        );
+    }
+}
+
+pub async fn unknown_refresh_token_is_unknown(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    repo.insert_refresh_token(refresh("known", "family", user.id))
+        .await
+        .expect("insert");
+    assert_eq!(
+        repo.use_refresh_token("unknown", now()).await.expect("use"),
+        RefreshTokenUse::Unknown
+    );
+    assert_eq!(
+        repo.use_refresh_token("", now()).await.expect("use"),
+        RefreshTokenUse::Unknown
+    );
+    // Revoking unknown tokens, families or users is harmless.
+    repo.revoke_refresh_token("unknown").await.expect("revoke");
+    repo.revoke_refresh_family("no-family")
+        .await
+        .expect("revoke family");
+    repo.revoke_user_refresh_tokens(&UserId::generate())
+        .await
+        .expect("revoke user");
+    assert!(matches!(
+        repo.use_refresh_token("known", now()).await.expect("use"),
+        RefreshTokenUse::Spent(_)
+    ));
+}
+
+pub async fn concurrent_uses_of_a_refresh_token_spend_it_once(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    repo.insert_refresh_token(refresh("contested", "family", user.id))
+        .await
+        .expect("insert");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let repo = repo.clone();
+            tokio::spawn(async move { repo.use_refresh_token("contested", now()).await })
+        })
+        .collect();
+    let mut spent = 0;
+    for task in tasks {
+        match task.await.expect("task").expect("use") {
+            RefreshTokenUse::Spent(_) => spent += 1,
+            RefreshTokenUse::Replayed { family_id } => assert_eq!(family_id, "family"),
+            RefreshTokenUse::Unknown => panic!("the token vanished"),
+        }
+    }
+    assert_eq!(spent, 1);
+}
+
+pub async fn revoked_refresh_token_is_replayed(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    repo.insert_refresh_token(refresh("revoked", "family", user.id))
+        .await
+        .expect("insert");
+    repo.insert_refresh_token(refresh("sibling", "family", user.id))
+        .await
+        .expect("insert");
+    repo.revoke_refresh_token("revoked").await.expect("revoke");
+    assert_eq!(
+        repo.use_refresh_token("revoked", now()).await.expect("use"),
+        RefreshTokenUse::Replayed {
+            family_id: "family".into()
+        }
+    );
+    // Revoking one token leaves the rest of its family alone.
+    assert!(matches!(
+        repo.use_refresh_token("sibling", now()).await.expect("use"),
+        RefreshTokenUse::Spent(_)
+    ));
+    // Revoking a spent token keeps it a replay.
+    repo.revoke_refresh_token("sibling").await.expect("revoke");
+    assert_eq!(
+        repo.use_refresh_token("sibling", now()).await.expect("use"),
+        RefreshTokenUse::Replayed {
+            family_id: "family".into()
+        }
+    );
+}
+
+pub async fn revoke_refresh_family_affects_only_that_family(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    for token in ["a1", "a2", "a3"] {
+        repo.insert_refresh_token(refresh(token, "family-a", user.id))
+            .await
+            .expect("insert");
+    }
+    repo.insert_refresh_token(refresh("b1", "family-b", user.id))
+        .await
+        .expect("insert");
+    assert!(matches!(
+        repo.use_refresh_token("a1", now()).await.expect("use"),
+        RefreshTokenUse::Spent(_)
+    ));
+
+    repo.revoke_refresh_family("family-a")
+        .await
+        .expect("revoke family");
+    for token in ["a1", "a2", "a3"] {
+        assert_eq!(
+            repo.use_refresh_token(token, now()).await.expect("use"),
+            RefreshTokenUse::Replayed {
+                family_id: "family-a".into()
+            },
+            "{token}"
+        );
+    }
+    assert!(matches!(
+        repo.use_refresh_token("b1", now()).await.expect("use"),
+        RefreshTokenUse::Spent(_)
+    ));
+}
+
+pub async fn revoke_user_refresh_tokens_affects_only_that_user(repo: DynRepository) {
+    let mario = create(&repo, "Mario", "mario@example.com", None).await;
+    let luigi = create(&repo, "Luigi", "luigi@example.com", None).await;
+    repo.insert_refresh_token(refresh("m1", "mario-phone", mario.id))
+        .await
+        .expect("insert");
+    repo.insert_refresh_token(refresh("m2", "mario-laptop", mario.id))
+        .await
+        .expect("insert");
+    repo.insert_refresh_token(refresh("l1", "luigi-phone", luigi.id))
+        .await
+        .expect("insert");
+
+    repo.revoke_user_refresh_tokens(&mario.id)
+        .await
+        .expect("revoke user");
+    assert_eq!(
+        repo.use_refresh_token("m1", now()).await.expect("use"),
+        RefreshTokenUse::Replayed {
+            family_id: "mario-phone".into()
+        }
+    );
+    assert_eq!(
+        repo.use_refresh_token("m2", now()).await.expect("use"),
+        RefreshTokenUse::Replayed {
+            family_id: "mario-laptop".into()
+        }
+    );
+    assert!(matches!(
+        repo.use_refresh_token("l1", now()).await.expect("use"),
+        RefreshTokenUse::Spent(_)
+    ));
+    // Tokens issued after the revocation work.
+    repo.insert_refresh_token(refresh("m3", "mario-new", mario.id))
+        .await
+        .expect("insert");
+    assert!(matches!(
+        repo.use_refresh_token("m3", now()).await.expect("use"),
+        RefreshTokenUse::Spent(_)
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// Password-reset tokens
+// ---------------------------------------------------------------------------------------
+
+pub async fn reset_token_is_consumed_once(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    repo.insert_reset_token(reset("reset-1", user.id))
+        .await
+        .expect("insert");
+    assert_eq!(
+        repo.consume_reset_token("reset-1", now())
+            .await
+            .expect("consume"),
+        Some(user.id)
+    );
+    assert_eq!(
+        repo.consume_reset_token("reset-1", now())
+            .await
+            .expect("consume again"),
+        None
+    );
+}
+
+pub async fn expired_or_unknown_reset_token_is_refused(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    let created_at = now() - time::Duration::hours(2);
+    repo.insert_reset_token(ResetTokenRecord {
+        token_hash: "expired".into(),
+        user_id: user.id,
+        created_at,
+        expires_at: created_at + time::Duration::hours(1),
+    })
+    .await
+    .expect("insert");
+    assert_eq!(
+        repo.consume_reset_token("expired", now())
+            .await
+            .expect("consume"),
+        None
+    );
+    assert_eq!(
+        repo.consume_reset_token("unknown", now())
+            .await
+            .expect("consume"),
+        None
+    );
+
+    // Expiry is judged at the time given: a live token presented after its expiry is refused.
+    let record = reset("short-lived", user.id);
+    repo.insert_reset_token(record.clone())
+        .await
+        .expect("insert");
+    assert_eq!(
+        repo.consume_reset_token("short-lived", record.expires_at)
+            .await
+            .expect("consume"),
+        None,
+        "a token is dead at its expires_at"
+    );
+    assert_eq!(
+        repo.consume_reset_token(
+            "short-lived",
+            record.expires_at - time::Duration::milliseconds(1)
+        )
+        .await
+        .expect("consume"),
+        Some(user.id)
+    );
+}
+
+pub async fn consuming_a_reset_token_voids_the_users_other_reset_tokens(repo: DynRepository) {
+    let mario = create(&repo, "Mario", "mario@example.com", None).await;
+    let luigi = create(&repo, "Luigi", "luigi@example.com", None).await;
+    for token in ["m1", "m2", "m3"] {
+        repo.insert_reset_token(reset(token, mario.id))
+            .await
+            .expect("insert");
+    }
+    repo.insert_reset_token(reset("l1", luigi.id))
+        .await
+        .expect("insert");
+
+    assert_eq!(
+        repo.consume_reset_token("m2", now())
+            .await
+            .expect("consume"),
+        Some(mario.id)
+    );
+    assert_eq!(
+        repo.consume_reset_token("m1", now())
+            .await
+            .expect("consume"),
+        None
+    );
+    assert_eq!(
+        repo.consume_reset_token("m3", now())
+            .await
+            .expect("consume"),
+        None
+    );
+    assert_eq!(
+        repo.consume_reset_token("l1", now())
+            .await
+            .expect("consume"),
+        Some(luigi.id)
+    );
+
+    // A token issued afterwards works.
+    repo.insert_reset_token(reset("m4", mario.id))
+        .await
+        .expect("insert");
+    assert_eq!(
+        repo.consume_reset_token("m4", now())
+            .await
+            .expect("consume"),
+        Some(mario.id)
+    );
+}
+
+pub async fn concurrent_consumes_of_a_reset_token_succeed_once(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    repo.insert_reset_token(reset("contested", user.id))
+        .await
+        .expect("insert");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let repo = repo.clone();
+            tokio::spawn(async move { repo.consume_reset_token("contested", now()).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        if let Some(id) = task.await.expect("task").expect("consume") {
+            assert_eq!(id, user.id);
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}

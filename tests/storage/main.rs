@@ -1,0 +1,165 @@
+//! The storage conformance suite: written once against `Repository` (see `conformance.rs`)
+//! and instantiated here for every backend, so the backends cannot drift apart.
+//!
+//! SQLite always runs. MongoDB needs a server, so its tests are ignored by default:
+//! `MONGODB_TEST_URI=mongodb://... cargo test --test storage -- --ignored` uses that server
+//! (each test in its own database, dropped when the test passes); without the variable each
+//! test starts its own `mongo:7` container through testcontainers (needs Docker).
+
+mod conformance;
+
+use std::{any::Any, sync::Arc, time::Duration};
+
+use user_service::storage::{DynRepository, MongoRepository, SqliteRepository};
+
+/// A repository under test, with whatever keeps its database alive (a temporary directory,
+/// a container) and how to clean up after a passing test.
+pub struct Backend {
+    pub repo: DynRepository,
+    _keep_alive: Box<dyn Any + Send>,
+    /// A MongoDB database on a shared server, dropped once the test has passed
+    /// (a failing test leaves it behind for inspection).
+    drop_database: Option<(String, String)>,
+}
+
+impl Backend {
+    async fn finish(self) {
+        drop(self.repo);
+        if let Some((uri, database)) = self.drop_database {
+            let client = mongodb::Client::with_uri_str(&uri)
+                .await
+                .expect("connect to MongoDB to drop the test database");
+            if let Err(error) = client.database(&database).drop().await {
+                eprintln!("could not drop the test database {database}: {error}");
+            }
+        }
+    }
+}
+
+async fn sqlite_backend() -> Backend {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let repo = SqliteRepository::open(dir.path().join("users.db"))
+        .await
+        .expect("open the SQLite database");
+    Backend {
+        repo: Arc::new(repo),
+        _keep_alive: Box::new(dir),
+        drop_database: None,
+    }
+}
+
+async fn mongo_backend() -> Backend {
+    // A database per test, so tests never see each other's documents.
+    let database = format!("user_service_test_{}", bson::oid::ObjectId::new().to_hex());
+    if let Ok(uri) = std::env::var("MONGODB_TEST_URI") {
+        let repo = MongoRepository::connect(&uri, &database, Duration::from_secs(30))
+            .await
+            .expect("connect to MONGODB_TEST_URI");
+        return Backend {
+            repo: Arc::new(repo),
+            _keep_alive: Box::new(()),
+            drop_database: Some((uri, database)),
+        };
+    }
+
+    use testcontainers_modules::{
+        mongo::Mongo,
+        testcontainers::{ImageExt, runners::AsyncRunner},
+    };
+    // One container per test: each #[tokio::test] has its own runtime, and a container
+    // shared across tests would outlive the runtime that started it.
+    let container = Mongo::default()
+        .with_tag("7")
+        .start()
+        .await
+        .expect("start a mongo:7 container (is Docker running? or set MONGODB_TEST_URI)");
+    let host = container.get_host().await.expect("container host");
+    let port = container
+        .get_host_port_ipv4(27017)
+        .await
+        .expect("container port for 27017");
+    let uri = format!("mongodb://{host}:{port}");
+    let repo = MongoRepository::connect(&uri, &database, Duration::from_secs(30))
+        .await
+        .expect("connect to the mongo container");
+    Backend {
+        repo: Arc::new(repo),
+        _keep_alive: Box::new(container),
+        drop_database: None,
+    }
+}
+
+/// Instantiates every suite function as a `#[tokio::test]` against `$backend`, with the
+/// extra attributes given (e.g. `#[ignore]`). The list of tests lives here, once.
+macro_rules! conformance_suite {
+    ($backend:path $(, #[$attr:meta])*) => {
+        conformance_suite!(@tests $backend, [$(#[$attr])*],
+            ping_succeeds,
+            created_user_round_trips_by_id_email_and_username,
+            lookups_of_unknown_users_return_none,
+            timestamps_are_stored_with_millisecond_precision,
+            create_rejects_an_email_taken_in_another_case,
+            update_rejects_an_email_taken_by_another_user,
+            create_rejects_a_username_taken_in_another_case,
+            update_rejects_a_username_taken_by_another_user,
+            a_user_may_change_the_case_of_their_own_username,
+            many_users_without_username_coexist,
+            concurrent_creates_with_one_email_yield_exactly_one_user,
+            partial_update_changes_only_the_given_fields_and_bumps_updated_at,
+            full_update_round_trips_every_field,
+            update_with_some_none_username_clears_it_and_frees_it,
+            password_hash_update_moves_password_changed_at,
+            record_login_sets_last_login_without_counting_as_a_change,
+            record_login_stores_an_upgraded_hash,
+            update_of_a_missing_user_returns_none,
+            delete_removes_the_user_and_a_second_delete_returns_false,
+            delete_removes_the_users_refresh_and_reset_tokens,
+            list_pages_with_a_total_independent_of_the_page,
+            list_filters_by_q_on_name_email_and_username_ignoring_case,
+            list_filter_q_ignores_case_beyond_ascii,
+            list_filter_q_matches_metacharacters_literally,
+            list_filters_by_role_active_and_combined,
+            count_users_applies_the_filter,
+            list_sorts_by_created_at_with_ties_broken_by_id,
+            list_sorts_by_name_with_ties_broken_by_id,
+            list_sorts_by_email,
+            refresh_token_is_spent_once_then_replayed,
+            unknown_refresh_token_is_unknown,
+            concurrent_uses_of_a_refresh_token_spend_it_once,
+            revoked_refresh_token_is_replayed,
+            revoke_refresh_family_affects_only_that_family,
+            revoke_user_refresh_tokens_affects_only_that_user,
+            reset_token_is_consumed_once,
+            expired_or_unknown_reset_token_is_refused,
+            consuming_a_reset_token_voids_the_users_other_reset_tokens,
+            concurrent_consumes_of_a_reset_token_succeed_once,
+        );
+    };
+    (@tests $backend:path, $attrs:tt, $($test:ident),+ $(,)?) => {
+        $( conformance_suite!(@test $backend, $attrs, $test); )+
+    };
+    (@test $backend:path, [$(#[$attr:meta])*], $test:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $test() {
+            let backend = $backend().await;
+            crate::conformance::$test(Arc::clone(&backend.repo)).await;
+            backend.finish().await;
+        }
+    };
+}
+
+mod sqlite {
+    use super::*;
+
+    conformance_suite!(sqlite_backend);
+}
+
+mod mongo {
+    use super::*;
+
+    conformance_suite!(
+        mongo_backend,
+        #[ignore = "needs MongoDB: set MONGODB_TEST_URI or have Docker, then run cargo test --test storage -- --ignored"]
+    );
+}

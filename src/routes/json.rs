@@ -87,10 +87,22 @@ impl JsonBody {
                 Ok(_) | Err(_) => Err(AppError::Validation(errors)),
             },
             Err(e) => {
-                errors.push(FieldError::new(e.path().to_string(), e.inner().to_string()));
+                errors.push(FieldError::new(
+                    e.path().to_string(),
+                    describe_type_error(&e.inner().to_string()),
+                ));
                 Err(AppError::Validation(errors))
             }
         }
+    }
+}
+
+/// serde's "invalid type: string \"hunter2\", expected a boolean" as "must be a boolean":
+/// the message must not echo the value, which may be a password.
+fn describe_type_error(message: &str) -> String {
+    match message.split_once(", expected ") {
+        Some((_, expected)) => format!("must be {expected}"),
+        None => message.to_owned(),
     }
 }
 
@@ -264,6 +276,16 @@ mod tests {
             panic!("accepted")
         };
         assert_eq!(errors[0].field, "name");
+    }
+
+    #[test]
+    fn type_errors_do_not_echo_the_value() {
+        let Err(AppError::Validation(errors)) =
+            body(serde_json::json!({"name": 12345678})).parse::<Example>()
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(errors[0].message, "must be a string");
     }
 
     #[test]

@@ -82,8 +82,9 @@ impl KeyExtractor for ClientIp {
         _response: HttpResponseBuilder,
     ) -> HttpResponse {
         let wait = negative.wait_time_from(DefaultClock::default().now());
-        // Whole seconds, rounded up: `Retry-After: 0` would invite an immediate retry.
-        let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        // Whole seconds, rounded up, at least 1: the wait may be over by the time it is read
+        // here, and `Retry-After: 0` would invite an immediate retry.
+        let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
         crate::metrics::record_rate_limited();
         let mut response = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -1,0 +1,156 @@
+//! Problem documents for malformed requests and unknown routes, and the common headers.
+
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, spawn_app};
+
+#[tokio::test]
+async fn malformed_json_returns_400() {
+    let app = spawn_app().await;
+    for body in [&b"{"[..], b"{\"name\": }", b"not json", b""] {
+        app.post_raw("/api/auth/register", "application/json", body.to_vec())
+            .await
+            .assert_problem(400);
+    }
+}
+
+#[tokio::test]
+async fn json_that_is_not_an_object_returns_422() {
+    let app = spawn_app().await;
+    app.post_raw("/api/auth/register", "application/json", b"[1,2]".to_vec())
+        .await
+        .assert_problem(422);
+}
+
+#[tokio::test]
+async fn wrong_content_type_returns_415() {
+    let app = spawn_app().await;
+    let body = serde_json::to_vec(&json!({
+        "name": "A", "email": "a@example.com", "password": PASSWORD
+    }))
+    .unwrap();
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+    ] {
+        app.post_raw("/api/auth/register", content_type, body.clone())
+            .await
+            .assert_problem(415);
+    }
+    // No content type at all.
+    let reply = app
+        .client
+        .post(app.url("/api/auth/login"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::Reply::from(reply).await.assert_problem(415);
+    // A charset parameter is fine.
+    app.post_raw(
+        "/api/auth/register",
+        "application/json; charset=utf-8",
+        body,
+    )
+    .await
+    .assert_status(201);
+}
+
+#[tokio::test]
+async fn body_over_64_kib_returns_413() {
+    let app = spawn_app().await;
+    let mut body = br#"{"name": "A", "email": "a@example.com", "password": "x", "pad": ""#.to_vec();
+    body.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    body.extend(br#""}"#);
+    app.post_raw("/api/auth/register", "application/json", body)
+        .await
+        .assert_problem(413);
+}
+
+#[tokio::test]
+async fn body_just_under_64_kib_is_read() {
+    let app = spawn_app().await;
+    // Valid JSON of almost 64 KiB: it is read and then refused for its unknown field.
+    let mut body = br#"{"pad": ""#.to_vec();
+    body.extend(std::iter::repeat_n(b'a', 64 * 1024 - 100));
+    body.extend(br#""}"#);
+    assert!(body.len() < 64 * 1024);
+    app.post_raw("/api/auth/register", "application/json", body)
+        .await
+        .assert_problem(422);
+}
+
+#[tokio::test]
+async fn unknown_route_returns_404_problem() {
+    let app = spawn_app().await;
+    for path in ["/nope", "/api/nope", "/api/users/me/extra"] {
+        let reply = app.get(path, None).await;
+        reply.assert_problem(404);
+        assert!(reply.header("x-request-id").is_some());
+    }
+    app.post_json("/api/auth/nope", &json!({}), None)
+        .await
+        .assert_problem(404);
+}
+
+#[tokio::test]
+async fn error_responses_carry_the_common_headers() {
+    let app = spawn_app().await;
+    let reply = app.get("/api/users/me", None).await;
+    reply.assert_problem(401);
+    assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+    assert!(
+        reply
+            .header("x-request-id")
+            .is_some_and(|id| !id.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn every_request_gets_its_own_request_id() {
+    let app = spawn_app().await;
+    let a = app.health().await;
+    let b = app.health().await;
+    assert_ne!(a.header("x-request-id"), b.header("x-request-id"));
+}
+
+#[tokio::test]
+async fn validation_errors_list_every_field_with_a_message() {
+    let app = spawn_app().await;
+    let body = app
+        .register(&json!({"email": "bad"}))
+        .await
+        .assert_invalid_fields(&["name", "email", "password"]);
+    assert_eq!(body["title"], "Unprocessable Entity");
+}
+
+#[tokio::test]
+async fn cors_preflight_is_answered_for_a_configured_origin() {
+    let app = crate::helpers::spawn_app_with(&[("CORS_ORIGINS", "https://app.example.com")]).await;
+    let reply = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/api/auth/login"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(reply.status().is_success(), "{}", reply.status());
+    assert_eq!(
+        reply.headers().get("access-control-allow-origin").unwrap(),
+        "https://app.example.com"
+    );
+    // Another origin gets no CORS grant.
+    let reply = app
+        .client
+        .get(app.url("/health"))
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(reply.headers().get("access-control-allow-origin").is_none());
+}

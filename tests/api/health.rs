@@ -1,0 +1,119 @@
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn health_returns_200_ok() {
+    let app = spawn_app().await;
+    let reply = app.health().await;
+    reply.assert_status(200);
+    assert_eq!(reply.json(), json!({"status": "ok"}));
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|ct| ct.starts_with("application/json")),
+        "{:?}",
+        reply.headers
+    );
+    assert!(reply.header("x-request-id").is_some());
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+}
+
+#[tokio::test]
+async fn ready_returns_200_when_the_database_answers() {
+    let app = spawn_app().await;
+    let reply = app.ready().await;
+    reply.assert_status(200);
+    assert!(reply.json().is_object());
+}
+
+#[tokio::test]
+async fn metrics_exposes_prometheus_text_with_requests_and_latency() {
+    let app = spawn_app().await;
+    app.health().await.assert_status(200);
+    app.get("/api/users/me", None).await.assert_status(401);
+    let reply = app.get("/metrics", None).await;
+    reply.assert_status(200);
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|ct| ct.starts_with("text/plain")),
+        "{:?}",
+        reply.headers
+    );
+    assert!(reply.text.contains("http_requests_total"), "{}", reply.text);
+    assert!(
+        reply.text.contains("http_request_duration_seconds"),
+        "{}",
+        reply.text
+    );
+    assert!(reply.text.contains("status=\"401\""), "{}", reply.text);
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_route() {
+    let app = spawn_app().await;
+    let reply = app.get("/api/openapi.json", None).await;
+    reply.assert_status(200);
+    let doc = reply.json();
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    for path in [
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/auth/refresh",
+        "/api/auth/logout",
+        "/api/auth/forgot-password",
+        "/api/auth/reset-password",
+        "/api/users",
+        "/api/users/me",
+        "/api/users/{id}",
+        "/api/users/{id}/activate",
+        "/api/users/{id}/deactivate",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "missing {path} in the OpenAPI paths"
+        );
+    }
+}
+
+#[tokio::test]
+async fn docs_page_is_served_as_html() {
+    let app = spawn_app().await;
+    let mut reply = app.get("/docs", None).await;
+    // A redirect (to /docs/) is fine: a browser follows it.
+    for _ in 0..3 {
+        if !reply.status.is_redirection() {
+            break;
+        }
+        let location = reply
+            .header("location")
+            .expect("a redirect with Location")
+            .to_owned();
+        let path = location
+            .strip_prefix(&app.address)
+            .unwrap_or(&location)
+            .to_owned();
+        reply = app.get(&path, None).await;
+    }
+    reply.assert_status(200);
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|ct| ct.starts_with("text/html")),
+        "{:?}",
+        reply.headers
+    );
+    assert!(
+        reply.text.to_ascii_lowercase().contains("<html"),
+        "{}",
+        reply.text
+    );
+}

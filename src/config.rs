@@ -163,14 +163,14 @@ impl Settings {
     }
 }
 
-fn parse_number<T: FromStr>(
+fn parse_number<T>(
     variable: &'static str,
     raw: Option<String>,
     default: T,
     range: std::ops::RangeInclusive<T>,
 ) -> Result<T, ConfigError>
 where
-    T: PartialOrd + fmt::Display,
+    T: FromStr + PartialOrd + fmt::Display,
     T::Err: fmt::Display,
 {
     let Some(raw) = raw else {

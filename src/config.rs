@@ -569,6 +569,44 @@ mod tests {
         );
     }
 
+    /// `.env.example` and the README's configuration table list exactly the variables the
+    /// service reads (plus `RUST_LOG`, read by the log filter).
+    #[test]
+    fn env_example_and_readme_list_every_variable() {
+        let mut known: Vec<String> = crate::serde_fields::struct_fields::<RawSettings>()
+            .iter()
+            .map(|f| f.to_uppercase())
+            .chain(["RUST_LOG".to_owned()])
+            .collect();
+        known.sort();
+        let mut in_example: Vec<String> = include_str!("../.env.example")
+            .lines()
+            .filter_map(|line| line.trim_start_matches("# ").split_once('='))
+            .map(|(name, _)| name.to_owned())
+            .filter(|name| {
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+            })
+            .collect();
+        in_example.sort();
+        assert_eq!(in_example, known, ".env.example");
+        let readme = include_str!("../README.md");
+        let table = readme
+            .split("## Configuration")
+            .nth(1)
+            .expect("a Configuration section")
+            .split("\n## ")
+            .next()
+            .unwrap();
+        let mut in_readme: Vec<String> = table
+            .lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|rest| rest.split('`').next())
+            .map(str::to_owned)
+            .collect();
+        in_readme.sort();
+        assert_eq!(in_readme, known, "README configuration table");
+    }
+
     #[test]
     fn secrets_are_not_printed() {
         let s = settings(&[

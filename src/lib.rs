@@ -8,6 +8,7 @@ pub mod mail;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
+pub mod serde_fields;
 pub mod services;
 pub mod startup;
 pub mod state;

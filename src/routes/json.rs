@@ -3,15 +3,13 @@
 use std::{future::Future, pin::Pin};
 
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, http::StatusCode, mime, web};
-use serde::{
-    Deserialize, Deserializer,
-    de::{self, DeserializeOwned, Visitor},
-};
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
 use crate::{
     domain::ParseError,
     error::{AppError, FieldError},
+    serde_fields::struct_fields,
 };
 
 /// Request bodies may not be larger than this (64 KiB).
@@ -104,39 +102,6 @@ fn describe_type_error(message: &str) -> String {
         Some((_, expected)) => format!("must be {expected}"),
         None => message.to_owned(),
     }
-}
-
-/// The field names a struct deserialises, as its derived `Deserialize` declares them.
-fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
-    struct Introspect<'a>(&'a mut &'static [&'static str]);
-
-    impl<'de> Deserializer<'de> for Introspect<'_> {
-        type Error = de::value::Error;
-
-        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-            Err(de::Error::custom("not a struct"))
-        }
-
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            _name: &'static str,
-            fields: &'static [&'static str],
-            _visitor: V,
-        ) -> Result<V::Value, Self::Error> {
-            *self.0 = fields;
-            Err(de::Error::custom("fields recorded"))
-        }
-
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
-            identifier ignored_any
-        }
-    }
-
-    let mut fields: &'static [&'static str] = &[];
-    let _ = T::deserialize(Introspect(&mut fields));
-    fields
 }
 
 /// For `Option<Option<T>>` fields: absent stays `None`, `null` becomes `Some(None)`.

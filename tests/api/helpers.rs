@@ -24,6 +24,13 @@ pub struct TestApp {
     _db_dir: Option<tempfile::TempDir>,
 }
 
+impl TestApp {
+    /// The SQLite file behind the app; `None` when the suite runs against MongoDB.
+    pub fn database_path(&self) -> Option<std::path::PathBuf> {
+        self._db_dir.as_ref().map(|dir| dir.path().join("users.db"))
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }

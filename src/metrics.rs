@@ -58,6 +58,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["kind"],
     )
     .expect("valid metric");
+    // Every known label value starts at 0, so that rates and alerts work from the start.
+    for outcome in ["success", "failure"] {
+        logins.with_label_values(&[outcome]);
+    }
+    for kind in ["unavailable", "internal"] {
+        database_errors.with_label_values(&[kind]);
+    }
     for collector in [
         Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
         Box::new(latency.clone()),

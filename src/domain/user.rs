@@ -137,7 +137,8 @@ impl UserUpdate {
             && self.password_hash.is_none()
     }
 
-    /// Applies the update to `user` as of `at`; every backend stores the result.
+    /// Applies the update to `user` as of `at`. SQLite stores the result; MongoDB applies the
+    /// same as one `$set`, and the conformance suite holds both to it.
     pub fn apply(self, user: &mut User, at: OffsetDateTime) {
         if let Some(name) = self.name {
             user.name = name;

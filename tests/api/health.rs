@@ -51,6 +51,32 @@ async fn metrics_exposes_prometheus_text_with_requests_and_latency() {
 }
 
 #[tokio::test]
+async fn metrics_count_routes_by_pattern_logins_by_outcome_and_database_errors() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let id = "65f0c1e2a4b5c6d7e8f90123";
+    app.get_user(id, &admin).await.assert_status(404);
+    app.login_email("nobody@example.com", "wrong password")
+        .await
+        .assert_status(401);
+    let text = app.get("/metrics", None).await.text;
+    assert!(
+        text.contains("route=\"/api/users/{id}\",status=\"404\""),
+        "{text}"
+    );
+    assert!(!text.contains(id), "a raw path became a label: {text}");
+    let count = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {text}"))
+    };
+    assert!(count("user_service_logins_total{outcome=\"failure\"}") >= 1.0);
+    assert!(count("user_service_logins_total{outcome=\"success\"}") >= 1.0);
+    count("user_service_database_errors_total{kind=\"unavailable\"}");
+    count("user_service_rate_limited_total");
+}
+
+#[tokio::test]
 async fn openapi_document_lists_every_route() {
     let app = spawn_app().await;
     let reply = app.get("/api/openapi.json", None).await;

@@ -11,4 +11,5 @@ mod health;
 mod logs;
 mod password_reset;
 mod rate_limit;
+mod startup;
 mod users;

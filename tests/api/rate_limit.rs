@@ -60,7 +60,18 @@ async fn api_is_rate_limited_with_retry_after_and_health_is_exempt() {
         app.health().await.assert_status(200);
     }
     app.ready().await.assert_status(200);
-    app.get("/metrics", None).await.assert_status(200);
+    let metrics = app.get("/metrics", None).await;
+    metrics.assert_status(200);
+    let refused: f64 = metrics
+        .text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("user_service_rate_limited_total ")?
+                .parse()
+                .ok()
+        })
+        .expect("the rate-limit counter");
+    assert!(refused >= 1.0, "{}", metrics.text);
 }
 
 #[tokio::test]

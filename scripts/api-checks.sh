@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Starts the release build on the embedded backend with an admin seeded, then
+#  0. validates its OpenAPI document (openapi-spec-validator);
 #  1. fuzzes every operation of its OpenAPI document with schemathesis, authenticated,
 #     failing on any 5xx or any status, content type or body the document does not declare;
 #  2. runs examples/walkthrough.sh against it.
-# Needs `cargo build --release` done and schemathesis installed (`.ci/run` does both).
+# Needs `cargo build --release` done, schemathesis and openapi-spec-validator installed
+# (`.ci/run` does both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +30,12 @@ start_service() {
 stop_service() { kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; }
 trap 'stop_service; rm -rf "$work"' EXIT
 
-echo "== schemathesis"
 start_service fuzz
+echo "== the OpenAPI document validates"
+curl -fsS "http://127.0.0.1:$port/api/openapi.json" >"$work/openapi.json"
+openapi-spec-validator "$work/openapi.json"
+
+echo "== schemathesis"
 token=$(curl -fsS -X POST "http://127.0.0.1:$port/api/auth/login" -H 'Content-Type: application/json' \
   --data "{\"email\":\"$ADMIN_EMAIL\",\"password\":\"$ADMIN_PASSWORD\"}" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')

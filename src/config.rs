@@ -138,15 +138,16 @@ const DEFAULT_DATABASE_URL: &str = "sqlite://data/users.db";
 const MIN_JWT_SECRET_BYTES: usize = 32;
 
 impl Settings {
-    /// Reads `.env` if present, then the process environment.
+    /// Reads the process environment (after [`load_dotenv`], if `.env` should count).
     pub fn from_env() -> Result<Self, ConfigError> {
-        // A missing .env is normal; a malformed one is not.
-        match dotenvy::dotenv() {
-            Ok(_) => {}
-            Err(e) if e.not_found() => {}
-            Err(e) => return Err(ConfigError::new(".env", e.to_string())),
-        }
-        Self::from_vars(std::env::vars())
+        // Lossy, so that a value that is not UTF-8 is refused as a bad value of its
+        // variable rather than crashing the process.
+        Self::from_vars(std::env::vars_os().map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        }))
     }
 
     /// Parses settings from `(NAME, value)` pairs; names not ours are ignored.
@@ -160,6 +161,41 @@ impl Settings {
         let raw: RawSettings =
             envy::from_iter(vars).map_err(|e| ConfigError::new("environment", e.to_string()))?;
         raw.parse()
+    }
+}
+
+/// Adds the variables of `./.env`, if there is one, to the environment (never overriding
+/// what is set already). A missing file is normal; a malformed one is not.
+pub fn load_dotenv() -> Result<(), ConfigError> {
+    match dotenvy::dotenv() {
+        Ok(_) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(e) => Err(ConfigError::new(".env", e.to_string())),
+    }
+}
+
+/// A host name or IP address to listen on.
+fn parse_host(raw: Option<String>) -> Result<String, ConfigError> {
+    let host = raw
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|| "0.0.0.0".to_owned());
+    let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+    let is_name = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if is_ip || is_name {
+        Ok(host)
+    } else {
+        Err(ConfigError::new(
+            "HOST",
+            format!("{host:?} is not an IP address or host name"),
+        ))
     }
 }
 
@@ -392,7 +428,7 @@ impl RawSettings {
                 "must be an http:// or https:// URL",
             ));
         }
-        let host = self.host.unwrap_or_else(|| "0.0.0.0".to_owned());
+        let host = parse_host(self.host)?;
         Ok(Settings {
             database: parse_database(self.database_url, self.database_name)?,
             host,
@@ -516,6 +552,8 @@ mod tests {
             "TRUSTED_PROXIES"
         );
         assert_eq!(error_variable(&[("LOG_FORMAT", "xml")]), "LOG_FORMAT");
+        assert_eq!(error_variable(&[("HOST", "not a host!")]), "HOST");
+        assert_eq!(error_variable(&[("HOST", "[::1]")]), "HOST");
         assert_eq!(
             error_variable(&[("CORS_ORIGINS", "example.com")]),
             "CORS_ORIGINS"
@@ -548,6 +586,9 @@ mod tests {
 
     #[test]
     fn trusted_proxies_take_addresses_and_ranges() {
+        for host in ["127.0.0.1", "::", "localhost", "app-1.internal"] {
+            assert_eq!(settings(&[("HOST", host)]).unwrap().host, host);
+        }
         let s = settings(&[("TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7,::1")]).unwrap();
         assert_eq!(s.trusted_proxies.len(), 3);
         assert!(s.trusted_proxies[1].contains(&"192.168.1.7".parse::<std::net::IpAddr>().unwrap()));

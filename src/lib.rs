@@ -1,6 +1,7 @@
 //! user-service: user management and authentication over HTTP, on MongoDB or embedded SQLite.
 
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -7,7 +7,7 @@ use std::{
 
 use clap::{Parser, Subcommand};
 use user_service::{
-    config::Settings,
+    config::{self, Settings},
     domain::{Email, Password, UserName},
     startup::Application,
     state::AppState,
@@ -41,6 +41,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before the arguments are parsed: `healthcheck` takes its port from PORT, which may be
+    // set in .env.
+    if let Err(e) = config::load_dotenv() {
+        eprintln!("user-service: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     if let Some(Command::Healthcheck { port }) = cli.command {
         return healthcheck(port);
@@ -60,14 +66,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Some(Command::CreateAdmin { email, name }) => {
-                create_admin(settings, &email, &name).await
-            }
-            _ => serve(settings).await,
-        }
-    });
+    let result = match cli.command {
+        Some(Command::CreateAdmin { email, name }) => admin_from_args(&email, &name)
+            .and_then(|admin| runtime.block_on(create_admin(settings, admin))),
+        _ => runtime.block_on(serve(settings)),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -85,13 +88,22 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_admin(settings: Settings, email: &str, name: &str) -> anyhow::Result<()> {
+/// The admin to create: email and name from the arguments, the password from the first
+/// line of standard input (read here, before any async work starts).
+fn admin_from_args(email: &str, name: &str) -> anyhow::Result<(Email, UserName, Password)> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
     let name = UserName::parse(name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     let password = Password::parse(line.trim_end_matches(['\r', '\n']))
         .map_err(|e| anyhow::anyhow!("the password {e}"))?;
+    Ok((email, name, password))
+}
+
+async fn create_admin(
+    settings: Settings,
+    (email, name, password): (Email, UserName, Password),
+) -> anyhow::Result<()> {
     let repo = storage::connect(&settings.database).await?;
     let state = AppState::new(settings.into(), repo).await?;
     if state

@@ -106,7 +106,17 @@ pub async fn track(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
-    let method = req.method().to_string();
+    // Clients can invent methods; only the standard ones become label values.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    };
     let response = next.call(req).await?;
     let route = response
         .request()
@@ -115,20 +125,21 @@ pub async fn track(
     let status = response.status().as_u16().to_string();
     METRICS
         .requests
-        .with_label_values(&[&method, &route, &status])
+        .with_label_values(&[method, &route, &status])
         .inc();
     let latency = started.elapsed();
     METRICS
         .latency
-        .with_label_values(&[&method, &route])
+        .with_label_values(&[method, &route])
         .observe(latency.as_secs_f64());
-    tracing::info!(
-        method,
-        route,
-        status = response.status().as_u16(),
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        "request completed"
-    );
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    // Probes and scrapes come every few seconds; they would drown the other lines.
+    if matches!(route.as_str(), "/health" | "/ready" | "/metrics") {
+        tracing::debug!(method, route, status, latency_ms, "request completed");
+    } else {
+        tracing::info!(method, route, status, latency_ms, "request completed");
+    }
     Ok(response)
 }
 

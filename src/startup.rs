@@ -13,10 +13,13 @@ use actix_web::{
 use anyhow::Context;
 use tracing_actix_web::{RequestId, TracingLogger};
 
+use crate::telemetry::RequestSpan;
+
 use crate::{
+    client_ip::ClientIp,
     config::{AppEnv, Settings},
     metrics,
-    rate_limit::{self, ClientIp},
+    rate_limit::RateLimit,
     routes::{self, json::MAX_BODY_BYTES},
     state::AppState,
     storage::{self, DynRepository},
@@ -42,6 +45,8 @@ impl Application {
             tracing::warn!(
                 "JWT_SECRET is not set: using a random secret, so tokens die with this process"
             );
+        } else if settings.jwt_secret.expose().len() < 32 {
+            tracing::warn!("JWT_SECRET is shorter than 32 bytes; production refuses that");
         }
         if settings.app_env == AppEnv::Development && settings.smtp_url.is_none() {
             tracing::warn!("SMTP_URL is not set: password reset links go to the log");
@@ -106,14 +111,21 @@ fn server(
     state: web::Data<AppState>,
     settings: &Settings,
 ) -> anyhow::Result<Server> {
-    let governor = rate_limit::config(
-        settings.rate_limit,
-        ClientIp::new(&settings.trusted_proxies),
-    );
+    let client_ip = ClientIp::new(&settings.trusted_proxies);
+    let rate_limit = Arc::new(RateLimit::new(settings.rate_limit, client_ip.clone()));
+    let sweeper = Arc::clone(&rate_limit);
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every_minute.tick().await;
+            sweeper.forget_idle_clients();
+        }
+    });
     let origins = settings.cors_origins.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(client_ip.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 crate::error::AppError::BadRequest(format!("malformed query string: {e}")).into()
@@ -121,7 +133,7 @@ fn server(
             .configure(routes::configure_operations)
             .service(
                 web::scope("/api")
-                    .wrap(rate_limit::middleware(governor.as_ref()))
+                    .wrap(rate_limit.middleware())
                     .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
                     .configure(routes::configure_api),
             )
@@ -130,7 +142,7 @@ fn server(
             .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
             .wrap(from_fn(metrics::track))
             .wrap(from_fn(request_id_header))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<RequestSpan>::new())
     })
     .shutdown_timeout(10)
     .listen(listener)?

@@ -3,8 +3,11 @@ use std::pin::Pin;
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 
-use super::tokens::unix_millis;
-use crate::{domain::User, error::AppError, state::AppState};
+use crate::{
+    domain::{User, unix_millis},
+    error::AppError,
+    state::AppState,
+};
 
 /// The signed-in user behind a valid bearer token. Every way a token can be bad gives the
 /// same 401; the reason goes to the debug log only.

@@ -23,6 +23,7 @@ impl PasswordHasher {
     pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
         let password = password.clone();
         let cost = self.cost;
+        // `Password` is at most 72 bytes, all of which bcrypt reads.
         Ok(spawn_blocking_with_tracing(move || bcrypt::hash(password.expose(), cost)).await??)
     }
 
@@ -33,10 +34,13 @@ impl PasswordHasher {
             Some(hash) => (hash.to_owned(), true),
             None => (self.dummy_hash.clone(), false),
         };
+        // bcrypt reads 72 bytes: a longer attempt that starts with the password would match.
+        // It never may; it is still checked, so that refusing it takes the same time.
+        let too_long = password.len() > Password::MAX_BYTES;
         let matched =
             spawn_blocking_with_tracing(move || bcrypt::verify(password, &hash).unwrap_or(false))
                 .await?;
-        Ok(real && matched)
+        Ok(real && matched && !too_long)
     }
 
     /// True when `hash` was made with a lower cost than configured now.
@@ -65,6 +69,21 @@ mod tests {
         assert!(
             !hasher
                 .verify("correct horse", Some("not a hash"))
+                .await
+                .unwrap()
+        );
+        // bcrypt reads 72 bytes; a longer attempt that starts with the password is no match.
+        let long = Password::parse(&"x".repeat(72)).unwrap();
+        let long_hash = hasher.hash(&long).await.unwrap();
+        assert!(
+            hasher
+                .verify(&"x".repeat(72), Some(&long_hash))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify(&"x".repeat(73), Some(&long_hash))
                 .await
                 .unwrap()
         );

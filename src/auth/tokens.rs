@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::domain::{Role, User};
+use crate::domain::{Role, User, unix_millis};
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,10 +30,6 @@ pub struct TokenService {
     decoding: DecodingKey,
     validation: Validation,
     access_ttl: Duration,
-}
-
-pub fn unix_millis(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 impl TokenService {

@@ -12,7 +12,7 @@ pub use password::Password;
 pub use role::Role;
 pub use user::{
     ListQuery, NewUser, Page, SortField, SortOrder, User, UserFilter, UserId, UserUpdate, now,
-    truncate_to_millis,
+    truncate_to_millis, unix_millis,
 };
 
 /// Why a value was refused; the message is meant for API clients.

@@ -57,6 +57,11 @@ pub fn now() -> OffsetDateTime {
     truncate_to_millis(OffsetDateTime::now_utc())
 }
 
+/// Milliseconds since the Unix epoch: how timestamps are stored and compared.
+pub fn unix_millis(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 pub fn truncate_to_millis(t: OffsetDateTime) -> OffsetDateTime {
     let nanos = t.unix_timestamp_nanos();
     OffsetDateTime::from_unix_timestamp_nanos(nanos - nanos.rem_euclid(1_000_000))

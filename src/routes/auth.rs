@@ -191,7 +191,7 @@ pub(crate) async fn forgot_password(
     let mut errors = FieldErrors::default();
     let email = errors.required("email", request.email.as_deref(), Email::parse);
     let email = errors.finish(|| email)?;
-    state.accounts.forgot_password(&email).await?;
+    state.accounts.forgot_password(email);
     Ok(HttpResponse::Accepted().json(AcceptedResponse {
         message: "if the address belongs to an account, a reset link is on its way",
     }))

@@ -174,6 +174,10 @@ impl ListParams {
         if q.as_ref().is_some_and(|q| q.chars().count() > 254) {
             return Err(bad("q", "must be at most 254 characters"));
         }
+        // No stored name, email or username holds one, and MongoDB refuses NUL in a regex.
+        if q.as_ref().is_some_and(|q| q.chars().any(char::is_control)) {
+            return Err(bad("q", "must not contain control characters"));
+        }
         Ok(ListQuery {
             page,
             per_page,
@@ -367,12 +371,12 @@ impl UpdateUserRequest {
     }
 }
 
-/// A path id; a malformed one is simply not found.
 /// `Option<Option<String>>` as borrowed text.
 fn text(value: &Option<Option<String>>) -> Option<Option<&str>> {
     value.as_ref().map(Option::as_deref)
 }
 
+/// A path id; a malformed one is simply not found.
 fn user_id(raw: &str) -> Result<UserId, AppError> {
     UserId::parse(raw).map_err(|_| AppError::not_found())
 }
@@ -520,6 +524,7 @@ pub(crate) async fn activate_user(
     AuthUser(actor): AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
+    require_admin(&actor)?;
     Ok(ok(state
         .users
         .set_active(&actor, &user_id(&id)?, true)
@@ -537,6 +542,7 @@ pub(crate) async fn deactivate_user(
     AuthUser(actor): AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
+    require_admin(&actor)?;
     Ok(ok(state
         .users
         .set_active(&actor, &user_id(&id)?, false)

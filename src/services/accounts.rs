@@ -104,7 +104,11 @@ impl AccountService {
             RefreshTokenUse::Spent(record) if record.expires_at > now => {
                 let user = self.repo.user_by_id(&record.user_id).await?;
                 match user {
-                    Some(user) if user.active => self.issue_pair(&user, record.family_id).await,
+                    // A token older than the password would survive a reset that raced it
+                    // (the reset revokes, then this refresh issues anew): refuse it.
+                    Some(user) if user.active && record.created_at >= user.password_changed_at => {
+                        self.issue_pair(&user, record.family_id).await
+                    }
                     _ => Err(AppError::InvalidCredentials(REFRESH_REFUSED)),
                 }
             }
@@ -113,7 +117,7 @@ impl AccountService {
                 self.repo.revoke_refresh_family(&family_id).await?;
                 Err(AppError::InvalidCredentials(REFRESH_REFUSED))
             }
-            RefreshTokenUse::Spent(_) | RefreshTokenUse::Unknown => {
+            RefreshTokenUse::Spent(_) | RefreshTokenUse::Revoked | RefreshTokenUse::Unknown => {
                 Err(AppError::InvalidCredentials(REFRESH_REFUSED))
             }
         }
@@ -128,9 +132,20 @@ impl AccountService {
             .await?)
     }
 
-    /// Stores a reset token and mails the link; answers the same whether or not `email` is
-    /// known. Sending happens in the background, so timing does not tell either.
-    pub async fn forgot_password(&self, email: &Email) -> Result<(), AppError> {
+    /// Starts a reset in the background and returns at once: the caller learns nothing,
+    /// not even from timing, about whether `email` belongs to an account. Errors are logged.
+    /// (A reset still in flight at shutdown is dropped; the user asks again.)
+    pub fn forgot_password(&self, email: Email) {
+        let accounts = self.clone();
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
+            if let Err(e) = accounts.start_reset(&email).await {
+                tracing::error!(error = format!("{e:#}"), "password reset could not start");
+            }
+        }));
+    }
+
+    /// Stores a reset token for an active user with that address and mails the link.
+    async fn start_reset(&self, email: &Email) -> anyhow::Result<()> {
         let Some(user) = self.repo.user_by_email(email).await? else {
             return Ok(());
         };
@@ -151,11 +166,9 @@ impl AccountService {
             "{}?token={}",
             self.settings.password_reset_url, token.secret
         );
-        let mailer = self.mailer.clone();
-        let to = user.email.as_str().to_owned();
-        tokio::spawn(tracing::Instrument::in_current_span(async move {
-            mailer.send_reset_link(&to, &link).await;
-        }));
+        self.mailer
+            .send_reset_link(user.email.as_str(), &link)
+            .await;
         Ok(())
     }
 
@@ -207,5 +220,65 @@ impl AccountService {
             expires_in: self.tokens.access_ttl().as_secs(),
             refresh_token: refresh.secret,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        domain::{Role, UserName},
+        state::AppState,
+        storage::{Repository, SqliteRepository},
+    };
+
+    /// A refresh that spends its token just before a reset revokes the user's tokens must
+    /// not hand out a new session afterwards.
+    #[tokio::test]
+    async fn refresh_tokens_older_than_the_password_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Arc::new(
+            SqliteRepository::open(dir.path().join("users.db"))
+                .await
+                .unwrap(),
+        );
+        let settings = Settings::from_vars([("BCRYPT_COST".to_owned(), "4".to_owned())]).unwrap();
+        let state = AppState::new(Arc::new(settings), repo.clone())
+            .await
+            .unwrap();
+        let email = Email::parse("race@example.com").unwrap();
+        let user = state
+            .users
+            .create(crate::services::CreateUser {
+                name: UserName::parse("Race").unwrap(),
+                email: email.clone(),
+                username: None,
+                password: Password::parse("first password").unwrap(),
+                role: Role::User,
+                active: true,
+            })
+            .await
+            .unwrap();
+        let pair = state
+            .accounts
+            .login(LoginId::Email(email), "first password")
+            .await
+            .unwrap();
+        // The password changes, as a reset would, but this token escapes the revocation.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let update = UserUpdate {
+            password_hash: Some(
+                "$2b$04$changedchangedchangedchangedchangedchangedchangedchange".into(),
+            ),
+            ..UserUpdate::default()
+        };
+        repo.update_user(&user.id, update).await.unwrap();
+        let refused = state.accounts.refresh(&pair.refresh_token).await;
+        assert!(
+            matches!(refused, Err(AppError::InvalidCredentials(_))),
+            "{refused:?}"
+        );
     }
 }

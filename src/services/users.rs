@@ -118,22 +118,13 @@ impl UserService {
                 ));
             }
         }
-        let password_hash = match &changes.password {
-            Some(password) => Some(
-                self.hasher
-                    .hash(password)
-                    .await
-                    .map_err(AppError::Internal)?,
-            ),
-            None => None,
-        };
-        let update = UserUpdate {
+        let mut update = UserUpdate {
             name: changes.name,
             username: changes.username,
             email: changes.email,
             role: changes.role,
             active: changes.active,
-            password_hash,
+            password_hash: None,
         };
         let demotes = update.role == Some(Role::User) || update.active == Some(false);
         let _guard = if demotes {
@@ -146,12 +137,21 @@ impl UserService {
             .user_by_id(id)
             .await?
             .ok_or_else(AppError::not_found)?;
-        if update.is_empty() {
+        if update.is_empty() && changes.password.is_none() {
             // Nothing to change: not even `updated_at` moves.
             return Ok(target);
         }
         if demotes && target.is_active_admin() {
             self.ensure_another_active_admin().await?;
+        }
+        // Hashed last, so that a request refused above costs no bcrypt work.
+        if let Some(password) = &changes.password {
+            update.password_hash = Some(
+                self.hasher
+                    .hash(password)
+                    .await
+                    .map_err(AppError::Internal)?,
+            );
         }
         let password_changed = update.password_hash.is_some();
         let user = self

@@ -76,10 +76,12 @@ pub struct RefreshTokenRecord {
 pub enum RefreshTokenUse {
     /// The token was live; it is now spent and cannot be used again.
     Spent(RefreshTokenRecord),
-    /// The token had already been spent or revoked: a sign it was stolen.
+    /// The token had already been spent: a sign it was stolen.
     Replayed {
         family_id: String,
     },
+    /// The token was revoked (logout, password change, or a replay in its session).
+    Revoked,
     Unknown,
 }
 
@@ -137,6 +139,10 @@ pub trait Repository: Send + Sync + 'static {
     ) -> StorageResult<Option<UserId>>;
 }
 
+/// How long start-up waits for MongoDB (as when it starts beside us in `docker compose`)
+/// before the service gives up with an error.
+const MONGODB_STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Opens the configured backend: MongoDB for a `mongodb` URL, else the embedded SQLite file.
 pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Result<DynRepository> {
     use crate::config::DatabaseSettings;
@@ -148,12 +154,7 @@ pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Resu
         DatabaseSettings::Mongo { url, database } => {
             tracing::info!(database, "using MongoDB");
             Arc::new(
-                MongoRepository::connect(
-                    url.expose(),
-                    database,
-                    std::time::Duration::from_secs(30),
-                )
-                .await?,
+                MongoRepository::connect(url.expose(), database, MONGODB_STARTUP_TIMEOUT).await?,
             )
         }
     })

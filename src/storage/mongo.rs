@@ -1,6 +1,6 @@
 //! The MongoDB backend: a typed `users` collection with unique indexes on email and username.
 
-use std::time::Duration;
+use std::{future::IntoFuture, time::Duration};
 
 use async_trait::async_trait;
 use bson::{Bson, DateTime as BsonDateTime, Document, doc, oid::ObjectId};
@@ -25,6 +25,11 @@ use crate::domain::{
 const EMAIL_INDEX: &str = "email_unique";
 const USERNAME_INDEX: &str = "username_key_unique";
 const DUPLICATE_KEY: i32 = 11000;
+/// Server answers that mean "not now" rather than "never": shutting down, stepping down,
+/// no primary, host unreachable, exceeded time limit and the like.
+const TRANSIENT_CODES: &[i32] = &[
+    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+];
 
 #[derive(Debug, Serialize, Deserialize)]
 struct UserDocument {
@@ -128,20 +133,28 @@ impl From<mongodb::error::Error> for StorageError {
         if let Some(message) = duplicate_message {
             return StorageError::Duplicate(duplicate_field(message));
         }
-        match error.kind.as_ref() {
+        let transient = match error.kind.as_ref() {
             ErrorKind::ServerSelection { .. }
             | ErrorKind::Io(_)
             | ErrorKind::ConnectionPoolCleared { .. }
             | ErrorKind::DnsResolve { .. }
-            | ErrorKind::Authentication { .. } => StorageError::Unavailable(error.into()),
-            _ => StorageError::Internal(error.into()),
+            | ErrorKind::Shutdown
+            | ErrorKind::Write(WriteFailure::WriteConcernError(_)) => true,
+            ErrorKind::Command(e) => TRANSIENT_CODES.contains(&e.code),
+            _ => false,
+        };
+        if transient || error.contains_label("RetryableWriteError") {
+            StorageError::Unavailable(error.into())
+        } else {
+            StorageError::Internal(error.into())
         }
     }
 }
 
-/// Which unique index a duplicate-key message names (`... index: email_unique dup key: ...`).
+/// Which unique index a duplicate-key message names (`... index: email_unique dup key: ...`);
+/// only the index name counts, not the duplicated value that follows it.
 fn duplicate_field(message: &str) -> UniqueField {
-    if message.contains(USERNAME_INDEX) {
+    if message.contains(&format!("index: {USERNAME_INDEX} ")) {
         UniqueField::Username
     } else {
         UniqueField::Email
@@ -207,6 +220,37 @@ fn update_document(update: UserUpdate, at: OffsetDateTime) -> Document {
     doc! { "$set": set }
 }
 
+/// Runs `attempt` until it succeeds or `deadline` passes, backing off between tries.
+async fn retry_until<T, E, F, Fut>(
+    deadline: tokio::time::Instant,
+    what: &str,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    E: Into<anyhow::Error>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => {
+                let error: anyhow::Error = error.into();
+                if tokio::time::Instant::now() + delay >= deadline {
+                    return Err(error.context(format!("{what} did not answer in time")));
+                }
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "{what} is not reachable yet; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct MongoRepository {
     db: Database,
@@ -216,18 +260,26 @@ pub struct MongoRepository {
 }
 
 impl MongoRepository {
-    /// Connects, waiting up to `startup_timeout` for the server, and creates the indexes.
+    /// Connects, waiting up to `startup_timeout` for the server (and, for `mongodb+srv`,
+    /// its DNS records), and creates the indexes.
     pub async fn connect(
         url: &str,
         database: &str,
         startup_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let mut options = ClientOptions::parse(url).await?;
+        let deadline = tokio::time::Instant::now() + startup_timeout;
+        let mut options = retry_until(deadline, "MongoDB's address", || {
+            ClientOptions::parse(url).into_future()
+        })
+        .await?;
         options
             .app_name
             .get_or_insert_with(|| "user-service".to_owned());
-        // Fail requests fast while the server is away, so clients see 503 quickly.
-        options.server_selection_timeout = Some(Duration::from_secs(3));
+        // Unless the URL says otherwise, fail requests fast while the server is away, so that
+        // clients see 503 quickly.
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(3));
         options
             .connect_timeout
             .get_or_insert(Duration::from_secs(3));
@@ -239,31 +291,9 @@ impl MongoRepository {
             reset_tokens: db.collection("password_reset_tokens"),
             db,
         };
-        repository.wait_until_reachable(startup_timeout).await?;
+        retry_until(deadline, "MongoDB", || repository.ping()).await?;
         repository.create_indexes().await?;
         Ok(repository)
-    }
-
-    async fn wait_until_reachable(&self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut delay = Duration::from_millis(250);
-        loop {
-            match self.ping().await {
-                Ok(()) => return Ok(()),
-                Err(error) if tokio::time::Instant::now() + delay < deadline => {
-                    tracing::warn!(error = %error, "MongoDB is not reachable yet; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(error) => {
-                    return Err(anyhow::anyhow!(
-                        "MongoDB did not answer within {}s: {:#}",
-                        timeout.as_secs(),
-                        anyhow::Error::from(error)
-                    ));
-                }
-            }
-        }
     }
 
     /// Creating an index that already exists with the same options is a no-op.
@@ -472,6 +502,7 @@ impl Repository for MongoRepository {
                 .find_one(doc! { "_id": token_hash })
                 .await?
             {
+                Some(doc) if doc.revoked => RefreshTokenUse::Revoked,
                 Some(doc) => RefreshTokenUse::Replayed {
                     family_id: doc.family_id,
                 },
@@ -569,5 +600,7 @@ mod tests {
         let username = "E11000 duplicate key error collection: db.users index: username_key_unique dup key: { username_key: \"mario\" }";
         assert_eq!(duplicate_field(email), UniqueField::Email);
         assert_eq!(duplicate_field(username), UniqueField::Username);
+        let tricky = "E11000 duplicate key error collection: db.users index: email_unique dup key: { email: \"username_key_unique@x.io\" }";
+        assert_eq!(duplicate_field(tricky), UniqueField::Email);
     }
 }

@@ -18,7 +18,7 @@ use super::{
 use crate::{
     domain::{
         self, Email, ListQuery, NewUser, Page, Role, SortField, SortOrder, User, UserFilter,
-        UserId, UserName, UserUpdate, Username,
+        UserId, UserName, UserUpdate, Username, unix_millis,
     },
     telemetry::spawn_blocking_with_tracing,
 };
@@ -172,10 +172,6 @@ impl From<rusqlite::Error> for StorageError {
     }
 }
 
-fn millis(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 fn from_millis(ms: i64) -> rusqlite::Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).map_err(conversion_error)
 }
@@ -231,10 +227,10 @@ fn write_user(conn: &Connection, user: &User, insert: bool) -> StorageResult<()>
         user.role.as_str(),
         user.active,
         user.password_hash,
-        millis(user.created_at),
-        millis(user.updated_at),
-        user.last_login_at.map(millis),
-        millis(user.password_changed_at),
+        unix_millis(user.created_at),
+        unix_millis(user.updated_at),
+        user.last_login_at.map(unix_millis),
+        unix_millis(user.password_changed_at),
     ])?;
     Ok(())
 }
@@ -332,7 +328,7 @@ impl Repository for SqliteRepository {
             conn.execute(
                 "UPDATE users SET last_login_at = ?2, \
                  password_hash = coalesce(?3, password_hash) WHERE id = ?1",
-                params![id, millis(at), upgraded_hash],
+                params![id, unix_millis(at), upgraded_hash],
             )?;
             Ok(())
         })
@@ -388,7 +384,7 @@ impl Repository for SqliteRepository {
             // Expired tokens can never be used again; sweep them while we are writing.
             tx.execute(
                 "DELETE FROM refresh_tokens WHERE expires_at < ?1",
-                [millis(record.created_at)],
+                [unix_millis(record.created_at)],
             )?;
             tx.execute(
                 "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) \
@@ -397,8 +393,8 @@ impl Repository for SqliteRepository {
                     record.token_hash,
                     record.family_id,
                     record.user_id.to_hex(),
-                    millis(record.created_at),
-                    millis(record.expires_at),
+                    unix_millis(record.created_at),
+                    unix_millis(record.expires_at),
                 ],
             )?;
             tx.commit()?;
@@ -417,7 +413,7 @@ impl Repository for SqliteRepository {
             let tx = conn.transaction()?;
             let found = tx
                 .query_row(
-                    "SELECT family_id, user_id, created_at, expires_at, spent_at IS NULL AND revoked = 0 \
+                    "SELECT family_id, user_id, created_at, expires_at, spent_at IS NOT NULL, revoked \
                      FROM refresh_tokens WHERE token_hash = ?1",
                     [&token_hash],
                     |row| {
@@ -427,19 +423,23 @@ impl Repository for SqliteRepository {
                             row.get::<_, i64>(2)?,
                             row.get::<_, i64>(3)?,
                             row.get::<_, bool>(4)?,
+                            row.get::<_, bool>(5)?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((family_id, user_id, created_at, expires_at, live)) = found else {
+            let Some((family_id, user_id, created_at, expires_at, spent, revoked)) = found else {
                 return Ok(RefreshTokenUse::Unknown);
             };
-            if !live {
+            if revoked {
+                return Ok(RefreshTokenUse::Revoked);
+            }
+            if spent {
                 return Ok(RefreshTokenUse::Replayed { family_id });
             }
             tx.execute(
                 "UPDATE refresh_tokens SET spent_at = ?2 WHERE token_hash = ?1",
-                params![token_hash, millis(at)],
+                params![token_hash, unix_millis(at)],
             )?;
             tx.commit()?;
             Ok(RefreshTokenUse::Spent(RefreshTokenRecord {
@@ -497,8 +497,8 @@ impl Repository for SqliteRepository {
                 params![
                     record.token_hash,
                     record.user_id.to_hex(),
-                    millis(record.created_at),
-                    millis(record.expires_at),
+                    unix_millis(record.created_at),
+                    unix_millis(record.expires_at),
                 ],
             )?;
             Ok(())
@@ -519,7 +519,7 @@ impl Repository for SqliteRepository {
                     "UPDATE reset_tokens SET used_at = ?2 \
                      WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2 \
                      RETURNING user_id",
-                    params![token_hash, millis(at)],
+                    params![token_hash, unix_millis(at)],
                     |row| row.get(0),
                 )
                 .optional()?;
@@ -528,7 +528,7 @@ impl Repository for SqliteRepository {
             };
             tx.execute(
                 "UPDATE reset_tokens SET used_at = ?2 WHERE user_id = ?1 AND used_at IS NULL",
-                params![user_id, millis(at)],
+                params![user_id, unix_millis(at)],
             )?;
             tx.commit()?;
             Ok(Some(

@@ -154,6 +154,10 @@ async fn a_72_byte_password_is_not_cut() {
     app.login_email("a@example.com", &"a".repeat(71))
         .await
         .assert_problem(401);
+    // bcrypt reads only 72 bytes: a longer attempt that starts with the password must fail.
+    app.login_email("a@example.com", &"a".repeat(73))
+        .await
+        .assert_problem(401);
 }
 
 #[tokio::test]

@@ -516,6 +516,10 @@ async fn non_admin_cannot_activate_or_deactivate() {
     app.activate(&alice.id, &alice.access_token)
         .await
         .assert_problem(403);
+    // Admin-only routes refuse a non-admin before looking at the id.
+    app.activate("not-an-id", &alice.access_token)
+        .await
+        .assert_problem(403);
     app.me(&bob.access_token).await.assert_status(200);
 }
 
@@ -784,6 +788,8 @@ async fn list_returns_400_for_out_of_range_or_malformed_parameters() {
         "sort=",
         "role=superuser",
         "active=maybe",
+        "q=a%00b",
+        "q=line%0Abreak",
     ] {
         app.list(query, &admin).await.assert_problem(400);
     }

@@ -1414,13 +1414,13 @@ pub async fn concurrent_uses_of_a_refresh_token_spend_it_once(repo: DynRepositor
         match task.await.expect("task").expect("use") {
             RefreshTokenUse::Spent(_) => spent += 1,
             RefreshTokenUse::Replayed { family_id } => assert_eq!(family_id, "family"),
-            RefreshTokenUse::Unknown => panic!("the token vanished"),
+            other => panic!("neither spent nor replayed: {other:?}"),
         }
     }
     assert_eq!(spent, 1);
 }
 
-pub async fn revoked_refresh_token_is_replayed(repo: DynRepository) {
+pub async fn revoked_refresh_token_is_revoked_not_replayed(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     repo.insert_refresh_token(refresh("revoked", "family", user.id))
         .await
@@ -1431,22 +1431,24 @@ pub async fn revoked_refresh_token_is_replayed(repo: DynRepository) {
     repo.revoke_refresh_token("revoked").await.expect("revoke");
     assert_eq!(
         repo.use_refresh_token("revoked", now()).await.expect("use"),
-        RefreshTokenUse::Replayed {
-            family_id: "family".into()
-        }
+        RefreshTokenUse::Revoked
     );
     // Revoking one token leaves the rest of its family alone.
     assert!(matches!(
         repo.use_refresh_token("sibling", now()).await.expect("use"),
         RefreshTokenUse::Spent(_)
     ));
-    // Revoking a spent token keeps it a replay.
-    repo.revoke_refresh_token("sibling").await.expect("revoke");
+    // A spent token is a replay until it is revoked.
     assert_eq!(
         repo.use_refresh_token("sibling", now()).await.expect("use"),
         RefreshTokenUse::Replayed {
             family_id: "family".into()
         }
+    );
+    repo.revoke_refresh_token("sibling").await.expect("revoke");
+    assert_eq!(
+        repo.use_refresh_token("sibling", now()).await.expect("use"),
+        RefreshTokenUse::Revoked
     );
 }
 
@@ -1471,9 +1473,7 @@ pub async fn revoke_refresh_family_affects_only_that_family(repo: DynRepository)
     for token in ["a1", "a2", "a3"] {
         assert_eq!(
             repo.use_refresh_token(token, now()).await.expect("use"),
-            RefreshTokenUse::Replayed {
-                family_id: "family-a".into()
-            },
+            RefreshTokenUse::Revoked,
             "{token}"
         );
     }
@@ -1499,18 +1499,13 @@ pub async fn revoke_user_refresh_tokens_affects_only_that_user(repo: DynReposito
     repo.revoke_user_refresh_tokens(&mario.id)
         .await
         .expect("revoke user");
-    assert_eq!(
-        repo.use_refresh_token("m1", now()).await.expect("use"),
-        RefreshTokenUse::Replayed {
-            family_id: "mario-phone".into()
-        }
-    );
-    assert_eq!(
-        repo.use_refresh_token("m2", now()).await.expect("use"),
-        RefreshTokenUse::Replayed {
-            family_id: "mario-laptop".into()
-        }
-    );
+    for token in ["m1", "m2"] {
+        assert_eq!(
+            repo.use_refresh_token(token, now()).await.expect("use"),
+            RefreshTokenUse::Revoked,
+            "{token}"
+        );
+    }
     assert!(matches!(
         repo.use_refresh_token("l1", now()).await.expect("use"),
         RefreshTokenUse::Spent(_)

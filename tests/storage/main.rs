@@ -126,7 +126,7 @@ macro_rules! conformance_suite {
             refresh_token_is_spent_once_then_replayed,
             unknown_refresh_token_is_unknown,
             concurrent_uses_of_a_refresh_token_spend_it_once,
-            revoked_refresh_token_is_replayed,
+            revoked_refresh_token_is_revoked_not_replayed,
             revoke_refresh_family_affects_only_that_family,
             revoke_user_refresh_tokens_affects_only_that_user,
             reset_token_is_consumed_once,

@@ -44,9 +44,11 @@ schemathesis run "http://127.0.0.1:$port/api/openapi.json" \
   --header "Authorization: Bearer $token" \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-50}" \
   --generation-deterministic
-if grep -q '"level":"ERROR"' "$log"; then
+# The service's own errors (a 500's cause, a failed database call). actix-http's complaints
+# about requests it could not even parse are the fuzzer's doing, not the service's.
+if grep '"level":"ERROR"' "$log" | grep -q '"target":"user_service'; then
   echo "the service logged errors during fuzzing:" >&2
-  grep '"level":"ERROR"' "$log" >&2
+  grep '"level":"ERROR"' "$log" | grep '"target":"user_service' >&2
   exit 1
 fi
 stop_service

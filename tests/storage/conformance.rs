@@ -173,6 +173,40 @@ fn sorted_query(sort: SortField, order: SortOrder) -> ListQuery {
     }
 }
 
+/// Lists `users` sorted by `sort` both ways, on one page and then page by page, and checks
+/// both against `key` with ties broken by id.
+async fn assert_sorted<K: Ord>(
+    repo: &DynRepository,
+    users: &[User],
+    sort: SortField,
+    per_page: u32,
+    key: impl Fn(&User) -> K,
+) {
+    for order in [SortOrder::Ascending, SortOrder::Descending] {
+        let expected = expected_order(users, order, &key);
+        assert_eq!(
+            listed(repo, &sorted_query(sort, order)).await,
+            expected,
+            "{sort:?} {order:?}"
+        );
+        let mut paged = Vec::new();
+        for page in 1..=(users.len() as u32).div_ceil(per_page) {
+            paged.extend(
+                listed(
+                    repo,
+                    &ListQuery {
+                        page,
+                        per_page,
+                        ..sorted_query(sort, order)
+                    },
+                )
+                .await,
+            );
+        }
+        assert_eq!(paged, expected, "paged, {sort:?} {order:?}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Health
 // ---------------------------------------------------------------------------------------
@@ -1247,30 +1281,7 @@ pub async fn list_sorts_by_created_at_with_ties_broken_by_id(repo: DynRepository
             tick().await;
         }
     }
-    for order in [SortOrder::Ascending, SortOrder::Descending] {
-        let expected = expected_order(&users, order, |u| u.created_at);
-        assert_eq!(
-            listed(&repo, &sorted_query(SortField::CreatedAt, order)).await,
-            expected,
-            "{order:?}"
-        );
-        // Paging follows the same order.
-        let mut paged = Vec::new();
-        for page in 1..=3 {
-            paged.extend(
-                listed(
-                    &repo,
-                    &ListQuery {
-                        page,
-                        per_page: 3,
-                        ..sorted_query(SortField::CreatedAt, order)
-                    },
-                )
-                .await,
-            );
-        }
-        assert_eq!(paged, expected, "paged, {order:?}");
-    }
+    assert_sorted(&repo, &users, SortField::CreatedAt, 3, |u| u.created_at).await;
 }
 
 pub async fn list_sorts_by_name_with_ties_broken_by_id(repo: DynRepository) {
@@ -1283,29 +1294,10 @@ pub async fn list_sorts_by_name_with_ties_broken_by_id(repo: DynRepository) {
     {
         users.push(create(&repo, display, &format!("n{i}@example.com"), None).await);
     }
-    for order in [SortOrder::Ascending, SortOrder::Descending] {
-        let expected = expected_order(&users, order, |u| u.name.as_str().to_owned());
-        assert_eq!(
-            listed(&repo, &sorted_query(SortField::Name, order)).await,
-            expected,
-            "{order:?}"
-        );
-        let mut paged = Vec::new();
-        for page in 1..=4 {
-            paged.extend(
-                listed(
-                    &repo,
-                    &ListQuery {
-                        page,
-                        per_page: 2,
-                        ..sorted_query(SortField::Name, order)
-                    },
-                )
-                .await,
-            );
-        }
-        assert_eq!(paged, expected, "paged, {order:?}");
-    }
+    assert_sorted(&repo, &users, SortField::Name, 2, |u| {
+        u.name.as_str().to_owned()
+    })
+    .await;
 }
 
 pub async fn list_sorts_by_email(repo: DynRepository) {
@@ -1319,14 +1311,10 @@ pub async fn list_sorts_by_email(repo: DynRepository) {
     ] {
         users.push(create(&repo, "Same Name", address, None).await);
     }
-    for order in [SortOrder::Ascending, SortOrder::Descending] {
-        let expected = expected_order(&users, order, |u| u.email.as_str().to_owned());
-        assert_eq!(
-            listed(&repo, &sorted_query(SortField::Email, order)).await,
-            expected,
-            "{order:?}"
-        );
-    }
+    assert_sorted(&repo, &users, SortField::Email, 2, |u| {
+        u.email.as_str().to_owned()
+    })
+    .await;
     let ascending = repo
         .list_users(&sorted_query(SortField::Email, SortOrder::Ascending))
         .await

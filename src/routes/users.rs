@@ -229,11 +229,12 @@ pub struct CreateUserRequest {
     /// 8 to 72 bytes.
     #[schema(required = true, nullable = false, min_length = 8, max_length = 72)]
     password: Option<String>,
-    #[schema(nullable = false, pattern = "^[A-Za-z0-9_.-]{3,30}$")]
+    /// Optional; `null` is the same as leaving it out.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{3,30}$")]
     username: Option<String>,
-    #[schema(nullable = false)]
+    /// `user` when left out (or `null`).
     role: Option<Role>,
-    #[schema(nullable = false)]
+    /// `true` when left out (or `null`).
     active: Option<bool>,
 }
 
@@ -250,7 +251,8 @@ pub struct RegisterRequest {
     /// 8 to 72 bytes.
     #[schema(required = true, nullable = false, min_length = 8, max_length = 72)]
     password: Option<String>,
-    #[schema(nullable = false, pattern = "^[A-Za-z0-9_.-]{3,30}$")]
+    /// Optional; `null` is the same as leaving it out.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{3,30}$")]
     username: Option<String>,
 }
 

@@ -368,21 +368,19 @@ impl TestApp {
     }
 
     pub async fn activate(&self, id: &str, token: &str) -> Reply {
-        self.send(
-            self.client
-                .put(self.url(&format!("/api/users/{id}/activate")))
-                .bearer_auth(token),
-        )
-        .await
+        self.put_empty(&format!("/api/users/{id}/activate"), token)
+            .await
     }
 
     pub async fn deactivate(&self, id: &str, token: &str) -> Reply {
-        self.send(
-            self.client
-                .put(self.url(&format!("/api/users/{id}/deactivate")))
-                .bearer_auth(token),
-        )
-        .await
+        self.put_empty(&format!("/api/users/{id}/deactivate"), token)
+            .await
+    }
+
+    /// A PUT without a body, as the activate and deactivate routes take.
+    async fn put_empty(&self, path: &str, token: &str) -> Reply {
+        self.send(self.client.put(self.url(path)).bearer_auth(token))
+            .await
     }
 
     // --- composites ---

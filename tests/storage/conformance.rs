@@ -935,23 +935,13 @@ pub async fn delete_removes_the_users_refresh_and_reset_tokens(repo: DynReposito
             .expect("use"),
         RefreshTokenUse::Unknown
     );
-    assert_eq!(
-        repo.consume_reset_token("p-user", now())
-            .await
-            .expect("consume"),
-        None
-    );
+    assert_eq!(consume(&repo, "p-user").await, None);
     // The other user's tokens still work.
     assert!(matches!(
         repo.use_refresh_token("r-other", now()).await.expect("use"),
         RefreshTokenUse::Spent(_)
     ));
-    assert_eq!(
-        repo.consume_reset_token("p-other", now())
-            .await
-            .expect("consume"),
-        Some(other.id)
-    );
+    assert_eq!(consume(&repo, "p-other").await, Some(other.id));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1512,23 +1502,20 @@ pub async fn revoke_user_refresh_tokens_affects_only_that_user(repo: DynReposito
 // Password-reset tokens
 // ---------------------------------------------------------------------------------------
 
+/// Presents a reset token now; whose it was, if it was live.
+async fn consume(repo: &DynRepository, token: &str) -> Option<UserId> {
+    repo.consume_reset_token(token, now())
+        .await
+        .expect("consume_reset_token")
+}
+
 pub async fn reset_token_is_consumed_once(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     repo.insert_reset_token(reset("reset-1", user.id))
         .await
         .expect("insert");
-    assert_eq!(
-        repo.consume_reset_token("reset-1", now())
-            .await
-            .expect("consume"),
-        Some(user.id)
-    );
-    assert_eq!(
-        repo.consume_reset_token("reset-1", now())
-            .await
-            .expect("consume again"),
-        None
-    );
+    assert_eq!(consume(&repo, "reset-1").await, Some(user.id));
+    assert_eq!(consume(&repo, "reset-1").await, None);
 }
 
 pub async fn expired_or_unknown_reset_token_is_refused(repo: DynRepository) {
@@ -1542,18 +1529,8 @@ pub async fn expired_or_unknown_reset_token_is_refused(repo: DynRepository) {
     })
     .await
     .expect("insert");
-    assert_eq!(
-        repo.consume_reset_token("expired", now())
-            .await
-            .expect("consume"),
-        None
-    );
-    assert_eq!(
-        repo.consume_reset_token("unknown", now())
-            .await
-            .expect("consume"),
-        None
-    );
+    assert_eq!(consume(&repo, "expired").await, None);
+    assert_eq!(consume(&repo, "unknown").await, None);
 
     // Expiry is judged at the time given: a live token presented after its expiry is refused.
     let record = reset("short-lived", user.id);
@@ -1590,41 +1567,16 @@ pub async fn consuming_a_reset_token_voids_the_users_other_reset_tokens(repo: Dy
         .await
         .expect("insert");
 
-    assert_eq!(
-        repo.consume_reset_token("m2", now())
-            .await
-            .expect("consume"),
-        Some(mario.id)
-    );
-    assert_eq!(
-        repo.consume_reset_token("m1", now())
-            .await
-            .expect("consume"),
-        None
-    );
-    assert_eq!(
-        repo.consume_reset_token("m3", now())
-            .await
-            .expect("consume"),
-        None
-    );
-    assert_eq!(
-        repo.consume_reset_token("l1", now())
-            .await
-            .expect("consume"),
-        Some(luigi.id)
-    );
+    assert_eq!(consume(&repo, "m2").await, Some(mario.id));
+    assert_eq!(consume(&repo, "m1").await, None);
+    assert_eq!(consume(&repo, "m3").await, None);
+    assert_eq!(consume(&repo, "l1").await, Some(luigi.id));
 
     // A token issued afterwards works.
     repo.insert_reset_token(reset("m4", mario.id))
         .await
         .expect("insert");
-    assert_eq!(
-        repo.consume_reset_token("m4", now())
-            .await
-            .expect("consume"),
-        Some(mario.id)
-    );
+    assert_eq!(consume(&repo, "m4").await, Some(mario.id));
 }
 
 pub async fn concurrent_consumes_of_a_reset_token_succeed_once(repo: DynRepository) {

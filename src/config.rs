@@ -6,7 +6,16 @@ use std::{collections::HashMap, fmt, path::PathBuf, str::FromStr, time::Duration
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::domain::{Email, Password, UserName};
+use lettre::message::Mailbox;
+use url::Url;
+
+use crate::{
+    domain::{DisplayName, Email, Password, Secret},
+    mail::{MailSettings, MailTransport, SmtpRelay},
+    services::{AccountSettings, NewAccount, ServiceSettings, TokenSettings},
+    storage::DatabaseSettings,
+    telemetry::LogFormat,
+};
 
 /// The raw variables, all optional strings: parsing happens below so that every error can
 /// name its variable, which envy's own type errors do not always do.
@@ -52,43 +61,10 @@ impl ConfigError {
     }
 }
 
-/// A value that must never reach a log line.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum DatabaseSettings {
-    Sqlite { path: PathBuf },
-    Mongo { url: Secret, database: String },
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
     Development,
     Production,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    #[default]
-    Pretty,
-    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,33 +80,19 @@ impl RateLimitSettings {
 }
 
 #[derive(Debug, Clone)]
-pub struct AdminSeed {
-    pub email: Email,
-    pub password: Password,
-    pub name: UserName,
-}
-
-#[derive(Debug, Clone)]
 pub struct Settings {
     pub database: DatabaseSettings,
     pub host: String,
     pub port: u16,
     pub app_env: AppEnv,
-    pub jwt_secret: Secret,
     /// True when no `JWT_SECRET` was given and a random one was made for this process.
     pub jwt_secret_generated: bool,
-    pub access_token_ttl: Duration,
-    pub refresh_token_ttl: Duration,
-    pub reset_token_ttl: Duration,
-    pub bcrypt_cost: u32,
+    pub services: ServiceSettings,
     pub rate_limit: RateLimitSettings,
     pub trusted_proxies: Vec<IpNet>,
-    pub allow_registration: bool,
-    pub admin: Option<AdminSeed>,
+    /// The admin that `ADMIN_EMAIL` and `ADMIN_PASSWORD` ask for.
+    pub admin: Option<NewAccount>,
     pub cors_origins: Vec<String>,
-    pub smtp_url: Option<Secret>,
-    pub mail_from: String,
-    pub password_reset_url: String,
     pub log_format: LogFormat,
 }
 
@@ -313,7 +275,7 @@ fn parse_admin(
     email: Option<String>,
     password: Option<String>,
     name: Option<String>,
-) -> Result<Option<AdminSeed>, ConfigError> {
+) -> Result<Option<NewAccount>, ConfigError> {
     match (email, password) {
         (None, None) => Ok(None),
         (Some(_), None) => Err(ConfigError::new(
@@ -324,12 +286,13 @@ fn parse_admin(
             "ADMIN_EMAIL",
             "is required when ADMIN_PASSWORD is set",
         )),
-        (Some(email), Some(password)) => Ok(Some(AdminSeed {
+        (Some(email), Some(password)) => Ok(Some(NewAccount {
             email: Email::parse(&email).map_err(|e| ConfigError::new("ADMIN_EMAIL", e.0))?,
             password: Password::parse(&password)
                 .map_err(|e| ConfigError::new("ADMIN_PASSWORD", e.0))?,
-            name: UserName::parse(name.as_deref().unwrap_or("Administrator"))
+            name: DisplayName::parse(name.as_deref().unwrap_or("Administrator"))
                 .map_err(|e| ConfigError::new("ADMIN_NAME", e.0))?,
+            username: None,
         })),
     }
 }
@@ -400,50 +363,61 @@ impl RawSettings {
                 format!("{bad:?} is not an origin like https://example.com"),
             ));
         }
-        let mail_from = self
+        let raw_from = self
             .mail_from
             .unwrap_or_else(|| "no-reply@localhost".to_owned());
-        mail_from.parse::<lettre::message::Mailbox>().map_err(|e| {
-            ConfigError::new("MAIL_FROM", format!("{mail_from:?} is not a mailbox ({e})"))
+        let from = raw_from.parse::<Mailbox>().map_err(|e| {
+            ConfigError::new("MAIL_FROM", format!("{raw_from:?} is not a mailbox ({e})"))
         })?;
-        let smtp_url = self.smtp_url.map(Secret::new);
-        if let Some(url) = &smtp_url {
-            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url.expose()).map_err(
-                |e| {
-                    ConfigError::new(
-                        "SMTP_URL",
-                        format!("not a valid smtp:// or smtps:// URL ({e})"),
-                    )
-                },
-            )?;
-        }
-        let password_reset_url = self
-            .password_reset_url
-            .unwrap_or_else(|| "http://localhost:8080/reset-password".to_owned());
-        if !(password_reset_url.starts_with("http://")
-            || password_reset_url.starts_with("https://"))
-        {
-            return Err(ConfigError::new(
-                "PASSWORD_RESET_URL",
-                "must be an http:// or https:// URL",
-            ));
-        }
+        let transport = match (self.smtp_url, app_env) {
+            (Some(url), _) => MailTransport::Smtp(SmtpRelay::parse(&url).map_err(|e| {
+                ConfigError::new(
+                    "SMTP_URL",
+                    format!("not a valid smtp:// or smtps:// URL ({e})"),
+                )
+            })?),
+            (None, AppEnv::Development) => MailTransport::Log,
+            (None, AppEnv::Production) => MailTransport::Disabled,
+        };
+        let password_reset_url = parse_http_url(
+            "PASSWORD_RESET_URL",
+            self.password_reset_url,
+            "http://localhost:8080/reset-password",
+        )?;
         let host = parse_host(self.host)?;
+        let services = ServiceSettings {
+            bcrypt_cost: parse_number("BCRYPT_COST", self.bcrypt_cost, 12, 4..=31)?,
+            tokens: TokenSettings {
+                secret: jwt_secret,
+                access_ttl: parse_secs("ACCESS_TOKEN_TTL_SECS", self.access_token_ttl_secs, 900)?,
+            },
+            accounts: AccountSettings {
+                allow_registration: parse_bool(
+                    "ALLOW_REGISTRATION",
+                    self.allow_registration,
+                    true,
+                )?,
+                refresh_token_ttl: parse_secs(
+                    "REFRESH_TOKEN_TTL_SECS",
+                    self.refresh_token_ttl_secs,
+                    1_209_600,
+                )?,
+                reset_token_ttl: parse_secs(
+                    "RESET_TOKEN_TTL_SECS",
+                    self.reset_token_ttl_secs,
+                    1800,
+                )?,
+                password_reset_url,
+            },
+            mail: MailSettings { transport, from },
+        };
         Ok(Settings {
             database: parse_database(self.database_url, self.database_name)?,
             host,
             port: parse_number("PORT", self.port, 8080, 0..=u16::MAX)?,
             app_env,
-            jwt_secret,
             jwt_secret_generated,
-            access_token_ttl: parse_secs("ACCESS_TOKEN_TTL_SECS", self.access_token_ttl_secs, 900)?,
-            refresh_token_ttl: parse_secs(
-                "REFRESH_TOKEN_TTL_SECS",
-                self.refresh_token_ttl_secs,
-                1_209_600,
-            )?,
-            reset_token_ttl: parse_secs("RESET_TOKEN_TTL_SECS", self.reset_token_ttl_secs, 1800)?,
-            bcrypt_cost: parse_number("BCRYPT_COST", self.bcrypt_cost, 12, 4..=31)?,
+            services,
             rate_limit: RateLimitSettings {
                 per_second: parse_number(
                     "RATE_LIMIT_PER_SECOND",
@@ -454,15 +428,29 @@ impl RawSettings {
                 burst: parse_number("RATE_LIMIT_BURST", self.rate_limit_burst, 30, 0..=1_000_000)?,
             },
             trusted_proxies,
-            allow_registration: parse_bool("ALLOW_REGISTRATION", self.allow_registration, true)?,
             admin: parse_admin(self.admin_email, self.admin_password, self.admin_name)?,
             cors_origins,
-            smtp_url,
-            mail_from,
-            password_reset_url,
             log_format,
         })
     }
+}
+
+/// An absolute http(s) URL, such as the page a mailed link opens.
+fn parse_http_url(
+    variable: &'static str,
+    raw: Option<String>,
+    default: &str,
+) -> Result<Url, ConfigError> {
+    let raw = raw.unwrap_or_else(|| default.to_owned());
+    let url = Url::parse(raw.trim())
+        .map_err(|e| ConfigError::new(variable, format!("{raw:?} is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::new(
+            variable,
+            "must be an http:// or https:// URL",
+        ));
+    }
+    Ok(url)
 }
 
 #[cfg(test)]
@@ -489,10 +477,14 @@ mod tests {
         assert_eq!((s.host.as_str(), s.port), ("0.0.0.0", 8080));
         assert_eq!(s.app_env, AppEnv::Development);
         assert!(s.jwt_secret_generated);
-        assert_eq!(s.access_token_ttl, Duration::from_secs(900));
-        assert_eq!(s.refresh_token_ttl, Duration::from_secs(1_209_600));
-        assert_eq!(s.reset_token_ttl, Duration::from_secs(1800));
-        assert_eq!(s.bcrypt_cost, 12);
+        let services = &s.services;
+        assert_eq!(services.tokens.access_ttl, Duration::from_secs(900));
+        assert_eq!(
+            services.accounts.refresh_token_ttl,
+            Duration::from_secs(1_209_600)
+        );
+        assert_eq!(services.accounts.reset_token_ttl, Duration::from_secs(1800));
+        assert_eq!(services.bcrypt_cost, 12);
         assert_eq!(
             s.rate_limit,
             RateLimitSettings {
@@ -500,10 +492,14 @@ mod tests {
                 burst: 30
             }
         );
-        assert!(s.allow_registration);
-        assert!(s.admin.is_none() && s.smtp_url.is_none() && s.cors_origins.is_empty());
-        assert_eq!(s.mail_from, "no-reply@localhost");
-        assert_eq!(s.password_reset_url, "http://localhost:8080/reset-password");
+        assert!(services.accounts.allow_registration);
+        assert!(s.admin.is_none() && s.cors_origins.is_empty());
+        assert!(matches!(services.mail.transport, MailTransport::Log));
+        assert_eq!(services.mail.from.to_string(), "no-reply@localhost");
+        assert_eq!(
+            services.accounts.password_reset_url.as_str(),
+            "http://localhost:8080/reset-password"
+        );
         assert_eq!(s.log_format, LogFormat::Pretty);
     }
 

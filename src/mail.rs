@@ -1,42 +1,83 @@
 //! Outgoing mail: the password-reset link.
 
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, message::Mailbox};
+use std::fmt;
 
-use crate::config::{AppEnv, Settings};
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, message::Mailbox,
+    transport::smtp::AsyncSmtpTransportBuilder,
+};
 
+use crate::domain::Email;
+
+/// An SMTP relay parsed from `SMTP_URL`. Its debug output hides the URL's credentials.
 #[derive(Clone)]
-pub enum Mailer {
-    Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-        from: Mailbox,
-    },
+pub struct SmtpRelay(Box<AsyncSmtpTransportBuilder>);
+
+impl SmtpRelay {
+    /// `smtp://` or `smtps://`, as lettre reads them.
+    pub fn parse(url: &str) -> Result<Self, lettre::transport::smtp::Error> {
+        AsyncSmtpTransport::<Tokio1Executor>::from_url(url).map(|builder| Self(Box::new(builder)))
+    }
+}
+
+impl fmt::Debug for SmtpRelay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SmtpRelay(***)")
+    }
+}
+
+/// Where mail goes.
+#[derive(Debug, Clone)]
+pub enum MailTransport {
+    Smtp(SmtpRelay),
     /// Development without SMTP: the link goes to the log instead.
     Log,
     /// Production without SMTP: nothing can be sent; each attempt is logged as an error.
     Disabled,
 }
 
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    pub transport: MailTransport,
+    pub from: Mailbox,
+}
+
+#[derive(Clone)]
+pub struct Mailer {
+    transport: Transport,
+    from: Mailbox,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Log,
+    Disabled,
+}
+
 impl Mailer {
-    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
-        Ok(match (&settings.smtp_url, settings.app_env) {
-            (Some(url), _) => Mailer::Smtp {
-                transport: AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())?.build(),
-                from: settings.mail_from.parse()?,
-            },
-            (None, AppEnv::Development) => Mailer::Log,
-            (None, AppEnv::Production) => Mailer::Disabled,
-        })
+    /// Needs the async runtime: the SMTP connection pool starts here.
+    pub fn new(settings: MailSettings) -> Self {
+        let transport = match settings.transport {
+            MailTransport::Smtp(SmtpRelay(builder)) => Transport::Smtp((*builder).build()),
+            MailTransport::Log => Transport::Log,
+            MailTransport::Disabled => Transport::Disabled,
+        };
+        Self {
+            transport,
+            from: settings.from,
+        }
     }
 
     /// Sends the reset link. Failures are logged, never shown to the requester, who gets
     /// the same answer whether or not the address is known.
-    pub async fn send_reset_link(&self, to: &str, link: &str) {
-        match self {
-            Mailer::Smtp { transport, from } => {
+    pub async fn send_reset_link(&self, to: &Email, link: &str) {
+        match &self.transport {
+            Transport::Smtp(transport) => {
                 let result = async {
                     let message = Message::builder()
-                        .from(from.clone())
-                        .to(to.parse()?)
+                        .from(self.from.clone())
+                        .to(to.as_str().parse()?)
                         .subject("Reset your password")
                         .body(format!(
                             "Someone asked to reset the password of this account.\n\n\
@@ -55,8 +96,8 @@ impl Mailer {
                 }
             }
             // Development only: the link is a secret, which is why production never logs it.
-            Mailer::Log => tracing::info!(link, "no SMTP_URL: password reset link"),
-            Mailer::Disabled => {
+            Transport::Log => tracing::info!(link, "no SMTP_URL: password reset link"),
+            Transport::Disabled => {
                 tracing::error!("a password reset was requested but SMTP_URL is not set");
             }
         }

@@ -8,9 +8,9 @@ use std::{
 use clap::{Parser, Subcommand};
 use user_service::{
     config::{self, Settings},
-    domain::{Email, Password, UserName},
+    domain::{DisplayName, Email, Password},
+    services::{NewAccount, Services},
     startup::Application,
-    state::AppState,
     storage, telemetry,
 };
 
@@ -90,27 +90,26 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 /// The admin to create: email and name from the arguments, the password from the first
 /// line of standard input (read here, before any async work starts).
-fn admin_from_args(email: &str, name: &str) -> anyhow::Result<(Email, UserName, Password)> {
+fn admin_from_args(email: &str, name: &str) -> anyhow::Result<NewAccount> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
-    let name = UserName::parse(name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
+    let name = DisplayName::parse(name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     let password = Password::parse(line.trim_end_matches(['\r', '\n']))
         .map_err(|e| anyhow::anyhow!("the password {e}"))?;
-    Ok((email, name, password))
+    Ok(NewAccount {
+        name,
+        email,
+        username: None,
+        password,
+    })
 }
 
-async fn create_admin(
-    settings: Settings,
-    (email, name, password): (Email, UserName, Password),
-) -> anyhow::Result<()> {
+async fn create_admin(settings: Settings, admin: NewAccount) -> anyhow::Result<()> {
     let repo = storage::connect(&settings.database).await?;
-    let state = AppState::new(settings.into(), repo).await?;
-    if state
-        .users
-        .ensure_admin(email.clone(), name, password)
-        .await?
-    {
+    let services = Services::new(settings.services, repo).await?;
+    let email = admin.email.clone();
+    if services.users.ensure_admin(admin).await? {
         println!("created admin {email}");
         Ok(())
     } else {

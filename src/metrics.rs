@@ -1,15 +1,9 @@
 //! Prometheus metrics: HTTP requests by route pattern, latency, logins, rate limiting and
-//! database errors. One process-wide registry, rendered at `GET /metrics`.
+//! database errors. One process-wide registry, rendered at `GET /metrics`. No HTTP here:
+//! the request middleware and the route live in the HTTP layer.
 
-use std::{sync::LazyLock, time::Instant};
+use std::{sync::LazyLock, time::Duration};
 
-use actix_web::{
-    Error, HttpResponse,
-    body::MessageBody,
-    dev::{ServiceRequest, ServiceResponse},
-    get,
-    middleware::Next,
-};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -98,71 +92,22 @@ pub fn record_database_error(kind: &'static str) {
     METRICS.database_errors.with_label_values(&[kind]).inc();
 }
 
-/// Middleware: counts, times and logs every request under its route pattern
-/// (`/api/users/{id}`), never the raw path, so ids do not explode the series. The log line
-/// carries the request id through the span tracing-actix-web opened around it.
-pub async fn track(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let started = Instant::now();
-    // Clients can invent methods; only the standard ones become label values.
-    let method: &'static str = match req.method().as_str() {
-        "GET" => "GET",
-        "HEAD" => "HEAD",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "PATCH" => "PATCH",
-        "DELETE" => "DELETE",
-        "OPTIONS" => "OPTIONS",
-        _ => "OTHER",
-    };
-    let response = next.call(req).await?;
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let status = response.status().as_u16().to_string();
+/// Counts and times one answered request under its route pattern.
+pub fn observe_request(method: &'static str, route: &str, status: u16, latency: Duration) {
     METRICS
         .requests
-        .with_label_values(&[method, &route, &status])
+        .with_label_values(&[method, route, &status.to_string()])
         .inc();
-    let latency = started.elapsed();
     METRICS
         .latency
-        .with_label_values(&[method, &route])
+        .with_label_values(&[method, route])
         .observe(latency.as_secs_f64());
-    let status = response.status().as_u16();
-    let latency_ms = latency.as_secs_f64() * 1000.0;
-    // Probes and scrapes come every few seconds; they would drown the other lines.
-    if matches!(route.as_str(), "/health" | "/ready" | "/metrics") {
-        tracing::debug!(method, route, status, latency_ms, "request completed");
-    } else {
-        tracing::info!(method, route, status, latency_ms, "request completed");
-    }
-    Ok(response)
 }
 
-/// Prometheus text format.
-#[utoipa::path(
-    tag = "operations", operation_id = "metrics",
-    responses((status = 200, description = "Prometheus metrics", content_type = "text/plain", body = String))
-)]
-#[get("/metrics")]
-pub async fn metrics() -> HttpResponse {
+/// Every metric in the Prometheus text format, with that format's content type.
+pub fn render() -> Result<(String, Vec<u8>), prometheus::Error> {
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
-    match encoder.encode(&METRICS.registry.gather(), &mut body) {
-        Ok(()) => HttpResponse::Ok()
-            .content_type(encoder.format_type())
-            .body(body),
-        Err(e) => {
-            tracing::error!(error = %e, "metrics could not be encoded");
-            crate::error::Problem::new(
-                actix_web::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal server error",
-            )
-            .response()
-        }
-    }
+    encoder.encode(&METRICS.registry.gather(), &mut body)?;
+    Ok((encoder.format_type().to_owned(), body))
 }

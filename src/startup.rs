@@ -13,15 +13,12 @@ use actix_web::{
 use anyhow::Context;
 use tracing_actix_web::{RequestId, TracingLogger};
 
-use crate::telemetry::RequestSpan;
-
 use crate::{
-    client_ip::ClientIp,
-    config::{AppEnv, Settings},
-    metrics,
-    rate_limit::RateLimit,
-    routes::{self, json::MAX_BODY_BYTES},
-    state::AppState,
+    config::Settings,
+    mail::MailTransport,
+    middleware::{self, ClientIp, RateLimit, RequestSpan},
+    routes::{self, ApiError, AppState, json::MAX_BODY_BYTES},
+    services::Services,
     storage::{self, DynRepository},
 };
 
@@ -45,26 +42,22 @@ impl Application {
             tracing::warn!(
                 "JWT_SECRET is not set: using a random secret, so tokens die with this process"
             );
-        } else if settings.jwt_secret.expose().len() < 32 {
+        } else if settings.services.tokens.secret.expose().len() < 32 {
             tracing::warn!("JWT_SECRET is shorter than 32 bytes; production refuses that");
         }
-        if settings.app_env == AppEnv::Development && settings.smtp_url.is_none() {
+        if matches!(settings.services.mail.transport, MailTransport::Log) {
             tracing::warn!("SMTP_URL is not set: password reset links go to the log");
         }
-        let settings = Arc::new(settings);
-        let state = web::Data::new(AppState::new(Arc::clone(&settings), repo).await?);
-        if let Some(admin) = &settings.admin {
+        let state = web::Data::new(Services::new(settings.services.clone(), repo).await?);
+        if let Some(admin) = settings.admin.clone() {
+            let email = admin.email.clone();
             let created = state
                 .users
-                .ensure_admin(
-                    admin.email.clone(),
-                    admin.name.clone(),
-                    admin.password.clone(),
-                )
+                .ensure_admin(admin)
                 .await
                 .context("could not create the admin from ADMIN_EMAIL")?;
             if created {
-                tracing::info!(email = %admin.email, "created the admin from ADMIN_EMAIL");
+                tracing::info!(%email, "created the admin from ADMIN_EMAIL");
             }
         }
         let address = format!("{}:{}", settings.host, settings.port);
@@ -128,7 +121,7 @@ fn server(
             .app_data(client_ip.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                crate::error::AppError::BadRequest(format!("malformed query string: {e}")).into()
+                ApiError::BadRequest(format!("malformed query string: {e}")).into()
             }))
             .configure(routes::configure_operations)
             .service(
@@ -140,7 +133,7 @@ fn server(
             .default_service(web::to(routes::not_found))
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
-            .wrap(from_fn(metrics::track))
+            .wrap(from_fn(middleware::track))
             .wrap(from_fn(request_id_header))
             .wrap(TracingLogger::<RequestSpan>::new())
     })

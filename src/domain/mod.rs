@@ -4,14 +4,16 @@ mod email;
 mod names;
 mod password;
 mod role;
+mod secret;
 mod user;
 
 pub use email::Email;
-pub use names::{UserName, Username};
+pub use names::{DisplayName, Username};
 pub use password::Password;
 pub use role::Role;
+pub use secret::Secret;
 pub use user::{
-    ListQuery, NewUser, Page, SortField, SortOrder, User, UserFilter, UserId, UserUpdate, now,
+    ListQuery, Page, SortField, SortOrder, User, UserField, UserFilter, UserId, UserPatch, now,
     truncate_to_millis, unix_millis,
 };
 

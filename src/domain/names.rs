@@ -4,9 +4,9 @@ use super::ParseError;
 
 /// A person's display name: trimmed, 1 to 30 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserName(String);
+pub struct DisplayName(String);
 
-impl UserName {
+impl DisplayName {
     pub const MAX_LEN: usize = 30;
 
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
@@ -32,7 +32,7 @@ impl UserName {
     }
 }
 
-impl fmt::Display for UserName {
+impl fmt::Display for DisplayName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
@@ -90,13 +90,13 @@ mod tests {
     #[test]
     fn name_is_trimmed_and_bounded() {
         assert_eq!(
-            UserName::parse("  Mario Rossi ").unwrap().as_str(),
+            DisplayName::parse("  Mario Rossi ").unwrap().as_str(),
             "Mario Rossi"
         );
-        assert!(UserName::parse("   ").is_err());
-        assert!(UserName::parse(&"é".repeat(30)).is_ok());
-        assert!(UserName::parse(&"é".repeat(31)).is_err());
-        assert!(UserName::parse("bad\u{0}name").is_err());
+        assert!(DisplayName::parse("   ").is_err());
+        assert!(DisplayName::parse(&"é".repeat(30)).is_ok());
+        assert!(DisplayName::parse(&"é".repeat(31)).is_err());
+        assert!(DisplayName::parse("bad\u{0}name").is_err());
     }
 
     #[test]

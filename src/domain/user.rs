@@ -3,7 +3,7 @@ use std::{fmt, str::FromStr};
 use bson::oid::ObjectId;
 use time::OffsetDateTime;
 
-use super::{Email, ParseError, Role, UserName, Username};
+use super::{DisplayName, Email, ParseError, Role, Username};
 
 /// A user's id: a MongoDB ObjectId, shown as 24 lower-case hex characters on every backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,7 +72,7 @@ pub fn truncate_to_millis(t: OffsetDateTime) -> OffsetDateTime {
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
     pub id: UserId,
-    pub name: UserName,
+    pub name: DisplayName,
     pub username: Option<Username>,
     pub email: Email,
     pub role: Role,
@@ -90,81 +90,63 @@ impl User {
     }
 }
 
-/// Everything needed to create a user; the password is already hashed.
-#[derive(Debug, Clone)]
-pub struct NewUser {
-    pub name: UserName,
-    pub username: Option<Username>,
-    pub email: Email,
-    pub role: Role,
-    pub active: bool,
-    pub password_hash: String,
+/// One stored field of a user with the value it is to take.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserField {
+    Name(DisplayName),
+    /// `None` removes the username.
+    Username(Option<Username>),
+    Email(Email),
+    Role(Role),
+    Active(bool),
+    PasswordHash(String),
+    PasswordChangedAt(OffsetDateTime),
+    UpdatedAt(OffsetDateTime),
+    LastLoginAt(OffsetDateTime),
 }
 
-impl NewUser {
-    /// The record a backend stores: a fresh id, and every timestamp set to `at`.
-    pub fn into_user(self, at: OffsetDateTime) -> User {
-        User {
-            id: UserId::generate(),
-            name: self.name,
-            username: self.username,
-            email: self.email,
-            role: self.role,
-            active: self.active,
-            password_hash: self.password_hash,
-            created_at: at,
-            updated_at: at,
-            last_login_at: None,
-            password_changed_at: at,
-        }
+/// Concrete values to store, in the order they were set. The services decide every value
+/// (timestamps included); a backend only translates the list into its own update, so the
+/// rules of an update live in one place.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserPatch(Vec<UserField>);
+
+impl UserPatch {
+    pub fn new() -> Self {
+        Self::default()
     }
-}
 
-/// A partial update: `None` leaves a field as it is. `username: Some(None)` clears it.
-/// Setting `password_hash` also moves `password_changed_at`.
-#[derive(Debug, Clone, Default)]
-pub struct UserUpdate {
-    pub name: Option<UserName>,
-    pub username: Option<Option<Username>>,
-    pub email: Option<Email>,
-    pub role: Option<Role>,
-    pub active: Option<bool>,
-    pub password_hash: Option<String>,
-}
+    /// Adds `field`, replacing an earlier value of the same field.
+    pub fn set(mut self, field: UserField) -> Self {
+        self.0
+            .retain(|f| std::mem::discriminant(f) != std::mem::discriminant(&field));
+        self.0.push(field);
+        self
+    }
 
-impl UserUpdate {
+    pub fn fields(&self) -> &[UserField] {
+        &self.0
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.name.is_none()
-            && self.username.is_none()
-            && self.email.is_none()
-            && self.role.is_none()
-            && self.active.is_none()
-            && self.password_hash.is_none()
+        self.0.is_empty()
     }
 
-    /// Applies the update to `user` as of `at`. SQLite stores the result; MongoDB applies the
-    /// same as one `$set`, and the conformance suite holds both to it.
-    pub fn apply(self, user: &mut User, at: OffsetDateTime) {
-        if let Some(name) = self.name {
-            user.name = name;
+    /// The patch applied to an in-memory `user`: what every backend must store.
+    pub fn apply_to(&self, user: &mut User) {
+        for field in &self.0 {
+            match field.clone() {
+                UserField::Name(name) => user.name = name,
+                UserField::Username(username) => user.username = username,
+                UserField::Email(email) => user.email = email,
+                UserField::Role(role) => user.role = role,
+                UserField::Active(active) => user.active = active,
+                UserField::PasswordHash(hash) => user.password_hash = hash,
+                UserField::PasswordChangedAt(at) => user.password_changed_at = at,
+                UserField::UpdatedAt(at) => user.updated_at = at,
+                UserField::LastLoginAt(at) => user.last_login_at = Some(at),
+            }
         }
-        if let Some(username) = self.username {
-            user.username = username;
-        }
-        if let Some(email) = self.email {
-            user.email = email;
-        }
-        if let Some(role) = self.role {
-            user.role = role;
-        }
-        if let Some(active) = self.active {
-            user.active = active;
-        }
-        if let Some(hash) = self.password_hash {
-            user.password_hash = hash;
-            user.password_changed_at = at;
-        }
-        user.updated_at = at;
     }
 }
 
@@ -242,6 +224,41 @@ mod tests {
         ] {
             assert!(UserId::parse(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn a_patch_keeps_the_last_value_of_each_field_and_applies_only_its_fields() {
+        let at = now();
+        let mut user = User {
+            id: UserId::generate(),
+            name: DisplayName::parse("Mario").unwrap(),
+            username: Some(Username::parse("mario").unwrap()),
+            email: Email::parse("mario@example.com").unwrap(),
+            role: Role::User,
+            active: true,
+            password_hash: "hash".into(),
+            created_at: at,
+            updated_at: at,
+            last_login_at: None,
+            password_changed_at: at,
+        };
+        let later = at + time::Duration::seconds(1);
+        let patch = UserPatch::new()
+            .set(UserField::Name(DisplayName::parse("First").unwrap()))
+            .set(UserField::Username(None))
+            .set(UserField::Name(DisplayName::parse("Second").unwrap()))
+            .set(UserField::UpdatedAt(later));
+        assert_eq!(patch.fields().len(), 3);
+        let before = user.clone();
+        patch.apply_to(&mut user);
+        assert_eq!(user.name.as_str(), "Second");
+        assert_eq!(user.username, None);
+        assert_eq!(user.updated_at, later);
+        assert_eq!(
+            (user.email, user.password_changed_at, user.created_at),
+            (before.email, before.password_changed_at, before.created_at)
+        );
+        assert!(UserPatch::new().is_empty());
     }
 
     #[test]

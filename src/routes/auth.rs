@@ -3,14 +3,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
+    AppState,
+    error::{ApiError, Problem},
     json::{FieldErrors, JsonBody},
-    users::{CreateUserRequest, RegisterRequest, UserResponse, created},
+    users::{UserResponse, created, new_account},
 };
 use crate::{
-    domain::{Email, Password, Username},
-    error::{AppError, Problem},
+    domain::{Email, ParseError, Password, Username},
     services::{LoginId, TokenPair},
-    state::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -56,12 +56,37 @@ impl From<TokenPair> for TokenResponse {
 pub(crate) async fn register(
     state: web::Data<AppState>,
     body: JsonBody,
-) -> Result<HttpResponse, AppError> {
-    if !state.settings.allow_registration {
-        return Err(AppError::Forbidden("registration is closed".into()));
-    }
-    let input = body.parse_then(|r: RegisterRequest| CreateUserRequest::from(r).into_domain())?;
-    Ok(created(state.users.create(input).await?))
+) -> Result<HttpResponse, ApiError> {
+    let account = body.parse_then(|r: RegisterRequest| {
+        let mut errors = FieldErrors::default();
+        let account = new_account(
+            &mut errors,
+            r.name.as_deref(),
+            r.email.as_deref(),
+            r.password.as_deref(),
+            r.username.as_deref(),
+        );
+        errors.finish(|| account)
+    })?;
+    Ok(created(state.accounts.register(account).await?))
+}
+
+/// Registration takes no role or active flag.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Mario Rossi", "email": "mario@example.com",
+    "password": "correct horse battery", "username": "mario"}))]
+pub(crate) struct RegisterRequest {
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 30)]
+    name: Option<String>,
+    #[schema(required = true, nullable = false, format = Email, max_length = 254)]
+    email: Option<String>,
+    /// 8 to 72 bytes.
+    #[schema(required = true, nullable = false, min_length = 8, max_length = 72)]
+    password: Option<String>,
+    /// Optional; `null` is the same as leaving it out.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{3,30}$")]
+    username: Option<String>,
 }
 
 /// Exactly one of `email` and `username`, and the password.
@@ -86,7 +111,7 @@ pub(crate) struct LoginRequest {
 pub(crate) async fn login(
     state: web::Data<AppState>,
     body: JsonBody,
-) -> Result<HttpResponse, AppError> {
+) -> Result<HttpResponse, ApiError> {
     let request = body.parse::<LoginRequest>()?;
     let mut errors = FieldErrors::default();
     let id = match (request.email.as_deref(), request.username.as_deref()) {
@@ -120,16 +145,16 @@ pub(crate) struct RefreshRequest {
 }
 
 impl RefreshRequest {
-    fn token(self) -> Result<String, AppError> {
+    fn token(self) -> Result<String, ApiError> {
         let mut errors = FieldErrors::default();
         let token = errors.required("refresh_token", self.refresh_token.as_deref(), non_empty);
         errors.finish(|| token)
     }
 }
 
-fn non_empty(s: &str) -> Result<String, crate::domain::ParseError> {
+fn non_empty(s: &str) -> Result<String, ParseError> {
     if s.is_empty() {
-        Err(crate::domain::ParseError::new("must not be empty"))
+        Err(ParseError::new("must not be empty"))
     } else {
         Ok(s.to_owned())
     }
@@ -144,7 +169,7 @@ fn non_empty(s: &str) -> Result<String, crate::domain::ParseError> {
 pub(crate) async fn refresh(
     state: web::Data<AppState>,
     body: JsonBody,
-) -> Result<HttpResponse, AppError> {
+) -> Result<HttpResponse, ApiError> {
     let token = body.parse::<RefreshRequest>()?.token()?;
     let pair = state.accounts.refresh(&token).await?;
     Ok(HttpResponse::Ok().json(TokenResponse::from(pair)))
@@ -159,7 +184,7 @@ pub(crate) async fn refresh(
 pub(crate) async fn logout(
     state: web::Data<AppState>,
     body: JsonBody,
-) -> Result<HttpResponse, AppError> {
+) -> Result<HttpResponse, ApiError> {
     let token = body.parse::<RefreshRequest>()?.token()?;
     state.accounts.logout(&token).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -186,7 +211,7 @@ pub struct AcceptedResponse {
 pub(crate) async fn forgot_password(
     state: web::Data<AppState>,
     body: JsonBody,
-) -> Result<HttpResponse, AppError> {
+) -> Result<HttpResponse, ApiError> {
     let request = body.parse::<ForgotPasswordRequest>()?;
     let mut errors = FieldErrors::default();
     let email = errors.required("email", request.email.as_deref(), Email::parse);
@@ -216,7 +241,7 @@ pub(crate) struct ResetPasswordRequest {
 pub(crate) async fn reset_password(
     state: web::Data<AppState>,
     body: JsonBody,
-) -> Result<HttpResponse, AppError> {
+) -> Result<HttpResponse, ApiError> {
     let request = body.parse::<ResetPasswordRequest>()?;
     let mut errors = FieldErrors::default();
     let token = errors.required("token", request.token.as_deref(), non_empty);

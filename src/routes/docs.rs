@@ -13,8 +13,8 @@ use utoipa::{
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
+use super::error;
 use super::{auth, health, users};
-use crate::{error, metrics};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,7 +23,7 @@ use crate::{error, metrics};
         description = "User management and authentication. Every error is an RFC 9457 problem document.",
     ),
     paths(
-        health::health, health::ready, metrics::metrics, openapi_json, docs,
+        health::health, health::ready, health::metrics, openapi_json, docs,
         auth::register, auth::login, auth::refresh, auth::logout, auth::forgot_password,
         auth::reset_password,
         users::list_users, users::create_user, users::get_me, users::put_me, users::patch_me,

@@ -1,10 +1,11 @@
 use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 
-use crate::{
-    error::{AppError, Problem},
-    state::AppState,
+use super::{
+    AppState,
+    error::{ApiError, Problem},
 };
+use crate::services::ServiceError;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatusResponse {
@@ -13,7 +14,7 @@ pub struct StatusResponse {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(health).service(ready);
+    cfg.service(health).service(ready).service(metrics);
 }
 
 /// Liveness: the process is up.
@@ -32,7 +33,18 @@ pub(crate) async fn health() -> HttpResponse {
     responses((status = 200, description = "Ready", body = StatusResponse), (status = 503, description = "The database does not answer", body = Problem, content_type = "application/problem+json"))
 )]
 #[get("/ready")]
-pub(crate) async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    state.repo.ping().await?;
+pub(crate) async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.ready().await?;
     Ok(HttpResponse::Ok().json(StatusResponse { status: "ready" }))
+}
+
+/// Prometheus text format.
+#[utoipa::path(
+    tag = "operations", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus metrics", content_type = "text/plain", body = String))
+)]
+#[get("/metrics")]
+pub(crate) async fn metrics() -> Result<HttpResponse, ApiError> {
+    let (content_type, body) = crate::metrics::render().map_err(ServiceError::internal)?;
+    Ok(HttpResponse::Ok().content_type(content_type).body(body))
 }

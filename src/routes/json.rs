@@ -6,11 +6,8 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, http::Statu
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
-use crate::{
-    domain::ParseError,
-    error::{AppError, FieldError},
-    serde_fields::struct_fields,
-};
+use super::error::{ApiError, FieldError};
+use crate::{domain::ParseError, serde_fields::struct_fields, services::ServiceError};
 
 /// Request bodies may not be larger than this (64 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -21,8 +18,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct JsonBody(Map<String, Value>);
 
 impl FromRequest for JsonBody {
-    type Error = AppError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let is_json = matches!(
@@ -31,21 +28,21 @@ impl FromRequest for JsonBody {
                 && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
         );
         if !is_json {
-            return Box::pin(async { Err(AppError::UnsupportedMediaType) });
+            return Box::pin(async { Err(ApiError::UnsupportedMediaType) });
         }
         let bytes = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             let bytes = bytes.await.map_err(|e| {
                 if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-                    AppError::PayloadTooLarge(MAX_BODY_BYTES)
+                    ApiError::PayloadTooLarge(MAX_BODY_BYTES)
                 } else {
-                    AppError::BadRequest("the request body could not be read".into())
+                    ApiError::BadRequest("the request body could not be read".into())
                 }
             })?;
             match serde_json::from_slice::<Value>(&bytes) {
                 Ok(Value::Object(map)) => Ok(JsonBody(map)),
-                Ok(_) => Err(AppError::field("body", "must be a JSON object")),
-                Err(e) => Err(AppError::BadRequest(format!(
+                Ok(_) => Err(ApiError::field("body", "must be a JSON object")),
+                Err(e) => Err(ApiError::BadRequest(format!(
                     "the body is not valid JSON: {e}"
                 ))),
             }
@@ -56,7 +53,7 @@ impl FromRequest for JsonBody {
 impl JsonBody {
     /// Deserialises into `T`, refusing every field `T` does not take (each one named) and a
     /// value of the wrong type (named by its path).
-    pub fn parse<T: DeserializeOwned>(self) -> Result<T, AppError> {
+    pub fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
         self.parse_then(Ok)
     }
 
@@ -64,8 +61,8 @@ impl JsonBody {
     /// refuses are reported together, so that the client hears of all at once.
     pub fn parse_then<T: DeserializeOwned, U>(
         self,
-        validate: impl FnOnce(T) -> Result<U, AppError>,
-    ) -> Result<U, AppError> {
+        validate: impl FnOnce(T) -> Result<U, ApiError>,
+    ) -> Result<U, ApiError> {
         let accepted = struct_fields::<T>();
         let mut map = self.0;
         let mut errors: Vec<FieldError> = map
@@ -78,18 +75,18 @@ impl JsonBody {
             Ok(value) => match validate(value) {
                 Ok(value) if errors.is_empty() => Ok(value),
                 Err(e) if errors.is_empty() => Err(e),
-                Err(AppError::Validation(more)) => {
+                Err(ApiError::Validation(more)) => {
                     errors.extend(more);
-                    Err(AppError::Validation(errors))
+                    Err(ApiError::Validation(errors))
                 }
-                Ok(_) | Err(_) => Err(AppError::Validation(errors)),
+                Ok(_) | Err(_) => Err(ApiError::Validation(errors)),
             },
             Err(e) => {
                 errors.push(FieldError::new(
                     e.path().to_string(),
                     describe_type_error(&e.inner().to_string()),
                 ));
-                Err(AppError::Validation(errors))
+                Err(ApiError::Validation(errors))
             }
         }
     }
@@ -191,11 +188,13 @@ impl FieldErrors {
 
     /// `Ok(value)` when no field was bad. `value` is built only then, so it may unwrap
     /// what the checks above produced.
-    pub fn finish<T>(self, value: impl FnOnce() -> Option<T>) -> Result<T, AppError> {
+    pub fn finish<T>(self, value: impl FnOnce() -> Option<T>) -> Result<T, ApiError> {
         if !self.0.is_empty() {
-            return Err(AppError::Validation(self.0));
+            return Err(ApiError::Validation(self.0));
         }
-        value().ok_or_else(|| AppError::internal(anyhow::anyhow!("a checked field was missing")))
+        value().ok_or_else(|| {
+            ServiceError::internal(anyhow::anyhow!("a checked field was missing")).into()
+        })
     }
 }
 
@@ -223,7 +222,7 @@ mod tests {
 
     #[test]
     fn every_unknown_field_is_named() {
-        let Err(AppError::Validation(errors)) =
+        let Err(ApiError::Validation(errors)) =
             body(serde_json::json!({"name": "x", "role": "admin", "id": 1})).parse::<Example>()
         else {
             panic!("accepted")
@@ -235,7 +234,7 @@ mod tests {
 
     #[test]
     fn wrong_types_are_named_by_path() {
-        let Err(AppError::Validation(errors)) =
+        let Err(ApiError::Validation(errors)) =
             body(serde_json::json!({"name": 5})).parse::<Example>()
         else {
             panic!("accepted")
@@ -245,7 +244,7 @@ mod tests {
 
     #[test]
     fn type_errors_do_not_echo_the_value() {
-        let Err(AppError::Validation(errors)) =
+        let Err(ApiError::Validation(errors)) =
             body(serde_json::json!({"name": 12345678})).parse::<Example>()
         else {
             panic!("accepted")
@@ -268,7 +267,7 @@ mod tests {
         let b = errors.required("b", Some("x"), |_| Err::<(), _>(ParseError::new("bad")));
         let c = errors.optional("c", None, |s| Ok(s.to_owned()));
         assert!(a.is_none() && b.is_none() && c == Some(None));
-        let Err(AppError::Validation(list)) = errors.finish(|| Some(())) else {
+        let Err(ApiError::Validation(list)) = errors.finish(|| Some(())) else {
             panic!()
         };
         assert_eq!(list.len(), 2);

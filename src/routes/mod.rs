@@ -2,6 +2,8 @@
 
 mod auth;
 mod docs;
+mod error;
+mod extract;
 mod health;
 pub mod json;
 mod users;
@@ -12,16 +14,17 @@ use actix_web::{
     web,
 };
 
-use crate::error::Problem;
-
 pub use docs::{ApiDoc, document};
+pub use error::{ApiError, FieldError, Problem};
 pub use users::UserResponse;
+
+/// What every handler reaches: the services.
+pub type AppState = crate::services::Services;
 
 /// The operational routes, outside the rate limit.
 pub fn configure_operations(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
     docs::configure(cfg);
-    cfg.service(crate::metrics::metrics);
 }
 
 /// The API routes under `/api`.

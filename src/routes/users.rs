@@ -3,16 +3,18 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use super::json::{FieldErrors, JsonBody, nullable};
+use super::{
+    AppState,
+    error::{ApiError, Problem},
+    extract::SignedIn,
+    json::{FieldErrors, JsonBody, nullable},
+};
 use crate::{
-    auth::AuthUser,
     domain::{
-        Email, ListQuery, Page, Password, Role, SortField, SortOrder, User, UserFilter, UserId,
-        UserName, Username,
+        DisplayName, Email, ListQuery, Page, Password, Role, SortField, SortOrder, User,
+        UserFilter, UserId, Username,
     },
-    error::{AppError, Problem},
-    services::{CreateUser, UserChanges, require_admin, require_self_or_admin},
-    state::AppState,
+    services::{AccountAccess, NewAccount, ServiceError, UserChanges},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -31,6 +33,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(deactivate_user);
 }
 
+/// A role as the API spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Role)]
+pub enum ApiRole {
+    #[serde(rename = "user")]
+    User,
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+impl From<Role> for ApiRole {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::User => ApiRole::User,
+            Role::Admin => ApiRole::Admin,
+        }
+    }
+}
+
+impl From<ApiRole> for Role {
+    fn from(role: ApiRole) -> Self {
+        match role {
+            ApiRole::User => Role::User,
+            ApiRole::Admin => Role::Admin,
+        }
+    }
+}
+
 /// A user as every endpoint returns it: never the password or its hash.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"id": "65f0c1e2a4b5c6d7e8f90123", "name": "Mario Rossi", "username": "mario",
@@ -42,7 +72,7 @@ pub struct UserResponse {
     pub name: String,
     pub username: Option<String>,
     pub email: String,
-    pub role: Role,
+    pub role: ApiRole,
     pub active: bool,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -62,7 +92,7 @@ impl From<User> for UserResponse {
             name: user.name.as_str().to_owned(),
             username: user.username.map(|u| u.as_str().to_owned()),
             email: user.email.as_str().to_owned(),
-            role: user.role,
+            role: user.role.into(),
             active: user.active,
             created_at: user.created_at,
             updated_at: user.updated_at,
@@ -103,7 +133,7 @@ pub struct ListParams {
     /// Case-insensitive substring of name, email or username.
     #[param(max_length = 254)]
     q: Option<String>,
-    #[param(value_type = Option<Role>)]
+    #[param(value_type = Option<ApiRole>)]
     role: Option<String>,
     #[param(value_type = Option<bool>)]
     active: Option<String>,
@@ -130,9 +160,9 @@ const SORTS: [(&str, SortField, SortOrder); 6] = [
 ];
 
 impl ListParams {
-    fn parse(self) -> Result<ListQuery, AppError> {
+    fn parse(self) -> Result<ListQuery, ApiError> {
         let bad =
-            |name: &str, rule: &str| AppError::BadRequest(format!("query parameter {name} {rule}"));
+            |name: &str, rule: &str| ApiError::BadRequest(format!("query parameter {name} {rule}"));
         let number = |name: &str, raw: Option<String>, default: u32, max: u32| match raw {
             None => Ok(default),
             Some(raw) => raw
@@ -145,10 +175,9 @@ impl ListParams {
         let per_page = number("per_page", self.per_page, 20, 100)?;
         let role = match self.role.as_deref() {
             None => None,
-            Some(raw) => Some(
-                raw.parse::<Role>()
-                    .map_err(|_| bad("role", "must be user or admin"))?,
-            ),
+            Some("user") => Some(Role::User),
+            Some("admin") => Some(Role::Admin),
+            Some(_) => return Err(bad("role", "must be user or admin")),
         };
         let active = match self.active.as_deref() {
             None => None,
@@ -198,12 +227,12 @@ impl ListParams {
 #[get("/users")]
 pub(crate) async fn list_users(
     state: web::Data<AppState>,
-    AuthUser(actor): AuthUser,
+    SignedIn(actor): SignedIn,
     params: web::Query<ListParams>,
-) -> Result<HttpResponse, AppError> {
-    require_admin(&actor)?;
+) -> Result<HttpResponse, ApiError> {
+    let admin = actor.admin()?;
     let query = params.into_inner().parse()?;
-    let Page { items, total } = state.users.list(&actor, &query).await?;
+    let Page { items, total } = state.users.list(admin, &query).await?;
     Ok(HttpResponse::Ok().json(UserPage {
         items: items.into_iter().map(UserResponse::from).collect(),
         page: query.page,
@@ -233,58 +262,48 @@ pub struct CreateUserRequest {
     #[schema(pattern = "^[A-Za-z0-9_.-]{3,30}$")]
     username: Option<String>,
     /// `user` when left out (or `null`).
-    role: Option<Role>,
+    role: Option<ApiRole>,
     /// `true` when left out (or `null`).
     active: Option<bool>,
 }
 
-/// Registration takes no role or active flag.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"name": "Mario Rossi", "email": "mario@example.com",
-    "password": "correct horse battery", "username": "mario"}))]
-pub struct RegisterRequest {
-    #[schema(required = true, nullable = false, min_length = 1, max_length = 30)]
-    name: Option<String>,
-    #[schema(required = true, nullable = false, format = Email, max_length = 254)]
-    email: Option<String>,
-    /// 8 to 72 bytes.
-    #[schema(required = true, nullable = false, min_length = 8, max_length = 72)]
-    password: Option<String>,
-    /// Optional; `null` is the same as leaving it out.
-    #[schema(pattern = "^[A-Za-z0-9_.-]{3,30}$")]
-    username: Option<String>,
-}
-
-impl From<RegisterRequest> for CreateUserRequest {
-    fn from(r: RegisterRequest) -> Self {
-        Self {
-            name: r.name,
-            email: r.email,
-            password: r.password,
-            username: r.username,
-            role: None,
-            active: None,
-        }
-    }
+/// The fields every new account has, parsed with each bad one reported; registration and
+/// an admin's create share them.
+pub(super) fn new_account(
+    errors: &mut FieldErrors,
+    name: Option<&str>,
+    email: Option<&str>,
+    password: Option<&str>,
+    username: Option<&str>,
+) -> Option<NewAccount> {
+    let name = errors.required("name", name, DisplayName::parse);
+    let email = errors.required("email", email, Email::parse);
+    let password = errors.required("password", password, Password::parse);
+    let username = errors.optional("username", username, Username::parse);
+    Some(NewAccount {
+        name: name?,
+        email: email?,
+        username: username?,
+        password: password?,
+    })
 }
 
 impl CreateUserRequest {
-    pub fn into_domain(self) -> Result<CreateUser, AppError> {
+    fn into_domain(self) -> Result<(NewAccount, Role, bool), ApiError> {
         let mut errors = FieldErrors::default();
-        let name = errors.required("name", self.name.as_deref(), UserName::parse);
-        let email = errors.required("email", self.email.as_deref(), Email::parse);
-        let password = errors.required("password", self.password.as_deref(), Password::parse);
-        let username = errors.optional("username", self.username.as_deref(), Username::parse);
+        let account = new_account(
+            &mut errors,
+            self.name.as_deref(),
+            self.email.as_deref(),
+            self.password.as_deref(),
+            self.username.as_deref(),
+        );
         errors.finish(|| {
-            Some(CreateUser {
-                name: name?,
-                email: email?,
-                username: username?,
-                password: password?,
-                role: self.role.unwrap_or(Role::User),
-                active: self.active.unwrap_or(true),
-            })
+            Some((
+                account?,
+                self.role.map_or(Role::User, Role::from),
+                self.active.unwrap_or(true),
+            ))
         })
     }
 }
@@ -303,12 +322,15 @@ impl CreateUserRequest {
 #[post("/users")]
 pub(crate) async fn create_user(
     state: web::Data<AppState>,
-    AuthUser(actor): AuthUser,
+    SignedIn(actor): SignedIn,
     body: JsonBody,
-) -> Result<HttpResponse, AppError> {
-    require_admin(&actor)?;
-    let input = body.parse_then(CreateUserRequest::into_domain)?;
-    Ok(created(state.users.create(input).await?))
+) -> Result<HttpResponse, ApiError> {
+    // 403 before 422: a non-admin learns nothing about the body.
+    let admin = actor.admin()?;
+    let (account, role, active) = body.parse_then(CreateUserRequest::into_domain)?;
+    Ok(created(
+        state.users.create(admin, account, role, active).await?,
+    ))
 }
 
 /// PUT and PATCH alike: fields left out stay as they are. `username: null` removes it;
@@ -333,17 +355,17 @@ pub(crate) struct UpdateUserRequest {
     #[schema(value_type = String, nullable = false)]
     current_password: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Role, nullable = false)]
-    role: Option<Option<Role>>,
+    #[schema(value_type = ApiRole, nullable = false)]
+    role: Option<Option<ApiRole>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = bool, nullable = false)]
     active: Option<Option<bool>>,
 }
 
 impl UpdateUserRequest {
-    fn into_domain(self) -> Result<UserChanges, AppError> {
+    fn into_domain(self) -> Result<UserChanges, ApiError> {
         let mut errors = FieldErrors::default();
-        let name = errors.not_null("name", text(&self.name), UserName::parse);
+        let name = errors.not_null("name", text(&self.name), DisplayName::parse);
         let email = errors.not_null("email", text(&self.email), Email::parse);
         let password = errors.not_null("password", text(&self.password), Password::parse);
         let current = errors.not_null("current_password", text(&self.current_password), |s| {
@@ -366,7 +388,7 @@ impl UpdateUserRequest {
                 username: username?,
                 password: password?,
                 current_password: current?,
-                role: role?,
+                role: role?.map(Role::from),
                 active: active?,
             })
         })
@@ -379,28 +401,17 @@ fn text(value: &Option<Option<String>>) -> Option<Option<&str>> {
 }
 
 /// A path id; a malformed one is simply not found.
-fn user_id(raw: &str) -> Result<UserId, AppError> {
-    UserId::parse(raw).map_err(|_| AppError::not_found())
-}
-
-async fn get(state: &AppState, actor: &User, id: UserId) -> Result<HttpResponse, AppError> {
-    Ok(ok(state.users.get(actor, &id).await?))
+fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    UserId::parse(raw).map_err(|_| ServiceError::NotFound.into())
 }
 
 async fn update(
     state: &AppState,
-    actor: &User,
-    id: UserId,
+    access: AccountAccess<'_>,
     body: JsonBody,
-) -> Result<HttpResponse, AppError> {
-    require_self_or_admin(actor, &id)?;
+) -> Result<HttpResponse, ApiError> {
     let changes = body.parse_then(UpdateUserRequest::into_domain)?;
-    Ok(ok(state.users.update(actor, &id, changes).await?))
-}
-
-async fn remove(state: &AppState, actor: &User, id: UserId) -> Result<HttpResponse, AppError> {
-    state.users.delete(actor, &id).await?;
-    Ok(HttpResponse::NoContent().finish())
+    Ok(ok(state.users.update(access, changes).await?))
 }
 
 #[utoipa::path(
@@ -411,9 +422,9 @@ async fn remove(state: &AppState, actor: &User, id: UserId) -> Result<HttpRespon
 #[get("/users/me")]
 pub(crate) async fn get_me(
     state: web::Data<AppState>,
-    AuthUser(actor): AuthUser,
-) -> Result<HttpResponse, AppError> {
-    get(&state, &actor, actor.id).await
+    SignedIn(actor): SignedIn,
+) -> Result<HttpResponse, ApiError> {
+    Ok(ok(state.users.get(actor.access(actor.id())?).await?))
 }
 
 #[utoipa::path(
@@ -424,10 +435,10 @@ pub(crate) async fn get_me(
 #[put("/users/me")]
 pub(crate) async fn put_me(
     state: web::Data<AppState>,
-    AuthUser(actor): AuthUser,
+    SignedIn(actor): SignedIn,
     body: JsonBody,
-) -> Result<HttpResponse, AppError> {
-    update(&state, &actor, actor.id, body).await
+) -> Result<HttpResponse, ApiError> {
+    update(&state, actor.access(actor.id())?, body).await
 }
 
 #[utoipa::path(
@@ -438,10 +449,10 @@ pub(crate) async fn put_me(
 #[patch("/users/me")]
 pub(crate) async fn patch_me(
     state: web::Data<AppState>,
-    AuthUser(actor): AuthUser,
+    SignedIn(actor): SignedIn,
     body: JsonBody,
-) -> Result<HttpResponse, AppError> {
-    update(&state, &actor, actor.id, body).await
+) -> Result<HttpResponse, ApiError> {
+    update(&state, actor.access(actor.id())?, body).await
 }
 
 #[utoipa::path(
@@ -452,9 +463,10 @@ pub(crate) async fn patch_me(
 #[delete("/users/me")]
 pub(crate) async fn delete_me(
     state: web::Data<AppState>,
-    AuthUser(actor): AuthUser,
-) -> Result<HttpResponse, AppError> {
-    remove(&state, &actor, actor.id).await
+    SignedIn(actor): SignedIn,
+) -> Result<HttpResponse, ApiError> {
+    state.users.delete(actor.access(actor.id())?).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(
@@ -465,10 +477,10 @@ pub(crate) async fn delete_me(
 #[get("/users/{id}")]
 pub(crate) async fn get_user(
     state: web::Data<AppState>,
-    AuthUser(actor): AuthUser,
+    SignedIn(actor): SignedIn,
     id: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
-    get(&state, &actor, user_id(&id)?).await
+) -> Result<HttpResponse, ApiError> {
+    Ok(ok(state.users.get(actor.access(user_id(&id)?)?).await?))
 }
 
 #[utoipa::path(
@@ -479,11 +491,11 @@ pub(crate) async fn get_user(
 #[put("/users/{id}")]
 pub(crate) async fn put_user(
     state: web::Data<AppState>,
-    AuthUser(actor): AuthUser,
+    SignedIn(actor): SignedIn,
     id: web::Path<String>,
     body: JsonBody,
-) -> Result<HttpResponse, AppError> {
-    update(&state, &actor, user_id(&id)?, body).await
+) -> Result<HttpResponse, ApiError> {
+    update(&state, actor.access(user_id(&id)?)?, body).await
 }
 
 #[utoipa::path(
@@ -494,11 +506,11 @@ pub(crate) async fn put_user(
 #[patch("/users/{id}")]
 pub(crate) async fn patch_user(
     state: web::Data<AppState>,
-    AuthUser(actor): AuthUser,
+    SignedIn(actor): SignedIn,
     id: web::Path<String>,
     body: JsonBody,
-) -> Result<HttpResponse, AppError> {
-    update(&state, &actor, user_id(&id)?, body).await
+) -> Result<HttpResponse, ApiError> {
+    update(&state, actor.access(user_id(&id)?)?, body).await
 }
 
 #[utoipa::path(
@@ -509,10 +521,11 @@ pub(crate) async fn patch_user(
 #[delete("/users/{id}")]
 pub(crate) async fn delete_user(
     state: web::Data<AppState>,
-    AuthUser(actor): AuthUser,
+    SignedIn(actor): SignedIn,
     id: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
-    remove(&state, &actor, user_id(&id)?).await
+) -> Result<HttpResponse, ApiError> {
+    state.users.delete(actor.access(user_id(&id)?)?).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(
@@ -523,13 +536,13 @@ pub(crate) async fn delete_user(
 #[put("/users/{id}/activate")]
 pub(crate) async fn activate_user(
     state: web::Data<AppState>,
-    AuthUser(actor): AuthUser,
+    SignedIn(actor): SignedIn,
     id: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
-    require_admin(&actor)?;
+) -> Result<HttpResponse, ApiError> {
+    let admin = actor.admin()?;
     Ok(ok(state
         .users
-        .set_active(&actor, &user_id(&id)?, true)
+        .set_active(admin, user_id(&id)?, true)
         .await?))
 }
 
@@ -541,12 +554,12 @@ pub(crate) async fn activate_user(
 #[put("/users/{id}/deactivate")]
 pub(crate) async fn deactivate_user(
     state: web::Data<AppState>,
-    AuthUser(actor): AuthUser,
+    SignedIn(actor): SignedIn,
     id: web::Path<String>,
-) -> Result<HttpResponse, AppError> {
-    require_admin(&actor)?;
+) -> Result<HttpResponse, ApiError> {
+    let admin = actor.admin()?;
     Ok(ok(state
         .users
-        .set_active(&actor, &user_id(&id)?, false)
+        .set_active(admin, user_id(&id)?, false)
         .await?))
 }

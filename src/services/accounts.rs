@@ -1,17 +1,30 @@
-use std::sync::Arc;
+use std::time::Duration;
 
+use url::Url;
+
+use super::{
+    Actor, ServiceError, UserService,
+    error::{Credential, Refusal},
+    passwords::PasswordHasher,
+    tokens::{OpaqueToken, TokenService, hash_token},
+    users::NewAccount,
+};
 use crate::{
-    auth::{OpaqueToken, PasswordHasher, TokenService, hash_token},
-    config::Settings,
-    domain::{self, Email, Password, User, UserUpdate, Username},
-    error::AppError,
+    domain::{self, Email, Password, Role, User, UserField, UserPatch, Username, unix_millis},
     mail::Mailer,
+    metrics,
     storage::{DynRepository, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord},
 };
 
-const LOGIN_FAILED: &str = "invalid credentials";
-const REFRESH_REFUSED: &str = "the refresh token is invalid, expired or revoked";
-const RESET_REFUSED: &str = "the reset token is invalid, expired or already used";
+/// What the account service is configured with.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    pub allow_registration: bool,
+    pub refresh_token_ttl: Duration,
+    pub reset_token_ttl: Duration,
+    /// The page a reset link opens; the token is added as `?token=`.
+    pub password_reset_url: Url,
+}
 
 /// How a user names themselves at login.
 #[derive(Debug, Clone)]
@@ -28,26 +41,30 @@ pub struct TokenPair {
     pub refresh_token: String,
 }
 
-/// Registration, login, token rotation and password reset.
+/// Registration, authentication, token rotation and password reset: every rule about
+/// credentials and tokens.
 #[derive(Clone)]
 pub struct AccountService {
     repo: DynRepository,
+    users: UserService,
     hasher: PasswordHasher,
     tokens: TokenService,
     mailer: Mailer,
-    settings: Arc<Settings>,
+    settings: AccountSettings,
 }
 
 impl AccountService {
     pub fn new(
         repo: DynRepository,
+        users: UserService,
         hasher: PasswordHasher,
         tokens: TokenService,
         mailer: Mailer,
-        settings: Arc<Settings>,
+        settings: AccountSettings,
     ) -> Self {
         Self {
             repo,
+            users,
             hasher,
             tokens,
             mailer,
@@ -55,7 +72,45 @@ impl AccountService {
         }
     }
 
-    pub async fn login(&self, id: LoginId, password: &str) -> Result<TokenPair, AppError> {
+    /// Self-service sign-up: an active user with the user role.
+    pub async fn register(&self, account: NewAccount) -> Result<User, ServiceError> {
+        if !self.settings.allow_registration {
+            return Err(ServiceError::Forbidden(Refusal::RegistrationClosed));
+        }
+        self.users.insert(account, Role::User, true).await
+    }
+
+    /// The actor behind an access token. The token must be well signed and unexpired, and
+    /// its user must still exist, be active and have the password the token was issued
+    /// under. Every reason to refuse is the same error; the reason is logged at debug level.
+    pub async fn authenticate(&self, access_token: &str) -> Result<Actor, ServiceError> {
+        let refuse = |reason: &str| {
+            tracing::debug!(reason, "bearer token refused");
+            ServiceError::Unauthenticated
+        };
+        let claims = self
+            .tokens
+            .verify_access(access_token)
+            .map_err(|e| refuse(&format!("token rejected: {e}")))?;
+        let id = claims
+            .sub
+            .parse()
+            .map_err(|_| refuse("malformed subject"))?;
+        let user = self
+            .repo
+            .user_by_id(&id)
+            .await?
+            .ok_or_else(|| refuse("user no longer exists"))?;
+        if !user.active {
+            return Err(refuse("user is deactivated"));
+        }
+        if claims.pwd != unix_millis(user.password_changed_at) {
+            return Err(refuse("token predates a password change"));
+        }
+        Ok(Actor::new(user))
+    }
+
+    pub async fn login(&self, id: LoginId, password: &str) -> Result<TokenPair, ServiceError> {
         let user = match &id {
             LoginId::Email(email) => self.repo.user_by_email(email).await?,
             LoginId::Username(username) => self.repo.user_by_username(username).await?,
@@ -66,35 +121,37 @@ impl AccountService {
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await
-            .map_err(AppError::Internal)?;
+            .map_err(ServiceError::Internal)?;
         let user = match user {
             Some(user) if matched && user.active => user,
             _ => {
-                crate::metrics::record_login("failure");
-                return Err(AppError::InvalidCredentials(LOGIN_FAILED));
+                metrics::record_login("failure");
+                return Err(ServiceError::InvalidCredentials(Credential::Login));
             }
         };
-        crate::metrics::record_login("success");
-        let upgraded_hash = if self.hasher.needs_rehash(&user.password_hash) {
-            let password = Password::parse(password).map_err(AppError::internal)?;
-            Some(
-                self.hasher
-                    .hash(&password)
-                    .await
-                    .map_err(AppError::Internal)?,
-            )
-        } else {
-            None
-        };
-        self.repo
-            .record_login(&user.id, domain::now(), upgraded_hash)
-            .await?;
+        metrics::record_login("success");
+        // Neither the login time nor a stronger hash of the same password is a change of
+        // the profile or the password: `updated_at` and `password_changed_at` stay.
+        let mut patch = UserPatch::new().set(UserField::LastLoginAt(domain::now()));
+        if self.hasher.needs_rehash(&user.password_hash) {
+            let password = Password::parse(password).map_err(ServiceError::internal)?;
+            let hash = self
+                .hasher
+                .hash(&password)
+                .await
+                .map_err(ServiceError::Internal)?;
+            patch = patch.set(UserField::PasswordHash(hash));
+        }
+        self.repo.update_user(&user.id, &patch).await?;
         // A new session: every token rotated from this one shares its family id.
         let family_id = hex::encode(rand::random::<[u8; 16]>());
         self.issue_pair(&user, family_id).await
     }
 
-    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, AppError> {
+    /// Rotates a refresh token: a live one is spent for a new pair of the same session; one
+    /// presented again after it was spent ends that session.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, ServiceError> {
+        let refused = ServiceError::InvalidCredentials(Credential::RefreshToken);
         let now = domain::now();
         match self
             .repo
@@ -109,23 +166,23 @@ impl AccountService {
                     Some(user) if user.active && record.created_at >= user.password_changed_at => {
                         self.issue_pair(&user, record.family_id).await
                     }
-                    _ => Err(AppError::InvalidCredentials(REFRESH_REFUSED)),
+                    _ => Err(refused),
                 }
             }
             RefreshTokenUse::Replayed { family_id } => {
                 tracing::warn!("a spent refresh token was presented again; revoking its session");
                 self.repo.revoke_refresh_family(&family_id).await?;
-                Err(AppError::InvalidCredentials(REFRESH_REFUSED))
+                Err(refused)
             }
             RefreshTokenUse::Spent(_) | RefreshTokenUse::Revoked | RefreshTokenUse::Unknown => {
-                Err(AppError::InvalidCredentials(REFRESH_REFUSED))
+                Err(refused)
             }
         }
     }
 
     /// Revokes one refresh token. Unknown tokens are accepted silently (RFC 7009 style):
     /// the caller learns nothing about which tokens exist.
-    pub async fn logout(&self, refresh_token: &str) -> Result<(), AppError> {
+    pub async fn logout(&self, refresh_token: &str) -> Result<(), ServiceError> {
         Ok(self
             .repo
             .revoke_refresh_token(&hash_token(refresh_token))
@@ -133,19 +190,22 @@ impl AccountService {
     }
 
     /// Starts a reset in the background and returns at once: the caller learns nothing,
-    /// not even from timing, about whether `email` belongs to an account. Errors are logged.
-    /// (A reset still in flight at shutdown is dropped; the user asks again.)
+    /// not even from timing, about whether `email` belongs to an account. Errors are logged
+    /// and counted. (A reset still in flight at shutdown is dropped; the user asks again.)
     pub fn forgot_password(&self, email: Email) {
         let accounts = self.clone();
         tokio::spawn(tracing::Instrument::in_current_span(async move {
             if let Err(e) = accounts.start_reset(&email).await {
+                if let Some(kind) = e.database_failure() {
+                    metrics::record_database_error(kind);
+                }
                 tracing::error!(error = format!("{e:#}"), "password reset could not start");
             }
         }));
     }
 
     /// Stores a reset token for an active user with that address and mails the link.
-    async fn start_reset(&self, email: &Email) -> anyhow::Result<()> {
+    async fn start_reset(&self, email: &Email) -> Result<(), ServiceError> {
         let Some(user) = self.repo.user_by_email(email).await? else {
             return Ok(());
         };
@@ -162,12 +222,10 @@ impl AccountService {
                 expires_at: now + self.settings.reset_token_ttl,
             })
             .await?;
-        let link = format!(
-            "{}?token={}",
-            self.settings.password_reset_url, token.secret
-        );
+        let mut link = self.settings.password_reset_url.clone();
+        link.query_pairs_mut().append_pair("token", &token.secret);
         self.mailer
-            .send_reset_link(user.email.as_str(), &link)
+            .send_reset_link(&user.email, link.as_str())
             .await;
         Ok(())
     }
@@ -176,25 +234,27 @@ impl AccountService {
         &self,
         token: &str,
         new_password: &Password,
-    ) -> Result<(), AppError> {
+    ) -> Result<(), ServiceError> {
+        let refused = || ServiceError::InvalidCredentials(Credential::ResetToken);
         let Some(user_id) = self
             .repo
             .consume_reset_token(&hash_token(token), domain::now())
             .await?
         else {
-            return Err(AppError::InvalidCredentials(RESET_REFUSED));
+            return Err(refused());
         };
         let password_hash = self
             .hasher
             .hash(new_password)
             .await
-            .map_err(AppError::Internal)?;
-        let update = UserUpdate {
-            password_hash: Some(password_hash),
-            ..UserUpdate::default()
-        };
-        if self.repo.update_user(&user_id, update).await?.is_none() {
-            return Err(AppError::InvalidCredentials(RESET_REFUSED));
+            .map_err(ServiceError::Internal)?;
+        let at = domain::now();
+        let patch = UserPatch::new()
+            .set(UserField::PasswordHash(password_hash))
+            .set(UserField::PasswordChangedAt(at))
+            .set(UserField::UpdatedAt(at));
+        if self.repo.update_user(&user_id, &patch).await?.is_none() {
+            return Err(refused());
         }
         // Access tokens die with the password change (they carry the old change time);
         // refresh tokens are revoked here.
@@ -202,8 +262,11 @@ impl AccountService {
         Ok(())
     }
 
-    async fn issue_pair(&self, user: &User, family_id: String) -> Result<TokenPair, AppError> {
-        let access_token = self.tokens.issue_access(user).map_err(AppError::Internal)?;
+    async fn issue_pair(&self, user: &User, family_id: String) -> Result<TokenPair, ServiceError> {
+        let access_token = self
+            .tokens
+            .issue_access(user)
+            .map_err(ServiceError::Internal)?;
         let refresh = OpaqueToken::generate();
         let now = domain::now();
         self.repo
@@ -220,65 +283,5 @@ impl AccountService {
             expires_in: self.tokens.access_ttl().as_secs(),
             refresh_token: refresh.secret,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::{
-        domain::{Role, UserName},
-        state::AppState,
-        storage::{Repository, SqliteRepository},
-    };
-
-    /// A refresh that spends its token just before a reset revokes the user's tokens must
-    /// not hand out a new session afterwards.
-    #[tokio::test]
-    async fn refresh_tokens_older_than_the_password_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = Arc::new(
-            SqliteRepository::open(dir.path().join("users.db"))
-                .await
-                .unwrap(),
-        );
-        let settings = Settings::from_vars([("BCRYPT_COST".to_owned(), "4".to_owned())]).unwrap();
-        let state = AppState::new(Arc::new(settings), repo.clone())
-            .await
-            .unwrap();
-        let email = Email::parse("race@example.com").unwrap();
-        let user = state
-            .users
-            .create(crate::services::CreateUser {
-                name: UserName::parse("Race").unwrap(),
-                email: email.clone(),
-                username: None,
-                password: Password::parse("first password").unwrap(),
-                role: Role::User,
-                active: true,
-            })
-            .await
-            .unwrap();
-        let pair = state
-            .accounts
-            .login(LoginId::Email(email), "first password")
-            .await
-            .unwrap();
-        // The password changes, as a reset would, but this token escapes the revocation.
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        let update = UserUpdate {
-            password_hash: Some(
-                "$2b$04$changedchangedchangedchangedchangedchangedchangedchange".into(),
-            ),
-            ..UserUpdate::default()
-        };
-        repo.update_user(&user.id, update).await.unwrap();
-        let refused = state.accounts.refresh(&pair.refresh_token).await;
-        assert!(
-            matches!(refused, Err(AppError::InvalidCredentials(_))),
-            "{refused:?}"
-        );
     }
 }

@@ -2,37 +2,51 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
+use super::{AccountAccess, AdminAccess, ServiceError, error::Refusal, passwords::PasswordHasher};
 use crate::{
-    auth::PasswordHasher,
     domain::{
-        Email, ListQuery, NewUser, Page, Password, Role, User, UserFilter, UserId, UserName,
-        UserUpdate, Username,
+        self, DisplayName, Email, ListQuery, Page, Password, Role, User, UserField, UserFilter,
+        UserId, UserPatch, Username,
     },
-    error::AppError,
     storage::DynRepository,
 };
 
-/// A user to create, as an admin (or registration) asked for it.
-#[derive(Debug)]
-pub struct CreateUser {
-    pub name: UserName,
+/// The fields every new account has, as registration takes them.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub name: DisplayName,
     pub email: Email,
     pub username: Option<Username>,
     pub password: Password,
-    pub role: Role,
-    pub active: bool,
 }
 
-/// Requested changes; `None` leaves a field alone, `username: Some(None)` clears it.
+/// Requested changes; `None` leaves a field alone, `username: Some(None)` removes it.
 #[derive(Debug, Default)]
 pub struct UserChanges {
-    pub name: Option<UserName>,
+    pub name: Option<DisplayName>,
     pub email: Option<Email>,
     pub username: Option<Option<Username>>,
     pub password: Option<Password>,
+    /// Needed when users change their own password.
     pub current_password: Option<String>,
     pub role: Option<Role>,
     pub active: Option<bool>,
+}
+
+impl UserChanges {
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.email.is_none()
+            && self.username.is_none()
+            && self.password.is_none()
+            && self.role.is_none()
+            && self.active.is_none()
+    }
+
+    /// Whether the change could leave the target without the active admin role.
+    fn demotes(&self) -> bool {
+        self.role == Some(Role::User) || self.active == Some(false)
+    }
 }
 
 #[derive(Clone)]
@@ -61,200 +75,189 @@ impl UserService {
         }
     }
 
-    pub async fn create(&self, input: CreateUser) -> Result<User, AppError> {
+    /// An admin creates a user with any role and state.
+    pub async fn create(
+        &self,
+        _: AdminAccess<'_>,
+        account: NewAccount,
+        role: Role,
+        active: bool,
+    ) -> Result<User, ServiceError> {
+        self.insert(account, role, active).await
+    }
+
+    /// Stores a new user: a fresh id, every timestamp now, the password hashed.
+    pub(super) async fn insert(
+        &self,
+        account: NewAccount,
+        role: Role,
+        active: bool,
+    ) -> Result<User, ServiceError> {
         let password_hash = self
             .hasher
-            .hash(&input.password)
+            .hash(&account.password)
             .await
-            .map_err(AppError::Internal)?;
-        Ok(self
-            .repo
-            .create_user(NewUser {
-                name: input.name,
-                username: input.username,
-                email: input.email,
-                role: input.role,
-                active: input.active,
-                password_hash,
-            })
-            .await?)
+            .map_err(ServiceError::Internal)?;
+        let at = domain::now();
+        let user = User {
+            id: UserId::generate(),
+            name: account.name,
+            username: account.username,
+            email: account.email,
+            role,
+            active,
+            password_hash,
+            created_at: at,
+            updated_at: at,
+            last_login_at: None,
+            password_changed_at: at,
+        };
+        self.repo.create_user(&user).await?;
+        Ok(user)
     }
 
-    pub async fn get(&self, actor: &User, id: &UserId) -> Result<User, AppError> {
-        require_self_or_admin(actor, id)?;
+    /// The target's record: the actor's own as authentication read it, else a fresh read.
+    pub async fn get(&self, access: AccountAccess<'_>) -> Result<User, ServiceError> {
+        if let Some(own) = access.own_record() {
+            return Ok(own.clone());
+        }
         self.repo
-            .user_by_id(id)
+            .user_by_id(&access.target())
             .await?
-            .ok_or_else(AppError::not_found)
+            .ok_or(ServiceError::NotFound)
     }
 
-    pub async fn list(&self, actor: &User, query: &ListQuery) -> Result<Page<User>, AppError> {
-        require_admin(actor)?;
+    pub async fn list(
+        &self,
+        _: AdminAccess<'_>,
+        query: &ListQuery,
+    ) -> Result<Page<User>, ServiceError> {
         Ok(self.repo.list_users(query).await?)
     }
 
     pub async fn update(
         &self,
-        actor: &User,
-        id: &UserId,
+        access: AccountAccess<'_>,
         changes: UserChanges,
-    ) -> Result<User, AppError> {
-        require_self_or_admin(actor, id)?;
-        if actor.role != Role::Admin && (changes.role.is_some() || changes.active.is_some()) {
-            return Err(AppError::Forbidden(
-                "only an admin may set role or active".into(),
-            ));
+    ) -> Result<User, ServiceError> {
+        if !access.by_admin() && (changes.role.is_some() || changes.active.is_some()) {
+            return Err(ServiceError::Forbidden(Refusal::AdminOnlyFields));
         }
-        if changes.password.is_some() && actor.id == *id {
+        if let (Some(_), Some(own)) = (&changes.password, access.own_record()) {
             let current = changes.current_password.as_deref().unwrap_or_default();
             if !self
                 .hasher
-                .verify(current, Some(&actor.password_hash))
+                .verify(current, Some(&own.password_hash))
                 .await
-                .map_err(AppError::Internal)?
+                .map_err(ServiceError::Internal)?
             {
-                return Err(AppError::Forbidden(
-                    "current_password is missing or wrong".into(),
-                ));
+                return Err(ServiceError::Forbidden(Refusal::CurrentPasswordWrong));
             }
         }
-        let mut update = UserUpdate {
-            name: changes.name,
-            username: changes.username,
-            email: changes.email,
-            role: changes.role,
-            active: changes.active,
-            password_hash: None,
-        };
-        let demotes = update.role == Some(Role::User) || update.active == Some(false);
+        let demotes = changes.demotes();
         let _guard = if demotes {
             Some(self.admin_guard.lock().await)
         } else {
             None
         };
-        let target = self
-            .repo
-            .user_by_id(id)
-            .await?
-            .ok_or_else(AppError::not_found)?;
-        if update.is_empty() && changes.password.is_none() {
+        let target = self.get(access).await?;
+        if changes.is_empty() {
             // Nothing to change: not even `updated_at` moves.
             return Ok(target);
         }
         if demotes && target.is_active_admin() {
             self.ensure_another_active_admin().await?;
         }
-        // Hashed last, so that a request refused above costs no bcrypt work.
-        if let Some(password) = &changes.password {
-            update.password_hash = Some(
-                self.hasher
-                    .hash(password)
-                    .await
-                    .map_err(AppError::Internal)?,
-            );
-        }
-        let password_changed = update.password_hash.is_some();
+        let patch = self.patch(changes).await?;
         let user = self
             .repo
-            .update_user(id, update)
+            .update_user(&access.target(), &patch)
             .await?
-            .ok_or_else(AppError::not_found)?;
-        if password_changed {
+            .ok_or(ServiceError::NotFound)?;
+        if patch
+            .fields()
+            .iter()
+            .any(|field| matches!(field, UserField::PasswordHash(_)))
+        {
             // A new password ends every session that the old one opened.
-            self.repo.revoke_user_refresh_tokens(id).await?;
+            self.repo.revoke_user_refresh_tokens(&user.id).await?;
         }
         Ok(user)
     }
 
-    pub async fn set_active(
-        &self,
-        actor: &User,
-        id: &UserId,
-        active: bool,
-    ) -> Result<User, AppError> {
-        require_admin(actor)?;
-        self.update(
-            actor,
-            id,
-            UserChanges {
-                active: Some(active),
-                ..UserChanges::default()
-            },
-        )
-        .await
+    /// The values a change stores: every field asked for, `updated_at`, and for a new
+    /// password its hash and `password_changed_at`. Hashed last, so that a request refused
+    /// earlier costs no bcrypt work.
+    async fn patch(&self, changes: UserChanges) -> Result<UserPatch, ServiceError> {
+        let at = domain::now();
+        let mut patch = UserPatch::new();
+        let fields = [
+            changes.name.map(UserField::Name),
+            changes.username.map(UserField::Username),
+            changes.email.map(UserField::Email),
+            changes.role.map(UserField::Role),
+            changes.active.map(UserField::Active),
+        ];
+        for field in fields.into_iter().flatten() {
+            patch = patch.set(field);
+        }
+        if let Some(password) = &changes.password {
+            let hash = self
+                .hasher
+                .hash(password)
+                .await
+                .map_err(ServiceError::Internal)?;
+            patch = patch
+                .set(UserField::PasswordHash(hash))
+                .set(UserField::PasswordChangedAt(at));
+        }
+        Ok(patch.set(UserField::UpdatedAt(at)))
     }
 
-    pub async fn delete(&self, actor: &User, id: &UserId) -> Result<(), AppError> {
-        require_self_or_admin(actor, id)?;
+    pub async fn set_active(
+        &self,
+        admin: AdminAccess<'_>,
+        id: UserId,
+        active: bool,
+    ) -> Result<User, ServiceError> {
+        let changes = UserChanges {
+            active: Some(active),
+            ..UserChanges::default()
+        };
+        self.update(admin.on(id), changes).await
+    }
+
+    pub async fn delete(&self, access: AccountAccess<'_>) -> Result<(), ServiceError> {
         let _guard = self.admin_guard.lock().await;
-        let target = self
-            .repo
-            .user_by_id(id)
-            .await?
-            .ok_or_else(AppError::not_found)?;
+        let target = self.get(access).await?;
         if target.is_active_admin() {
             self.ensure_another_active_admin().await?;
         }
-        if self.repo.delete_user(id).await? {
+        if self.repo.delete_user(&target.id).await? {
             Ok(())
         } else {
-            Err(AppError::not_found())
+            Err(ServiceError::NotFound)
         }
     }
 
-    /// Creates the configured admin unless a user with that email exists already.
-    pub async fn ensure_admin(
-        &self,
-        email: Email,
-        name: UserName,
-        password: Password,
-    ) -> anyhow::Result<bool> {
-        if self.repo.user_by_email(&email).await?.is_some() {
+    /// Creates the configured admin unless a user with that email exists already;
+    /// `true` when it was created.
+    pub async fn ensure_admin(&self, account: NewAccount) -> Result<bool, ServiceError> {
+        if self.repo.user_by_email(&account.email).await?.is_some() {
             return Ok(false);
         }
-        let created = self
-            .create(CreateUser {
-                name,
-                email,
-                username: None,
-                password,
-                role: Role::Admin,
-                active: true,
-            })
-            .await;
-        match created {
+        match self.insert(account, Role::Admin, true).await {
             Ok(_) => Ok(true),
             // Another instance created it between our read and our write.
-            Err(AppError::Conflict { .. }) => Ok(false),
-            Err(e) => Err(anyhow::anyhow!(e)),
+            Err(ServiceError::Taken(_)) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
-    async fn ensure_another_active_admin(&self) -> Result<(), AppError> {
+    async fn ensure_another_active_admin(&self) -> Result<(), ServiceError> {
         if self.repo.count_users(&active_admins()).await? <= 1 {
-            return Err(AppError::Conflict {
-                message: "the last active admin cannot be removed, deactivated or demoted".into(),
-                errors: Vec::new(),
-            });
+            return Err(ServiceError::LastAdmin);
         }
         Ok(())
-    }
-}
-
-pub fn require_admin(actor: &User) -> Result<(), AppError> {
-    if actor.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden("this needs the admin role".into()))
-    }
-}
-
-pub fn require_self_or_admin(actor: &User, id: &UserId) -> Result<(), AppError> {
-    if actor.id == *id || actor.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(
-            "you may only access your own account".into(),
-        ))
     }
 }

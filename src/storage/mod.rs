@@ -1,17 +1,19 @@
 //! Persistence. The repository speaks domain types only: no HTTP, no rows, no documents.
 
+mod memory;
 mod mongo;
 mod sqlite;
 
-use std::{fmt, sync::Arc};
+use std::{fmt, path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    Email, ListQuery, NewUser, Page, User, UserFilter, UserId, UserUpdate, Username,
+    Email, ListQuery, Page, Role, Secret, User, UserFilter, UserId, UserPatch, Username,
 };
 
+pub use memory::MemoryRepository;
 pub use mongo::MongoRepository;
 pub use sqlite::SqliteRepository;
 
@@ -58,6 +60,24 @@ impl StorageError {
     }
 }
 
+/// How a role is stored, by every backend.
+fn stored_role(role: Role) -> &'static str {
+    match role {
+        Role::User => "user",
+        Role::Admin => "admin",
+    }
+}
+
+fn role_from_stored(stored: &str) -> StorageResult<Role> {
+    match stored {
+        "user" => Ok(Role::User),
+        "admin" => Ok(Role::Admin),
+        other => Err(StorageError::internal(anyhow::anyhow!(
+            "unknown stored role {other:?}"
+        ))),
+    }
+}
+
 pub type StorageResult<T> = Result<T, StorageError>;
 
 /// A refresh token as stored: only the SHA-256 of the secret is kept.
@@ -99,21 +119,16 @@ pub trait Repository: Send + Sync + 'static {
     /// A trivial round trip, for readiness.
     async fn ping(&self) -> StorageResult<()>;
 
-    async fn create_user(&self, new: NewUser) -> StorageResult<User>;
+    /// Stores a new user exactly as given (the services set its id and timestamps).
+    async fn create_user(&self, user: &User) -> StorageResult<()>;
     async fn user_by_id(&self, id: &UserId) -> StorageResult<Option<User>>;
     async fn user_by_email(&self, email: &Email) -> StorageResult<Option<User>>;
     async fn user_by_username(&self, username: &Username) -> StorageResult<Option<User>>;
-    /// Applies a partial update and bumps `updated_at`; `None` when there is no such user.
-    async fn update_user(&self, id: &UserId, update: UserUpdate) -> StorageResult<Option<User>>;
-    /// Sets `last_login_at`, and the hash when it was upgraded to a higher cost;
-    /// neither counts as a change of the profile or the password.
-    async fn record_login(
-        &self,
-        id: &UserId,
-        at: OffsetDateTime,
-        upgraded_hash: Option<String>,
-    ) -> StorageResult<()>;
-    /// Deletes the user with their tokens; `false` when there was no such user.
+    /// Stores the values of `patch` and returns the user as it is now; `None` when there is
+    /// no such user. The backend adds nothing of its own (not even `updated_at`).
+    async fn update_user(&self, id: &UserId, patch: &UserPatch) -> StorageResult<Option<User>>;
+    /// Deletes the user, then their refresh and reset tokens; `false` when there was no such
+    /// user.
     async fn delete_user(&self, id: &UserId) -> StorageResult<bool>;
     async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>>;
     async fn count_users(&self, filter: &UserFilter) -> StorageResult<u64>;
@@ -143,9 +158,15 @@ pub trait Repository: Send + Sync + 'static {
 /// before the service gives up with an error.
 const MONGODB_STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatabaseSettings {
+    Sqlite { path: PathBuf },
+    Mongo { url: Secret, database: String },
+}
+
 /// Opens the configured backend: MongoDB for a `mongodb` URL, else the embedded SQLite file.
-pub async fn connect(settings: &crate::config::DatabaseSettings) -> anyhow::Result<DynRepository> {
-    use crate::config::DatabaseSettings;
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DynRepository> {
     Ok(match settings {
         DatabaseSettings::Sqlite { path } => {
             tracing::info!(path = %path.display(), "using the embedded SQLite database");

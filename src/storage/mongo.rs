@@ -15,11 +15,11 @@ use time::OffsetDateTime;
 
 use super::{
     RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError, StorageResult,
-    UniqueField,
+    UniqueField, role_from_stored, stored_role,
 };
 use crate::domain::{
-    self, Email, ListQuery, NewUser, Page, Role, SortField, SortOrder, User, UserFilter, UserId,
-    UserName, UserUpdate, Username,
+    DisplayName, Email, ListQuery, Page, SortField, SortOrder, User, UserField, UserFilter, UserId,
+    UserPatch, Username,
 };
 
 const EMAIL_INDEX: &str = "email_unique";
@@ -40,7 +40,8 @@ struct UserDocument {
     /// Lower-cased `username`: the unique index ignores case through it.
     username_key: Option<String>,
     email: String,
-    role: Role,
+    /// As [`stored_role`] spells it.
+    role: String,
     active: bool,
     password_hash: String,
     created_at: BsonDateTime,
@@ -85,7 +86,7 @@ impl From<&User> for UserDocument {
             username: user.username.as_ref().map(|u| u.as_str().to_owned()),
             username_key: user.username.as_ref().map(Username::key),
             email: user.email.as_str().to_owned(),
-            role: user.role,
+            role: stored_role(user.role).to_owned(),
             active: user.active,
             password_hash: user.password_hash.clone(),
             created_at: bson_time(user.created_at),
@@ -102,7 +103,7 @@ impl TryFrom<UserDocument> for User {
     fn try_from(doc: UserDocument) -> Result<Self, Self::Error> {
         Ok(User {
             id: doc.id.into(),
-            name: UserName::parse(&doc.name).map_err(StorageError::internal)?,
+            name: DisplayName::parse(&doc.name).map_err(StorageError::internal)?,
             username: doc
                 .username
                 .as_deref()
@@ -110,7 +111,7 @@ impl TryFrom<UserDocument> for User {
                 .transpose()
                 .map_err(StorageError::internal)?,
             email: Email::parse(&doc.email).map_err(StorageError::internal)?,
-            role: doc.role,
+            role: role_from_stored(&doc.role)?,
             active: doc.active,
             password_hash: doc.password_hash,
             created_at: doc.created_at.to_time_0_3(),
@@ -121,44 +122,116 @@ impl TryFrom<UserDocument> for User {
     }
 }
 
+/// What a MongoDB error means here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Diagnosis {
+    /// A unique index refused the write; `None` when the server did not say which one.
+    Duplicate(Option<UniqueField>),
+    Unavailable,
+    Internal,
+}
+
+fn diagnose(error: &mongodb::error::Error) -> Diagnosis {
+    let duplicate_message = match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == DUPLICATE_KEY => {
+            Some(e.message.as_str())
+        }
+        ErrorKind::Command(e) if e.code == DUPLICATE_KEY => Some(e.message.as_str()),
+        _ => None,
+    };
+    if let Some(message) = duplicate_message {
+        let key_pattern = error
+            .server_response()
+            .and_then(|raw| raw.to_document().ok())
+            .and_then(|response| key_pattern(&response));
+        return Diagnosis::Duplicate(duplicate_field(message, key_pattern.as_ref()));
+    }
+    let transient = match error.kind.as_ref() {
+        ErrorKind::ServerSelection { .. }
+        | ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::Shutdown
+        | ErrorKind::Write(WriteFailure::WriteConcernError(_)) => true,
+        ErrorKind::Command(e) => TRANSIENT_CODES.contains(&e.code),
+        _ => false,
+    };
+    if transient || error.contains_label("RetryableWriteError") {
+        Diagnosis::Unavailable
+    } else {
+        Diagnosis::Internal
+    }
+}
+
 impl From<mongodb::error::Error> for StorageError {
     fn from(error: mongodb::error::Error) -> Self {
-        let duplicate_message = match error.kind.as_ref() {
-            ErrorKind::Write(WriteFailure::WriteError(e)) if e.code == DUPLICATE_KEY => {
-                Some(e.message.as_str())
+        match diagnose(&error) {
+            Diagnosis::Duplicate(Some(field)) => StorageError::Duplicate(field),
+            // User writes attribute these themselves (`MongoRepository::explain`); elsewhere
+            // a duplicate key is a bug.
+            Diagnosis::Duplicate(None) | Diagnosis::Internal => {
+                StorageError::Internal(error.into())
             }
-            ErrorKind::Command(e) if e.code == DUPLICATE_KEY => Some(e.message.as_str()),
-            _ => None,
-        };
-        if let Some(message) = duplicate_message {
-            return StorageError::Duplicate(duplicate_field(message));
-        }
-        let transient = match error.kind.as_ref() {
-            ErrorKind::ServerSelection { .. }
-            | ErrorKind::Io(_)
-            | ErrorKind::ConnectionPoolCleared { .. }
-            | ErrorKind::DnsResolve { .. }
-            | ErrorKind::Shutdown
-            | ErrorKind::Write(WriteFailure::WriteConcernError(_)) => true,
-            ErrorKind::Command(e) => TRANSIENT_CODES.contains(&e.code),
-            _ => false,
-        };
-        if transient || error.contains_label("RetryableWriteError") {
-            StorageError::Unavailable(error.into())
-        } else {
-            StorageError::Internal(error.into())
+            Diagnosis::Unavailable => StorageError::Unavailable(error.into()),
         }
     }
 }
 
-/// Which unique index a duplicate-key message names (`... index: email_unique dup key: ...`);
-/// only the index name counts, not the duplicated value that follows it.
-fn duplicate_field(message: &str) -> UniqueField {
-    if message.contains(&format!("index: {USERNAME_INDEX} ")) {
-        UniqueField::Username
-    } else {
-        UniqueField::Email
+/// The `keyPattern` of a duplicate-key answer: at the top of a command's answer
+/// (`findAndModify`), or in its first write error (`insert`, `update`).
+fn key_pattern(response: &Document) -> Option<Document> {
+    if let Ok(pattern) = response.get_document("keyPattern") {
+        return Some(pattern.clone());
     }
+    let first = response
+        .get_array("writeErrors")
+        .ok()?
+        .first()?
+        .as_document()?;
+    first.get_document("keyPattern").ok().cloned()
+}
+
+/// Which unique field a duplicate-key error is about, from what the server told: the
+/// indexed field (`keyPattern`), or else the index name in its message, as MongoDB writes it
+/// (`... index: email_unique dup key: { ... }`) or as DocumentDB, Cosmos DB vCore and
+/// FerretDB write it (`... Index 'email_unique'`). Only the index name counts, never the
+/// duplicated value that may follow it. `None` when neither says.
+fn duplicate_field(message: &str, key_pattern: Option<&Document>) -> Option<UniqueField> {
+    let by_name = |name: &str| {
+        if name == USERNAME_INDEX || name.contains("username") {
+            Some(UniqueField::Username)
+        } else if name == EMAIL_INDEX || name.contains("email") {
+            Some(UniqueField::Email)
+        } else {
+            None
+        }
+    };
+    if let Some(field) = key_pattern.and_then(|pattern| pattern.keys().find_map(|key| by_name(key)))
+    {
+        return Some(field);
+    }
+    let index_name = if let Some((_, rest)) = message.split_once(" index: ") {
+        rest.split_whitespace().next()
+    } else if let Some((_, rest)) = message.split_once("Index '") {
+        rest.split('\'').next()
+    } else {
+        None
+    };
+    index_name.and_then(by_name)
+}
+
+/// The unique values a patch sets, for [`MongoRepository::explain`].
+fn patched_unique_values(patch: &UserPatch) -> (Option<&Email>, Option<&Username>) {
+    let mut email = None;
+    let mut username = None;
+    for field in patch.fields() {
+        match field {
+            UserField::Email(e) => email = Some(e),
+            UserField::Username(u) => username = u.as_ref(),
+            _ => {}
+        }
+    }
+    (email, username)
 }
 
 /// Escapes `text` so that a regular expression matches it literally.
@@ -187,7 +260,7 @@ fn filter_document(filter: &UserFilter) -> Document {
         );
     }
     if let Some(role) = filter.role {
-        document.insert("role", role.as_str());
+        document.insert("role", stored_role(role));
     }
     if let Some(active) = filter.active {
         document.insert("active", active);
@@ -195,29 +268,26 @@ fn filter_document(filter: &UserFilter) -> Document {
     document
 }
 
-fn update_document(update: UserUpdate, at: OffsetDateTime) -> Document {
-    let mut set = doc! { "updated_at": bson_time(at) };
-    if let Some(name) = update.name {
-        set.insert("name", name.as_str());
+/// The `$set` of a patch: one entry per field, as the patch lists them.
+fn set_document(patch: &UserPatch) -> Document {
+    let mut set = Document::new();
+    for field in patch.fields() {
+        match field {
+            UserField::Name(name) => set.insert("name", name.as_str()),
+            UserField::Username(username) => {
+                set.insert("username", username.as_ref().map(Username::as_str));
+                set.insert("username_key", username.as_ref().map(Username::key))
+            }
+            UserField::Email(email) => set.insert("email", email.as_str()),
+            UserField::Role(role) => set.insert("role", stored_role(*role)),
+            UserField::Active(active) => set.insert("active", *active),
+            UserField::PasswordHash(hash) => set.insert("password_hash", hash.as_str()),
+            UserField::PasswordChangedAt(at) => set.insert("password_changed_at", bson_time(*at)),
+            UserField::UpdatedAt(at) => set.insert("updated_at", bson_time(*at)),
+            UserField::LastLoginAt(at) => set.insert("last_login_at", bson_time(*at)),
+        };
     }
-    if let Some(username) = update.username {
-        set.insert("username", username.as_ref().map(Username::as_str));
-        set.insert("username_key", username.as_ref().map(Username::key));
-    }
-    if let Some(email) = update.email {
-        set.insert("email", email.as_str());
-    }
-    if let Some(role) = update.role {
-        set.insert("role", role.as_str());
-    }
-    if let Some(active) = update.active {
-        set.insert("active", active);
-    }
-    if let Some(hash) = update.password_hash {
-        set.insert("password_hash", hash);
-        set.insert("password_changed_at", bson_time(at));
-    }
-    doc! { "$set": set }
+    set
 }
 
 /// Runs `attempt` until it succeeds or `deadline` passes, backing off between tries.
@@ -354,6 +424,53 @@ impl MongoRepository {
         Ok(())
     }
 
+    /// A failed write of user `id` as a storage error. A duplicate the server did not
+    /// attribute to an index is attributed by asking which of the unique values written is
+    /// held by another user.
+    async fn explain(
+        &self,
+        error: mongodb::error::Error,
+        id: UserId,
+        email: Option<&Email>,
+        username: Option<&Username>,
+    ) -> StorageError {
+        if diagnose(&error) != Diagnosis::Duplicate(None) {
+            return error.into();
+        }
+        let others = doc! { "$ne": id.object_id() };
+        let mut candidates = Vec::new();
+        if let Some(email) = email {
+            candidates.push((
+                UniqueField::Email,
+                doc! { "email": email.as_str(), "_id": others.clone() },
+            ));
+        }
+        if let Some(username) = username {
+            candidates.push((
+                UniqueField::Username,
+                doc! { "username_key": username.key(), "_id": others },
+            ));
+        }
+        for (field, filter) in &candidates {
+            let held = self
+                .users
+                .clone_with_type::<Document>()
+                .find_one(filter.clone())
+                .projection(doc! { "_id": 1 })
+                .await;
+            match held {
+                Ok(Some(_)) => return StorageError::Duplicate(*field),
+                Ok(None) => {}
+                Err(e) => return e.into(),
+            }
+        }
+        // The holder is gone already (deleted since); the write was still refused for it.
+        match candidates.first() {
+            Some((field, _)) => StorageError::Duplicate(*field),
+            None => StorageError::Internal(error.into()),
+        }
+    }
+
     async fn find_user(&self, filter: Document) -> StorageResult<Option<User>> {
         self.users
             .find_one(filter)
@@ -370,10 +487,13 @@ impl Repository for MongoRepository {
         Ok(())
     }
 
-    async fn create_user(&self, new: NewUser) -> StorageResult<User> {
-        let user = new.into_user(domain::now());
-        self.users.insert_one(UserDocument::from(&user)).await?;
-        Ok(user)
+    async fn create_user(&self, user: &User) -> StorageResult<()> {
+        match self.users.insert_one(UserDocument::from(user)).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(self
+                .explain(error, user.id, Some(&user.email), user.username.as_ref())
+                .await),
+        }
     }
 
     async fn user_by_id(&self, id: &UserId) -> StorageResult<Option<User>> {
@@ -389,32 +509,23 @@ impl Repository for MongoRepository {
             .await
     }
 
-    async fn update_user(&self, id: &UserId, update: UserUpdate) -> StorageResult<Option<User>> {
-        self.users
-            .find_one_and_update(
-                doc! { "_id": id.object_id() },
-                update_document(update, domain::now()),
-            )
-            .return_document(ReturnDocument::After)
-            .await?
-            .map(User::try_from)
-            .transpose()
-    }
-
-    async fn record_login(
-        &self,
-        id: &UserId,
-        at: OffsetDateTime,
-        upgraded_hash: Option<String>,
-    ) -> StorageResult<()> {
-        let mut set = doc! { "last_login_at": bson_time(at) };
-        if let Some(hash) = upgraded_hash {
-            set.insert("password_hash", hash);
+    async fn update_user(&self, id: &UserId, patch: &UserPatch) -> StorageResult<Option<User>> {
+        let filter = doc! { "_id": id.object_id() };
+        if patch.is_empty() {
+            return self.find_user(filter).await;
         }
-        self.users
-            .update_one(doc! { "_id": id.object_id() }, doc! { "$set": set })
-            .await?;
-        Ok(())
+        let updated = self
+            .users
+            .find_one_and_update(filter, doc! { "$set": set_document(patch) })
+            .return_document(ReturnDocument::After)
+            .await;
+        match updated {
+            Ok(found) => found.map(User::try_from).transpose(),
+            Err(error) => {
+                let (email, username) = patched_unique_values(patch);
+                Err(self.explain(error, *id, email, username).await)
+            }
+        }
     }
 
     async fn delete_user(&self, id: &UserId) -> StorageResult<bool> {
@@ -594,13 +705,88 @@ mod tests {
         assert_eq!(regex_escape("plain"), "plain");
     }
 
+    fn command_error(code: i32, message: &str) -> mongodb::error::Error {
+        let error: mongodb::error::CommandError =
+            bson::from_document(doc! { "code": code, "codeName": "x", "errmsg": message }).unwrap();
+        ErrorKind::Command(error).into()
+    }
+
+    fn write_error(code: i32, message: &str) -> mongodb::error::Error {
+        let error: mongodb::error::WriteError =
+            bson::from_document(doc! { "code": code, "errmsg": message }).unwrap();
+        ErrorKind::Write(WriteFailure::WriteError(error)).into()
+    }
+
     #[test]
-    fn duplicate_key_message_names_the_field() {
+    fn mongodb_duplicate_messages_name_the_index() {
         let email = "E11000 duplicate key error collection: db.users index: email_unique dup key: { email: \"a@x.io\" }";
         let username = "E11000 duplicate key error collection: db.users index: username_key_unique dup key: { username_key: \"mario\" }";
-        assert_eq!(duplicate_field(email), UniqueField::Email);
-        assert_eq!(duplicate_field(username), UniqueField::Username);
+        assert_eq!(duplicate_field(email, None), Some(UniqueField::Email));
+        assert_eq!(duplicate_field(username, None), Some(UniqueField::Username));
+        // The duplicated value follows the index name and must not be mistaken for it.
         let tricky = "E11000 duplicate key error collection: db.users index: email_unique dup key: { email: \"username_key_unique@x.io\" }";
-        assert_eq!(duplicate_field(tricky), UniqueField::Email);
+        assert_eq!(duplicate_field(tricky, None), Some(UniqueField::Email));
+    }
+
+    #[test]
+    fn documentdb_duplicate_messages_name_the_index() {
+        let username =
+            "Duplicate key violation on the requested collection: Index 'username_unique'";
+        let ours =
+            "Duplicate key violation on the requested collection: Index 'username_key_unique'";
+        let email = "Duplicate key violation on the requested collection: Index 'email_unique'";
+        assert_eq!(duplicate_field(username, None), Some(UniqueField::Username));
+        assert_eq!(duplicate_field(ours, None), Some(UniqueField::Username));
+        assert_eq!(duplicate_field(email, None), Some(UniqueField::Email));
+    }
+
+    #[test]
+    fn key_pattern_names_the_field_when_the_message_does_not() {
+        let message = "Duplicate key violation on the requested collection";
+        assert_eq!(duplicate_field(message, None), None);
+        let pattern = doc! { "username_key": 1 };
+        assert_eq!(
+            duplicate_field(message, Some(&pattern)),
+            Some(UniqueField::Username)
+        );
+        let pattern = doc! { "email": 1 };
+        assert_eq!(
+            duplicate_field(message, Some(&pattern)),
+            Some(UniqueField::Email)
+        );
+        // A command answer carries it at the top, an insert's in its first write error.
+        let command = doc! { "ok": 0, "code": 11000, "keyPattern": { "email": 1 } };
+        assert_eq!(key_pattern(&command), Some(doc! { "email": 1 }));
+        let insert = doc! { "ok": 1, "writeErrors": [{ "index": 0, "code": 11000, "keyPattern": { "username_key": 1 } }] };
+        assert_eq!(key_pattern(&insert), Some(doc! { "username_key": 1 }));
+    }
+
+    #[test]
+    fn duplicates_are_diagnosed_from_writes_and_commands() {
+        let email = "E11000 duplicate key error collection: db.users index: email_unique dup key: { email: \"a@x.io\" }";
+        assert_eq!(
+            diagnose(&write_error(DUPLICATE_KEY, email)),
+            Diagnosis::Duplicate(Some(UniqueField::Email))
+        );
+        // findAndModify on DocumentDB names no index: the repository must ask.
+        assert_eq!(
+            diagnose(&command_error(
+                DUPLICATE_KEY,
+                "Duplicate key violation on the requested collection"
+            )),
+            Diagnosis::Duplicate(None)
+        );
+        assert!(matches!(
+            StorageError::from(command_error(DUPLICATE_KEY, "no index named")),
+            StorageError::Internal(_)
+        ));
+        assert_eq!(
+            diagnose(&command_error(91, "shutting down")),
+            Diagnosis::Unavailable
+        );
+        assert_eq!(
+            diagnose(&command_error(2, "bad value")),
+            Diagnosis::Internal
+        );
     }
 }

@@ -13,12 +13,12 @@ use time::OffsetDateTime;
 
 use super::{
     RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError, StorageResult,
-    UniqueField,
+    UniqueField, role_from_stored, stored_role,
 };
 use crate::{
     domain::{
-        self, Email, ListQuery, NewUser, Page, Role, SortField, SortOrder, User, UserFilter,
-        UserId, UserName, UserUpdate, Username, unix_millis,
+        DisplayName, Email, ListQuery, Page, SortField, SortOrder, User, UserField, UserFilter,
+        UserId, UserPatch, Username, unix_millis,
     },
     telemetry::spawn_blocking_with_tracing,
 };
@@ -184,14 +184,14 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     let text = |i: usize| row.get::<_, String>(i);
     Ok(User {
         id: UserId::parse(&text(0)?).map_err(conversion_error)?,
-        name: UserName::parse(&text(1)?).map_err(conversion_error)?,
+        name: DisplayName::parse(&text(1)?).map_err(conversion_error)?,
         username: row
             .get::<_, Option<String>>(2)?
             .map(|u| Username::parse(&u))
             .transpose()
             .map_err(conversion_error)?,
         email: Email::parse(&text(3)?).map_err(conversion_error)?,
-        role: text(4)?.parse::<Role>().map_err(conversion_error)?,
+        role: role_from_stored(&text(4)?).map_err(conversion_error)?,
         active: row.get(5)?,
         password_hash: text(6)?,
         created_at: from_millis(row.get(7)?)?,
@@ -209,22 +209,18 @@ fn select_user(conn: &Connection, column: &str, value: &str) -> StorageResult<Op
         .optional()?)
 }
 
-fn write_user(conn: &Connection, user: &User, insert: bool) -> StorageResult<()> {
-    let sql = if insert {
+fn insert_user(conn: &Connection, user: &User) -> StorageResult<()> {
+    conn.prepare_cached(
         "INSERT INTO users (id, name, username, email, role, active, password_hash, created_at, \
          updated_at, last_login_at, password_changed_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
-    } else {
-        "UPDATE users SET name = ?2, username = ?3, email = ?4, role = ?5, active = ?6, \
-         password_hash = ?7, created_at = ?8, updated_at = ?9, last_login_at = ?10, \
-         password_changed_at = ?11 WHERE id = ?1"
-    };
-    conn.prepare_cached(sql)?.execute(params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
         user.id.to_hex(),
         user.name.as_str(),
         user.username.as_ref().map(Username::as_str),
         user.email.as_str(),
-        user.role.as_str(),
+        stored_role(user.role),
         user.active,
         user.password_hash,
         unix_millis(user.created_at),
@@ -233,6 +229,27 @@ fn write_user(conn: &Connection, user: &User, insert: bool) -> StorageResult<()>
         unix_millis(user.password_changed_at),
     ])?;
     Ok(())
+}
+
+/// The column and value each field of a patch sets.
+fn column(field: &UserField) -> (&'static str, Value) {
+    let text = |s: &str| Value::Text(s.to_owned());
+    match field {
+        UserField::Name(name) => ("name", text(name.as_str())),
+        UserField::Username(username) => (
+            "username",
+            username.as_ref().map_or(Value::Null, |u| text(u.as_str())),
+        ),
+        UserField::Email(email) => ("email", text(email.as_str())),
+        UserField::Role(role) => ("role", text(stored_role(*role))),
+        UserField::Active(active) => ("active", Value::Integer(i64::from(*active))),
+        UserField::PasswordHash(hash) => ("password_hash", text(hash)),
+        UserField::PasswordChangedAt(at) => {
+            ("password_changed_at", Value::Integer(unix_millis(*at)))
+        }
+        UserField::UpdatedAt(at) => ("updated_at", Value::Integer(unix_millis(*at))),
+        UserField::LastLoginAt(at) => ("last_login_at", Value::Integer(unix_millis(*at))),
+    }
 }
 
 /// The WHERE clause and its parameters for a filter.
@@ -248,7 +265,7 @@ fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
         ));
     }
     if let Some(role) = filter.role {
-        values.push(Value::Text(role.as_str().to_owned()));
+        values.push(Value::Text(stored_role(role).to_owned()));
         conditions.push(format!("role = ?{}", values.len()));
     }
     if let Some(active) = filter.active {
@@ -276,13 +293,9 @@ impl Repository for SqliteRepository {
             .await
     }
 
-    async fn create_user(&self, new: NewUser) -> StorageResult<User> {
-        self.call(move |conn| {
-            let user = new.into_user(domain::now());
-            write_user(conn, &user, true)?;
-            Ok(user)
-        })
-        .await
+    async fn create_user(&self, user: &User) -> StorageResult<()> {
+        let user = user.clone();
+        self.call(move |conn| insert_user(conn, &user)).await
     }
 
     async fn user_by_id(&self, id: &UserId) -> StorageResult<Option<User>> {
@@ -302,43 +315,43 @@ impl Repository for SqliteRepository {
             .await
     }
 
-    async fn update_user(&self, id: &UserId, update: UserUpdate) -> StorageResult<Option<User>> {
+    async fn update_user(&self, id: &UserId, patch: &UserPatch) -> StorageResult<Option<User>> {
         let id = id.to_hex();
+        let (columns, mut values): (Vec<_>, Vec<_>) = patch.fields().iter().map(column).unzip();
         self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let Some(mut user) = select_user(&tx, "id", &id)? else {
-                return Ok(None);
-            };
-            update.apply(&mut user, domain::now());
-            write_user(&tx, &user, false)?;
-            tx.commit()?;
-            Ok(Some(user))
-        })
-        .await
-    }
-
-    async fn record_login(
-        &self,
-        id: &UserId,
-        at: OffsetDateTime,
-        upgraded_hash: Option<String>,
-    ) -> StorageResult<()> {
-        let id = id.to_hex();
-        self.call(move |conn| {
-            conn.execute(
-                "UPDATE users SET last_login_at = ?2, \
-                 password_hash = coalesce(?3, password_hash) WHERE id = ?1",
-                params![id, unix_millis(at), upgraded_hash],
-            )?;
-            Ok(())
+            if columns.is_empty() {
+                return select_user(conn, "id", &id);
+            }
+            let assignments = columns
+                .iter()
+                .enumerate()
+                .map(|(i, column)| format!("{column} = ?{}", i + 1))
+                .collect::<Vec<_>>()
+                .join(", ");
+            values.push(Value::Text(id));
+            let sql = format!(
+                "UPDATE users SET {assignments} WHERE id = ?{} RETURNING {USER_COLUMNS}",
+                values.len()
+            );
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row(rusqlite::params_from_iter(values), user_from_row)
+                .optional()?)
         })
         .await
     }
 
     async fn delete_user(&self, id: &UserId) -> StorageResult<bool> {
         let id = id.to_hex();
-        self.call(move |conn| Ok(conn.execute("DELETE FROM users WHERE id = ?1", [id])? > 0))
-            .await
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let deleted = tx.execute("DELETE FROM users WHERE id = ?1", [&id])? > 0;
+            tx.execute("DELETE FROM refresh_tokens WHERE user_id = ?1", [&id])?;
+            tx.execute("DELETE FROM reset_tokens WHERE user_id = ?1", [&id])?;
+            tx.commit()?;
+            Ok(deleted)
+        })
+        .await
     }
 
     async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>> {

@@ -102,11 +102,11 @@ async fn no_password_token_or_hash_reaches_the_logs() {
     for tokens in [&first, &second, &after] {
         for field in ["access_token", "refresh_token"] {
             let token = tokens[field].as_str().unwrap().to_owned();
-            secrets.push(user_service::auth::hash_token(&token));
+            secrets.push(user_service::services::hash_token(&token));
             secrets.push(token);
         }
     }
-    secrets.push(user_service::auth::hash_token(&reset_token));
+    secrets.push(user_service::services::hash_token(&reset_token));
     if let Some(path) = app.database_path() {
         let conn = rusqlite::Connection::open(path).unwrap();
         let hash: String = conn

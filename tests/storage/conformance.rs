@@ -1,12 +1,17 @@
 //! The contract of `Repository`, written once; `main.rs` runs it against every backend.
+//!
+//! The services decide every value a user holds, timestamps included; a backend stores
+//! exactly what it is given (at millisecond precision) and adds nothing of its own. So these
+//! tests give the backends timestamps that no clock would produce now (see [`moment`]): a
+//! backend that wrote its own time, or moved a field the patch did not list, fails them.
 
 use std::{collections::HashSet, time::Duration};
 
 use time::OffsetDateTime;
 use user_service::{
     domain::{
-        Email, ListQuery, NewUser, Role, SortField, SortOrder, User, UserFilter, UserId, UserName,
-        UserUpdate, Username, now, truncate_to_millis,
+        DisplayName, Email, ListQuery, Role, SortField, SortOrder, User, UserField, UserFilter,
+        UserId, UserPatch, Username, now, truncate_to_millis,
     },
     storage::{
         DynRepository, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord, StorageError,
@@ -26,19 +31,40 @@ fn username(raw: &str) -> Username {
     Username::parse(raw).expect("test username is valid")
 }
 
-fn name(raw: &str) -> UserName {
-    UserName::parse(raw).expect("test name is valid")
+fn name(raw: &str) -> DisplayName {
+    DisplayName::parse(raw).expect("test name is valid")
 }
 
-fn new_user(display_name: &str, address: &str, handle: Option<&str>) -> NewUser {
-    NewUser {
+/// A fixed time `seconds` after 2023-11-14T22:13:20Z: never what a backend's own clock
+/// would write today, so storing it proves the backend stored the value it was given.
+fn moment(seconds: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_700_000_000 + seconds).expect("a valid time")
+}
+
+/// A user as the services build one: a fresh id, every timestamp `now()`, never logged in.
+fn new_user(display_name: &str, address: &str, handle: Option<&str>) -> User {
+    let at = now();
+    User {
+        id: UserId::generate(),
         name: name(display_name),
         username: handle.map(username),
         email: email(address),
         role: Role::User,
         active: true,
         password_hash: format!("$2b$04$hash-of-{address}"),
+        created_at: at,
+        updated_at: at,
+        last_login_at: None,
+        password_changed_at: at,
     }
+}
+
+/// Stores `user` and returns it.
+async fn insert(repo: &DynRepository, user: User) -> User {
+    repo.create_user(&user)
+        .await
+        .unwrap_or_else(|e| panic!("create {}: {e:?}", user.email));
+    user
 }
 
 async fn create(
@@ -47,9 +73,15 @@ async fn create(
     address: &str,
     handle: Option<&str>,
 ) -> User {
-    repo.create_user(new_user(display_name, address, handle))
+    insert(repo, new_user(display_name, address, handle)).await
+}
+
+/// Applies `patch` to the user `id`, who exists, and returns the user as stored.
+async fn update(repo: &DynRepository, id: &UserId, patch: UserPatch) -> User {
+    repo.update_user(id, &patch)
         .await
-        .unwrap_or_else(|e| panic!("create {address}: {e:?}"))
+        .unwrap_or_else(|e| panic!("update with {patch:?}: {e:?}"))
+        .expect("the user exists")
 }
 
 async fn fetch(repo: &DynRepository, id: &UserId) -> User {
@@ -57,6 +89,12 @@ async fn fetch(repo: &DynRepository, id: &UserId) -> User {
         .await
         .expect("user_by_id")
         .expect("the user exists")
+}
+
+async fn user_count(repo: &DynRepository) -> u64 {
+    repo.count_users(&UserFilter::default())
+        .await
+        .expect("count")
 }
 
 /// Long enough that two `now()` calls on either side of it differ at millisecond precision.
@@ -220,30 +258,24 @@ pub async fn ping_succeeds(repo: DynRepository) {
 // ---------------------------------------------------------------------------------------
 
 pub async fn created_user_round_trips_by_id_email_and_username(repo: DynRepository) {
-    let before = now();
-    let new = NewUser {
+    // Every timestamp different, so that a backend mixing up columns or writing its own
+    // time fails.
+    let given = User {
+        id: UserId::generate(),
         name: name("Mario Rossi"),
         username: Some(username("Mario.Rossi_1")),
         email: email("Mario.Rossi@Example.com"),
         role: Role::Admin,
         active: false,
         password_hash: "$2b$12$abcdefghijklmnopqrstuu5Hq3K1Zxj2hQ9v6k5q0m1o2p3q4r5s6".into(),
+        created_at: moment(0),
+        updated_at: moment(60),
+        last_login_at: Some(moment(120)),
+        password_changed_at: moment(30),
     };
-    let created = repo.create_user(new.clone()).await.expect("create");
-    let after = now();
+    repo.create_user(&given).await.expect("create");
 
-    assert_eq!(created.name, new.name);
-    assert_eq!(created.username, new.username);
-    assert_eq!(created.email.as_str(), "mario.rossi@example.com");
-    assert_eq!(created.role, Role::Admin);
-    assert!(!created.active);
-    assert_eq!(created.password_hash, new.password_hash);
-    assert!(before <= created.created_at && created.created_at <= after);
-    assert_eq!(created.updated_at, created.created_at);
-    assert_eq!(created.password_changed_at, created.created_at);
-    assert_eq!(created.last_login_at, None);
-
-    assert_eq!(fetch(&repo, &created.id).await, created);
+    assert_eq!(fetch(&repo, &given.id).await, given);
     for address in [
         "mario.rossi@example.com",
         "MARIO.ROSSI@EXAMPLE.COM",
@@ -253,11 +285,7 @@ pub async fn created_user_round_trips_by_id_email_and_username(repo: DynReposito
             .user_by_email(&email(address))
             .await
             .expect("user_by_email");
-        assert_eq!(
-            by_email.as_ref(),
-            Some(&created),
-            "looked up as {address:?}"
-        );
+        assert_eq!(by_email.as_ref(), Some(&given), "looked up as {address:?}");
     }
     for handle in ["Mario.Rossi_1", "mario.rossi_1", "MARIO.ROSSI_1"] {
         let by_username = repo
@@ -265,27 +293,25 @@ pub async fn created_user_round_trips_by_id_email_and_username(repo: DynReposito
             .await
             .expect("user_by_username");
         assert_eq!(
+            by_username
+                .as_ref()
+                .map(|u| u.username.as_ref().map(Username::as_str)),
+            Some(Some("Mario.Rossi_1")),
+            "the display case of the username is kept; looked up as {handle:?}"
+        );
+        assert_eq!(
             by_username.as_ref(),
-            Some(&created),
+            Some(&given),
             "looked up as {handle:?}"
         );
     }
-    // The display case of the username is kept.
-    assert_eq!(created.username.unwrap().as_str(), "Mario.Rossi_1");
 
-    // A user without username round-trips too, with last_login_at set.
+    // A plain user (no username, never logged in) round-trips too.
     let plain = create(&repo, "Plain", "plain@example.com", None).await;
-    let login = now();
-    repo.record_login(&plain.id, login, None)
-        .await
-        .expect("record_login");
-    let stored = fetch(&repo, &plain.id).await;
+    assert_eq!(fetch(&repo, &plain.id).await, plain);
     assert_eq!(
-        stored,
-        User {
-            last_login_at: Some(login),
-            ..plain
-        }
+        repo.user_by_email(&plain.email).await.expect("by email"),
+        Some(plain)
     );
 }
 
@@ -310,33 +336,54 @@ pub async fn lookups_of_unknown_users_return_none(repo: DynRepository) {
 }
 
 pub async fn timestamps_are_stored_with_millisecond_precision(repo: DynRepository) {
-    let user = create(&repo, "Timely", "timely@example.com", None).await;
-    assert_millis(user.created_at, "created_at");
-    assert_millis(user.updated_at, "updated_at");
-    assert_millis(user.password_changed_at, "password_changed_at");
-
-    // A time with sub-millisecond digits comes back truncated to the millisecond.
-    let precise = OffsetDateTime::now_utc()
-        .replace_nanosecond(123_456_789)
-        .unwrap();
-    repo.record_login(&user.id, precise, None)
-        .await
-        .expect("record_login");
+    // Times with sub-millisecond digits come back truncated to the millisecond.
+    let precise = |seconds: i64| {
+        moment(seconds)
+            .replace_nanosecond(123_456_789)
+            .expect("a valid nanosecond")
+    };
+    let user = User {
+        created_at: precise(0),
+        updated_at: precise(1),
+        password_changed_at: precise(2),
+        last_login_at: Some(precise(3)),
+        ..new_user("Timely", "timely@example.com", None)
+    };
+    repo.create_user(&user).await.expect("create");
     let stored = fetch(&repo, &user.id).await;
-    assert_eq!(stored.last_login_at, Some(truncate_to_millis(precise)));
+    assert_eq!(
+        stored,
+        User {
+            created_at: truncate_to_millis(precise(0)),
+            updated_at: truncate_to_millis(precise(1)),
+            password_changed_at: truncate_to_millis(precise(2)),
+            last_login_at: Some(truncate_to_millis(precise(3))),
+            ..user.clone()
+        }
+    );
+    assert_millis(stored.created_at, "created_at");
+    assert_millis(stored.updated_at, "updated_at");
+    assert_millis(stored.password_changed_at, "password_changed_at");
 
-    let updated = repo
-        .update_user(
-            &user.id,
-            UserUpdate {
-                active: Some(false),
-                ..UserUpdate::default()
-            },
-        )
-        .await
-        .expect("update")
-        .expect("exists");
-    assert_millis(updated.updated_at, "updated_at after update");
+    // Through an update as well, both in what it returns and in what it stored.
+    let updated = update(
+        &repo,
+        &user.id,
+        UserPatch::new()
+            .set(UserField::UpdatedAt(precise(10)))
+            .set(UserField::PasswordChangedAt(precise(11)))
+            .set(UserField::LastLoginAt(precise(12))),
+    )
+    .await;
+    assert_eq!(
+        updated,
+        User {
+            updated_at: truncate_to_millis(precise(10)),
+            password_changed_at: truncate_to_millis(precise(11)),
+            last_login_at: Some(truncate_to_millis(precise(12))),
+            ..stored
+        }
+    );
     assert_eq!(fetch(&repo, &user.id).await, updated);
 
     // Token timestamps too.
@@ -344,8 +391,8 @@ pub async fn timestamps_are_stored_with_millisecond_precision(repo: DynRepositor
         token_hash: "precise-token".into(),
         family_id: "precise-family".into(),
         user_id: user.id,
-        created_at: precise,
-        expires_at: precise + time::Duration::days(1),
+        created_at: precise(0),
+        expires_at: precise(0) + time::Duration::days(1),
     };
     repo.insert_refresh_token(record.clone())
         .await
@@ -373,66 +420,48 @@ pub async fn timestamps_are_stored_with_millisecond_precision(repo: DynRepositor
 
 pub async fn create_rejects_an_email_taken_in_another_case(repo: DynRepository) {
     create(&repo, "First", "taken@example.com", None).await;
-    assert_duplicate(
-        repo.create_user(new_user("Second", "TAKEN@Example.COM", None))
-            .await,
-        UniqueField::Email,
-    );
+    let refused = new_user("Second", "TAKEN@Example.COM", None);
+    assert_duplicate(repo.create_user(&refused).await, UniqueField::Email);
     // The refused user was not created.
-    assert_eq!(
-        repo.count_users(&UserFilter::default())
-            .await
-            .expect("count"),
-        1
-    );
+    assert_eq!(repo.user_by_id(&refused.id).await.expect("by id"), None);
+    assert_eq!(user_count(&repo).await, 1);
 }
 
 pub async fn update_rejects_an_email_taken_by_another_user(repo: DynRepository) {
-    create(&repo, "First", "first@example.com", None).await;
+    let first = create(&repo, "First", "first@example.com", None).await;
     let second = create(&repo, "Second", "second@example.com", None).await;
     assert_duplicate(
         repo.update_user(
             &second.id,
-            UserUpdate {
-                email: Some(email("FIRST@example.com")),
-                name: Some(name("Changed")),
-                ..UserUpdate::default()
-            },
+            &UserPatch::new()
+                .set(UserField::Name(name("Changed")))
+                .set(UserField::Email(email("FIRST@example.com")))
+                .set(UserField::UpdatedAt(moment(0))),
         )
         .await,
         UniqueField::Email,
     );
-    // The refused update changed nothing.
+    // The refused update wrote nothing, not even the other fields of its patch.
     assert_eq!(fetch(&repo, &second.id).await, second);
+    assert_eq!(fetch(&repo, &first.id).await, first);
     // Setting one's own email again is no conflict.
-    let same = repo
-        .update_user(
-            &second.id,
-            UserUpdate {
-                email: Some(email("Second@Example.com")),
-                ..UserUpdate::default()
-            },
-        )
-        .await
-        .expect("update to own email");
-    assert_eq!(same.expect("exists").email, second.email);
+    let same = update(
+        &repo,
+        &second.id,
+        UserPatch::new().set(UserField::Email(email("Second@Example.com"))),
+    )
+    .await;
+    assert_eq!(same, second);
 }
 
 pub async fn create_rejects_a_username_taken_in_another_case(repo: DynRepository) {
     create(&repo, "First", "first@example.com", Some("Mario")).await;
     for handle in ["Mario", "mario", "MARIO", "mArIo"] {
-        assert_duplicate(
-            repo.create_user(new_user("Second", "second@example.com", Some(handle)))
-                .await,
-            UniqueField::Username,
-        );
+        let refused = new_user("Second", "second@example.com", Some(handle));
+        assert_duplicate(repo.create_user(&refused).await, UniqueField::Username);
+        assert_eq!(repo.user_by_id(&refused.id).await.expect("by id"), None);
     }
-    assert_eq!(
-        repo.count_users(&UserFilter::default())
-            .await
-            .expect("count"),
-        1
-    );
+    assert_eq!(user_count(&repo).await, 1);
 }
 
 pub async fn update_rejects_a_username_taken_by_another_user(repo: DynRepository) {
@@ -443,10 +472,9 @@ pub async fn update_rejects_a_username_taken_by_another_user(repo: DynRepository
         assert_duplicate(
             repo.update_user(
                 &user.id,
-                UserUpdate {
-                    username: Some(Some(username("MARIO"))),
-                    ..UserUpdate::default()
-                },
+                &UserPatch::new()
+                    .set(UserField::Username(Some(username("MARIO"))))
+                    .set(UserField::UpdatedAt(moment(0))),
             )
             .await,
             UniqueField::Username,
@@ -455,22 +483,79 @@ pub async fn update_rejects_a_username_taken_by_another_user(repo: DynRepository
     }
 }
 
+pub async fn duplicates_name_the_taken_field_when_both_unique_fields_are_written(
+    repo: DynRepository,
+) {
+    let mario = create(&repo, "Mario", "mario@example.com", Some("mario")).await;
+    let luigi = create(&repo, "Luigi", "luigi@example.com", Some("luigi")).await;
+
+    // A create with a free email and a taken username, and the other way round.
+    assert_duplicate(
+        repo.create_user(&new_user("New", "free@example.com", Some("MARIO")))
+            .await,
+        UniqueField::Username,
+    );
+    assert_duplicate(
+        repo.create_user(&new_user("New", "MARIO@example.com", Some("free-name")))
+            .await,
+        UniqueField::Email,
+    );
+
+    // An update likewise, whichever order the patch lists the fields in.
+    let taken_username = [
+        UserField::Email(email("free@example.com")),
+        UserField::Username(Some(username("Mario"))),
+    ];
+    let taken_email = [
+        UserField::Email(email("Mario@Example.com")),
+        UserField::Username(Some(username("free-name"))),
+    ];
+    for (fields, field) in [
+        (taken_username, UniqueField::Username),
+        (taken_email, UniqueField::Email),
+    ] {
+        for reversed in [false, true] {
+            let mut fields = fields.to_vec();
+            if reversed {
+                fields.reverse();
+            }
+            let patch = fields.into_iter().fold(UserPatch::new(), UserPatch::set);
+            assert_duplicate(repo.update_user(&luigi.id, &patch).await, field);
+        }
+    }
+
+    // Nothing was written.
+    assert_eq!(fetch(&repo, &mario.id).await, mario);
+    assert_eq!(fetch(&repo, &luigi.id).await, luigi);
+    assert_eq!(user_count(&repo).await, 2);
+    assert_eq!(
+        repo.user_by_email(&email("free@example.com"))
+            .await
+            .expect("by email"),
+        None
+    );
+    assert_eq!(
+        repo.user_by_username(&username("free-name"))
+            .await
+            .expect("by username"),
+        None
+    );
+}
+
 pub async fn a_user_may_change_the_case_of_their_own_username(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", Some("mario")).await;
-    let updated = repo
-        .update_user(
-            &user.id,
-            UserUpdate {
-                username: Some(Some(username("MaRiO"))),
-                ..UserUpdate::default()
-            },
-        )
-        .await
-        .expect("update")
-        .expect("exists");
+    let updated = update(
+        &repo,
+        &user.id,
+        UserPatch::new().set(UserField::Username(Some(username("MaRiO")))),
+    )
+    .await;
     assert_eq!(
-        updated.username.as_ref().map(Username::as_str),
-        Some("MaRiO")
+        updated,
+        User {
+            username: Some(username("MaRiO")),
+            ..user
+        }
     );
     let by_username = repo
         .user_by_username(&username("mario"))
@@ -492,23 +577,14 @@ pub async fn many_users_without_username_coexist(repo: DynRepository) {
             Some(&format!("named{i}")),
         )
         .await;
-        repo.update_user(
-            &user.id,
-            UserUpdate {
-                username: Some(None),
-                ..UserUpdate::default()
-            },
-        )
-        .await
-        .expect("clearing a username never conflicts")
-        .expect("exists");
-    }
-    assert_eq!(
-        repo.count_users(&UserFilter::default())
+        let cleared = repo
+            .update_user(&user.id, &UserPatch::new().set(UserField::Username(None)))
             .await
-            .expect("count"),
-        6
-    );
+            .expect("clearing a username never conflicts")
+            .expect("exists");
+        assert_eq!(cleared.username, None);
+    }
+    assert_eq!(user_count(&repo).await, 6);
 }
 
 pub async fn concurrent_creates_with_one_email_yield_exactly_one_user(repo: DynRepository) {
@@ -528,8 +604,9 @@ pub async fn concurrent_creates_with_one_email_yield_exactly_one_user(repo: DynR
                 })
                 .collect();
             tokio::spawn(async move {
-                repo.create_user(new_user(&format!("Racer {i}"), &address, None))
-                    .await
+                let user = new_user(&format!("Racer {i}"), &address, None);
+                let result = repo.create_user(&user).await;
+                (user, result)
             })
         })
         .collect();
@@ -537,19 +614,14 @@ pub async fn concurrent_creates_with_one_email_yield_exactly_one_user(repo: DynR
     let mut duplicates = 0;
     for task in tasks {
         match task.await.expect("task") {
-            Ok(user) => created.push(user),
-            Err(StorageError::Duplicate(UniqueField::Email)) => duplicates += 1,
-            Err(other) => panic!("unexpected error: {other:?}"),
+            (user, Ok(())) => created.push(user),
+            (_, Err(StorageError::Duplicate(UniqueField::Email))) => duplicates += 1,
+            (_, Err(other)) => panic!("unexpected error: {other:?}"),
         }
     }
     assert_eq!(created.len(), 1, "exactly one create wins");
     assert_eq!(duplicates, 49);
-    assert_eq!(
-        repo.count_users(&UserFilter::default())
-            .await
-            .expect("count"),
-        1
-    );
+    assert_eq!(user_count(&repo).await, 1);
     let stored = repo
         .user_by_email(&email("race@example.com"))
         .await
@@ -561,97 +633,69 @@ pub async fn concurrent_creates_with_one_email_yield_exactly_one_user(repo: DynR
 // Users: updates
 // ---------------------------------------------------------------------------------------
 
-pub async fn partial_update_changes_only_the_given_fields_and_bumps_updated_at(
-    repo: DynRepository,
-) {
+pub async fn partial_update_stores_only_the_given_fields(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", Some("mario")).await;
     let other = create(&repo, "Other", "other@example.com", Some("other")).await;
+    // Any time a backend took from its clock now would differ from the stored ones.
     tick().await;
 
-    let updated = repo
-        .update_user(
-            &user.id,
-            UserUpdate {
-                name: Some(name("Mario Rossi")),
-                ..UserUpdate::default()
-            },
-        )
-        .await
-        .expect("update")
-        .expect("exists");
-    assert!(
-        updated.updated_at > user.updated_at,
-        "updated_at was not bumped"
-    );
+    // Without UpdatedAt in the patch, updated_at stays as it was.
+    let renamed = update(
+        &repo,
+        &user.id,
+        UserPatch::new().set(UserField::Name(name("Mario Rossi"))),
+    )
+    .await;
     assert_eq!(
-        updated,
+        renamed,
         User {
             name: name("Mario Rossi"),
-            updated_at: updated.updated_at,
             ..user.clone()
         }
     );
-    assert_eq!(fetch(&repo, &user.id).await, updated);
+    assert_eq!(fetch(&repo, &user.id).await, renamed);
     tick().await;
 
-    let updated2 = repo
-        .update_user(
-            &user.id,
-            UserUpdate {
-                role: Some(Role::Admin),
-                ..UserUpdate::default()
-            },
-        )
-        .await
-        .expect("update")
-        .expect("exists");
-    assert!(updated2.updated_at > updated.updated_at);
+    // With it, exactly the value given is stored, even one earlier than before.
+    let promoted = update(
+        &repo,
+        &user.id,
+        UserPatch::new()
+            .set(UserField::Role(Role::Admin))
+            .set(UserField::UpdatedAt(moment(0))),
+    )
+    .await;
     assert_eq!(
-        updated2,
+        promoted,
         User {
             role: Role::Admin,
-            updated_at: updated2.updated_at,
-            ..updated.clone()
+            updated_at: moment(0),
+            ..renamed.clone()
         }
     );
+    assert_eq!(fetch(&repo, &user.id).await, promoted);
     tick().await;
 
-    let updated3 = repo
-        .update_user(
-            &user.id,
-            UserUpdate {
-                active: Some(false),
-                ..UserUpdate::default()
-            },
-        )
-        .await
-        .expect("update")
-        .expect("exists");
+    let deactivated = update(
+        &repo,
+        &user.id,
+        UserPatch::new().set(UserField::Active(false)),
+    )
+    .await;
     assert_eq!(
-        updated3,
+        deactivated,
         User {
             active: false,
-            updated_at: updated3.updated_at,
-            ..updated2.clone()
+            ..promoted.clone()
         }
     );
-    assert_eq!(fetch(&repo, &user.id).await, updated3);
-
-    // An empty update changes nothing but updated_at.
+    assert_eq!(fetch(&repo, &user.id).await, deactivated);
     tick().await;
-    let touched = repo
-        .update_user(&user.id, UserUpdate::default())
-        .await
-        .expect("update")
-        .expect("exists");
-    assert!(touched.updated_at > updated3.updated_at);
-    assert_eq!(
-        touched,
-        User {
-            updated_at: touched.updated_at,
-            ..updated3
-        }
-    );
+
+    // An empty patch writes nothing and returns the user.
+    let untouched = update(&repo, &user.id, UserPatch::new()).await;
+    assert_eq!(untouched, deactivated);
+    assert_eq!(fetch(&repo, &user.id).await, deactivated);
 
     // The other user was left alone.
     assert_eq!(fetch(&repo, &other.id).await, other);
@@ -659,47 +703,60 @@ pub async fn partial_update_changes_only_the_given_fields_and_bumps_updated_at(
 
 pub async fn full_update_round_trips_every_field(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", Some("mario")).await;
-    tick().await;
-    let updated = repo
-        .update_user(
-            &user.id,
-            UserUpdate {
-                name: Some(name("Luigi Verdi")),
-                username: Some(Some(username("Luigi"))),
-                email: Some(email("Luigi@Example.com")),
-                role: Some(Role::Admin),
-                active: Some(false),
-                password_hash: Some("new-hash".into()),
-            },
-        )
-        .await
-        .expect("update")
-        .expect("exists");
-    assert_eq!(updated.id, user.id);
-    assert_eq!(updated.name.as_str(), "Luigi Verdi");
-    assert_eq!(
-        updated.username.as_ref().map(Username::as_str),
-        Some("Luigi")
-    );
-    assert_eq!(updated.email.as_str(), "luigi@example.com");
-    assert_eq!(updated.role, Role::Admin);
-    assert!(!updated.active);
-    assert_eq!(updated.password_hash, "new-hash");
-    assert_eq!(updated.created_at, user.created_at);
-    assert_eq!(updated.password_changed_at, updated.updated_at);
-    assert!(updated.updated_at > user.updated_at);
+    let patch = UserPatch::new()
+        .set(UserField::Name(name("Luigi Verdi")))
+        .set(UserField::Username(Some(username("Luigi"))))
+        .set(UserField::Email(email("Luigi@Example.com")))
+        .set(UserField::Role(Role::Admin))
+        .set(UserField::Active(false))
+        .set(UserField::PasswordHash("new-hash".into()))
+        .set(UserField::PasswordChangedAt(moment(10)))
+        .set(UserField::UpdatedAt(moment(20)))
+        .set(UserField::LastLoginAt(moment(30)));
+    // Every kind of field is in the patch: a new kind fails to compile here until it is
+    // added above (and counted).
+    for field in patch.fields() {
+        match field {
+            UserField::Name(_)
+            | UserField::Username(_)
+            | UserField::Email(_)
+            | UserField::Role(_)
+            | UserField::Active(_)
+            | UserField::PasswordHash(_)
+            | UserField::PasswordChangedAt(_)
+            | UserField::UpdatedAt(_)
+            | UserField::LastLoginAt(_) => {}
+        }
+    }
+    assert_eq!(patch.fields().len(), 9);
 
-    assert_eq!(fetch(&repo, &user.id).await, updated);
+    let updated = update(&repo, &user.id, patch).await;
+    let expected = User {
+        id: user.id,
+        name: name("Luigi Verdi"),
+        username: Some(username("Luigi")),
+        email: email("luigi@example.com"),
+        role: Role::Admin,
+        active: false,
+        password_hash: "new-hash".into(),
+        created_at: user.created_at,
+        updated_at: moment(20),
+        last_login_at: Some(moment(30)),
+        password_changed_at: moment(10),
+    };
+    assert_eq!(updated, expected);
+    assert_eq!(fetch(&repo, &user.id).await, expected);
+
     let by_email = repo
         .user_by_email(&email("luigi@example.com"))
         .await
         .expect("by email");
-    assert_eq!(by_email.as_ref(), Some(&updated));
+    assert_eq!(by_email.as_ref(), Some(&expected));
     let by_username = repo
         .user_by_username(&username("LUIGI"))
         .await
         .expect("by username");
-    assert_eq!(by_username.as_ref(), Some(&updated));
+    assert_eq!(by_username.as_ref(), Some(&expected));
     // The old email and username no longer find anyone, and are free again.
     assert_eq!(
         repo.user_by_email(&email("mario@example.com"))
@@ -716,20 +773,21 @@ pub async fn full_update_round_trips_every_field(repo: DynRepository) {
     create(&repo, "New Mario", "mario@example.com", Some("Mario")).await;
 }
 
-pub async fn update_with_some_none_username_clears_it_and_frees_it(repo: DynRepository) {
+pub async fn update_with_username_none_clears_it_and_frees_it(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", Some("mario")).await;
-    let cleared = repo
-        .update_user(
-            &user.id,
-            UserUpdate {
-                username: Some(None),
-                ..UserUpdate::default()
-            },
-        )
-        .await
-        .expect("update")
-        .expect("exists");
-    assert_eq!(cleared.username, None);
+    let cleared = update(
+        &repo,
+        &user.id,
+        UserPatch::new().set(UserField::Username(None)),
+    )
+    .await;
+    assert_eq!(
+        cleared,
+        User {
+            username: None,
+            ..user.clone()
+        }
+    );
     assert_eq!(fetch(&repo, &user.id).await, cleared);
     assert_eq!(
         repo.user_by_username(&username("mario"))
@@ -737,102 +795,186 @@ pub async fn update_with_some_none_username_clears_it_and_frees_it(repo: DynRepo
             .expect("by username"),
         None
     );
-
-    // `None` (rather than `Some(None)`) leaves a username alone.
-    let other = create(&repo, "Other", "other@example.com", Some("MARIO")).await;
-    let kept = repo
-        .update_user(
-            &other.id,
-            UserUpdate {
-                name: Some(name("Still Mario")),
-                ..UserUpdate::default()
-            },
+    // Clearing an absent username is no error either.
+    assert_eq!(
+        update(
+            &repo,
+            &user.id,
+            UserPatch::new().set(UserField::Username(None))
         )
-        .await
-        .expect("update")
-        .expect("exists");
-    assert_eq!(kept.username, other.username);
+        .await,
+        cleared
+    );
+
+    // The username is free: another user takes it by update, in another case...
+    let other = create(&repo, "Other", "other@example.com", None).await;
+    let taker = update(
+        &repo,
+        &other.id,
+        UserPatch::new().set(UserField::Username(Some(username("MARIO")))),
+    )
+    .await;
+    assert_eq!(
+        taker,
+        User {
+            username: Some(username("MARIO")),
+            ..other.clone()
+        }
+    );
+    assert_eq!(
+        repo.user_by_username(&username("mario"))
+            .await
+            .expect("by username"),
+        Some(taker.clone())
+    );
+
+    // ... a patch without Username leaves it alone ...
+    let kept = update(
+        &repo,
+        &other.id,
+        UserPatch::new().set(UserField::Name(name("Still Mario"))),
+    )
+    .await;
+    assert_eq!(kept.username, taker.username);
+
+    // ... and once cleared again, a new user takes it on create.
+    update(
+        &repo,
+        &other.id,
+        UserPatch::new().set(UserField::Username(None)),
+    )
+    .await;
+    let third = create(&repo, "Third", "third@example.com", Some("Mario")).await;
+    assert_eq!(
+        repo.user_by_username(&username("MARIO"))
+            .await
+            .expect("by username"),
+        Some(third)
+    );
 }
 
-pub async fn password_hash_update_moves_password_changed_at(repo: DynRepository) {
+pub async fn password_hash_update_stores_password_changed_at_only_when_given(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     tick().await;
 
     // Other changes do not move it.
-    let renamed = repo
-        .update_user(
-            &user.id,
-            UserUpdate {
-                name: Some(name("Renamed")),
-                ..UserUpdate::default()
-            },
-        )
-        .await
-        .expect("update")
-        .expect("exists");
+    let renamed = update(
+        &repo,
+        &user.id,
+        UserPatch::new().set(UserField::Name(name("Renamed"))),
+    )
+    .await;
     assert_eq!(renamed.password_changed_at, user.password_changed_at);
     tick().await;
 
-    let changed = repo
-        .update_user(
-            &user.id,
-            UserUpdate {
-                password_hash: Some("new-hash".into()),
-                ..UserUpdate::default()
-            },
-        )
-        .await
-        .expect("update")
-        .expect("exists");
-    assert_eq!(changed.password_hash, "new-hash");
-    assert!(changed.password_changed_at > renamed.password_changed_at);
-    assert_eq!(changed.password_changed_at, changed.updated_at);
+    // Nor does a new hash on its own: the backend adds no timestamp.
+    let rehashed = update(
+        &repo,
+        &user.id,
+        UserPatch::new().set(UserField::PasswordHash("new-hash".into())),
+    )
+    .await;
+    assert_eq!(
+        rehashed,
+        User {
+            password_hash: "new-hash".into(),
+            ..renamed.clone()
+        }
+    );
+    assert_eq!(fetch(&repo, &user.id).await, rehashed);
+
+    // A password change as the services write it: each timestamp as given.
+    let changed = update(
+        &repo,
+        &user.id,
+        UserPatch::new()
+            .set(UserField::PasswordHash("newer-hash".into()))
+            .set(UserField::PasswordChangedAt(moment(5)))
+            .set(UserField::UpdatedAt(moment(7))),
+    )
+    .await;
+    assert_eq!(
+        changed,
+        User {
+            password_hash: "newer-hash".into(),
+            password_changed_at: moment(5),
+            updated_at: moment(7),
+            ..rehashed
+        }
+    );
     assert_eq!(fetch(&repo, &user.id).await, changed);
 }
 
-pub async fn record_login_sets_last_login_without_counting_as_a_change(repo: DynRepository) {
+pub async fn login_patch_sets_last_login_at_and_nothing_else(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     tick().await;
     let at = now();
-    repo.record_login(&user.id, at, None)
-        .await
-        .expect("record_login");
-    let stored = fetch(&repo, &user.id).await;
+    let logged_in = update(
+        &repo,
+        &user.id,
+        UserPatch::new().set(UserField::LastLoginAt(at)),
+    )
+    .await;
+    // updated_at in particular stays: a login is no change to the user.
     assert_eq!(
-        stored,
+        logged_in,
         User {
             last_login_at: Some(at),
             ..user.clone()
         }
     );
+    assert_eq!(fetch(&repo, &user.id).await, logged_in);
 
+    // A later login replaces it; so does an earlier one: the backend does not compare.
     tick().await;
     let later = now();
-    repo.record_login(&user.id, later, None)
-        .await
-        .expect("record_login");
-    assert_eq!(fetch(&repo, &user.id).await.last_login_at, Some(later));
-
-    // Recording a login for nobody is harmless and creates nobody.
-    repo.record_login(&UserId::generate(), later, None)
-        .await
-        .expect("record_login of a missing user");
+    let again = update(
+        &repo,
+        &user.id,
+        UserPatch::new().set(UserField::LastLoginAt(later)),
+    )
+    .await;
+    assert_eq!(again.last_login_at, Some(later));
+    let earlier = update(
+        &repo,
+        &user.id,
+        UserPatch::new().set(UserField::LastLoginAt(moment(0))),
+    )
+    .await;
     assert_eq!(
-        repo.count_users(&UserFilter::default())
-            .await
-            .expect("count"),
-        1
+        earlier,
+        User {
+            last_login_at: Some(moment(0)),
+            ..user.clone()
+        }
     );
+
+    // A login patch for nobody finds nobody and creates nobody.
+    assert_eq!(
+        repo.update_user(
+            &UserId::generate(),
+            &UserPatch::new().set(UserField::LastLoginAt(later))
+        )
+        .await
+        .expect("update of a missing user"),
+        None
+    );
+    assert_eq!(user_count(&repo).await, 1);
 }
 
-pub async fn record_login_stores_an_upgraded_hash(repo: DynRepository) {
+pub async fn login_patch_stores_an_upgraded_hash_without_moving_timestamps(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     tick().await;
     let at = now();
-    repo.record_login(&user.id, at, Some("upgraded-hash".into()))
-        .await
-        .expect("record_login");
-    let stored = fetch(&repo, &user.id).await;
+    let stored = update(
+        &repo,
+        &user.id,
+        UserPatch::new()
+            .set(UserField::LastLoginAt(at))
+            .set(UserField::PasswordHash("upgraded-hash".into())),
+    )
+    .await;
+    // Neither updated_at nor password_changed_at moved: the password is the same one.
     assert_eq!(
         stored,
         User {
@@ -841,29 +983,30 @@ pub async fn record_login_stores_an_upgraded_hash(repo: DynRepository) {
             ..user.clone()
         }
     );
-    // Neither updated_at nor password_changed_at moved: the password is the same one.
-    assert_eq!(stored.updated_at, user.updated_at);
-    assert_eq!(stored.password_changed_at, user.password_changed_at);
+    assert_eq!(fetch(&repo, &user.id).await, stored);
 }
 
 pub async fn update_of_a_missing_user_returns_none(repo: DynRepository) {
     create(&repo, "Mario", "mario@example.com", None).await;
-    let missing = repo
-        .update_user(
-            &UserId::generate(),
-            UserUpdate {
-                name: Some(name("Ghost")),
-                ..UserUpdate::default()
-            },
-        )
-        .await
-        .expect("update");
-    assert_eq!(missing, None);
-    assert_eq!(
-        repo.count_users(&UserFilter::default())
+    for patch in [
+        UserPatch::new()
+            .set(UserField::Name(name("Ghost")))
+            .set(UserField::Email(email("ghost@example.com")))
+            .set(UserField::Username(Some(username("ghost")))),
+        UserPatch::new(),
+    ] {
+        let missing = repo
+            .update_user(&UserId::generate(), &patch)
             .await
-            .expect("count"),
-        1
+            .expect("update");
+        assert_eq!(missing, None, "{patch:?}");
+    }
+    assert_eq!(user_count(&repo).await, 1);
+    assert_eq!(
+        repo.user_by_email(&email("ghost@example.com"))
+            .await
+            .expect("by email"),
+        None
     );
 }
 
@@ -901,12 +1044,11 @@ pub async fn delete_removes_the_user_and_a_second_delete_returns_false(repo: Dyn
 pub async fn delete_removes_the_users_refresh_and_reset_tokens(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     let other = create(&repo, "Other", "other@example.com", None).await;
-    repo.insert_refresh_token(refresh("r-user", "f-user", user.id))
-        .await
-        .expect("insert");
-    repo.insert_refresh_token(refresh("r-user-spent", "f-user", user.id))
-        .await
-        .expect("insert");
+    for token in ["r-user", "r-user-spent", "r-user-revoked"] {
+        repo.insert_refresh_token(refresh(token, "f-user", user.id))
+            .await
+            .expect("insert");
+    }
     repo.insert_refresh_token(refresh("r-other", "f-other", other.id))
         .await
         .expect("insert");
@@ -922,19 +1064,20 @@ pub async fn delete_removes_the_users_refresh_and_reset_tokens(repo: DynReposito
             .expect("use"),
         RefreshTokenUse::Spent(_)
     ));
+    repo.revoke_refresh_token("r-user-revoked")
+        .await
+        .expect("revoke");
 
     assert!(repo.delete_user(&user.id).await.expect("delete"));
 
-    assert_eq!(
-        repo.use_refresh_token("r-user", now()).await.expect("use"),
-        RefreshTokenUse::Unknown
-    );
-    assert_eq!(
-        repo.use_refresh_token("r-user-spent", now())
-            .await
-            .expect("use"),
-        RefreshTokenUse::Unknown
-    );
+    // Gone, whatever state they were in: neither spent nor revoked, but unknown.
+    for token in ["r-user", "r-user-spent", "r-user-revoked"] {
+        assert_eq!(
+            repo.use_refresh_token(token, now()).await.expect("use"),
+            RefreshTokenUse::Unknown,
+            "{token}"
+        );
+    }
     assert_eq!(consume(&repo, "p-user").await, None);
     // The other user's tokens still work.
     assert!(matches!(
@@ -1106,13 +1249,15 @@ pub async fn list_filters_by_role_active_and_combined(repo: DynRepository) {
     let make = |i: usize, role: Role, active: bool, display: &'static str| {
         let repo = repo.clone();
         async move {
-            repo.create_user(NewUser {
-                role,
-                active,
-                ..new_user(display, &format!("u{i}@example.com"), None)
-            })
+            insert(
+                &repo,
+                User {
+                    role,
+                    active,
+                    ..new_user(display, &format!("u{i}@example.com"), None)
+                },
+            )
             .await
-            .expect("create")
         }
     };
     let active_admin = make(0, Role::Admin, true, "Alpha").await;
@@ -1159,27 +1304,20 @@ pub async fn list_filters_by_role_active_and_combined(repo: DynRepository) {
     );
 
     // Filters see changes made by updates (booleans and roles stored as such).
-    repo.update_user(
+    update(
+        &repo,
         &inactive_user.id,
-        UserUpdate {
-            active: Some(true),
-            role: Some(Role::Admin),
-            ..UserUpdate::default()
-        },
+        UserPatch::new()
+            .set(UserField::Active(true))
+            .set(UserField::Role(Role::Admin)),
     )
-    .await
-    .expect("update")
-    .expect("exists");
-    repo.update_user(
+    .await;
+    update(
+        &repo,
         &active_admin.id,
-        UserUpdate {
-            active: Some(false),
-            ..UserUpdate::default()
-        },
+        UserPatch::new().set(UserField::Active(false)),
     )
-    .await
-    .expect("update")
-    .expect("exists");
+    .await;
     assert_eq!(
         found(&repo, filter(Some(Role::Admin), Some(true), None)).await,
         set(&[&inactive_user])
@@ -1198,13 +1336,15 @@ pub async fn count_users_applies_the_filter(repo: DynRepository) {
         0
     );
     for i in 0..5 {
-        repo.create_user(NewUser {
-            role: if i < 2 { Role::Admin } else { Role::User },
-            active: i % 2 == 0,
-            ..new_user(&format!("Person {i}"), &format!("p{i}@example.com"), None)
-        })
-        .await
-        .expect("create");
+        insert(
+            &repo,
+            User {
+                role: if i < 2 { Role::Admin } else { Role::User },
+                active: i % 2 == 0,
+                ..new_user(&format!("Person {i}"), &format!("p{i}@example.com"), None)
+            },
+        )
+        .await;
     }
     let count = |filter: UserFilter| {
         let repo = repo.clone();
@@ -1256,20 +1396,17 @@ pub async fn count_users_applies_the_filter(repo: DynRepository) {
 
 pub async fn list_sorts_by_created_at_with_ties_broken_by_id(repo: DynRepository) {
     let mut users = Vec::new();
-    // Created back to back, several share a millisecond: the id decides among those.
+    // Several users share a created_at, and the order of creation (that of the ids) is not
+    // the order of created_at: the id decides only among equal times.
     for i in 0..8 {
-        users.push(
-            create(
-                &repo,
-                &format!("User {i}"),
-                &format!("c{i}@example.com"),
-                None,
-            )
-            .await,
-        );
-        if i % 3 == 2 {
-            tick().await;
-        }
+        let created_at = moment(0) - time::Duration::milliseconds(i % 3);
+        let user = User {
+            created_at,
+            updated_at: created_at,
+            password_changed_at: created_at,
+            ..new_user(&format!("User {i}"), &format!("c{i}@example.com"), None)
+        };
+        users.push(insert(&repo, user).await);
     }
     assert_sorted(&repo, &users, SortField::CreatedAt, 3, |u| u.created_at).await;
 }

@@ -1,7 +1,8 @@
 //! The storage conformance suite: written once against `Repository` (see `conformance.rs`)
 //! and instantiated here for every backend, so the backends cannot drift apart.
 //!
-//! SQLite always runs. MongoDB needs a server, so its tests are ignored by default:
+//! SQLite and the in-memory test double (`MemoryRepository`) always run. MongoDB needs a
+//! server, so its tests are ignored by default:
 //! `MONGODB_TEST_URI=mongodb://... cargo test --test storage -- --ignored` uses that server
 //! (each test in its own database, dropped when the test passes); without the variable each
 //! test starts its own `mongo:7` container through testcontainers (needs Docker).
@@ -10,7 +11,7 @@ mod conformance;
 
 use std::{any::Any, sync::Arc, time::Duration};
 
-use user_service::storage::{DynRepository, MongoRepository, SqliteRepository};
+use user_service::storage::{DynRepository, MemoryRepository, MongoRepository, SqliteRepository};
 
 /// A repository under test, with whatever keeps its database alive (a temporary directory,
 /// a container) and how to clean up after a passing test.
@@ -44,6 +45,15 @@ async fn sqlite_backend() -> Backend {
     Backend {
         repo: Arc::new(repo),
         _keep_alive: Box::new(dir),
+        drop_database: None,
+    }
+}
+
+/// The services' test double, held to the same contract as the real backends.
+async fn memory_backend() -> Backend {
+    Backend {
+        repo: Arc::new(MemoryRepository::new()),
+        _keep_alive: Box::new(()),
         drop_database: None,
     }
 }
@@ -102,15 +112,16 @@ macro_rules! conformance_suite {
             update_rejects_an_email_taken_by_another_user,
             create_rejects_a_username_taken_in_another_case,
             update_rejects_a_username_taken_by_another_user,
+            duplicates_name_the_taken_field_when_both_unique_fields_are_written,
             a_user_may_change_the_case_of_their_own_username,
             many_users_without_username_coexist,
             concurrent_creates_with_one_email_yield_exactly_one_user,
-            partial_update_changes_only_the_given_fields_and_bumps_updated_at,
+            partial_update_stores_only_the_given_fields,
             full_update_round_trips_every_field,
-            update_with_some_none_username_clears_it_and_frees_it,
-            password_hash_update_moves_password_changed_at,
-            record_login_sets_last_login_without_counting_as_a_change,
-            record_login_stores_an_upgraded_hash,
+            update_with_username_none_clears_it_and_frees_it,
+            password_hash_update_stores_password_changed_at_only_when_given,
+            login_patch_sets_last_login_at_and_nothing_else,
+            login_patch_stores_an_upgraded_hash_without_moving_timestamps,
             update_of_a_missing_user_returns_none,
             delete_removes_the_user_and_a_second_delete_returns_false,
             delete_removes_the_users_refresh_and_reset_tokens,
@@ -153,6 +164,12 @@ mod sqlite {
     use super::*;
 
     conformance_suite!(sqlite_backend);
+}
+
+mod memory {
+    use super::*;
+
+    conformance_suite!(memory_backend);
 }
 
 mod mongo {

@@ -1,4 +1,5 @@
-//! One error type for the HTTP layer, rendered as an RFC 9457 problem document.
+//! The one mapping of errors to HTTP: every failure becomes an RFC 9457 problem document,
+//! and database failures are counted here, whichever route met them.
 
 use actix_web::{
     HttpResponse, ResponseError,
@@ -6,7 +7,7 @@ use actix_web::{
 };
 use serde::Serialize;
 
-use crate::storage::StorageError;
+use crate::{metrics, services::ServiceError};
 
 /// One bad field of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -24,29 +25,12 @@ impl FieldError {
     }
 }
 
+/// Every way a request can fail: the HTTP layer's own refusals, and the services' errors.
 #[derive(Debug, thiserror::Error)]
-pub enum AppError {
+pub enum ApiError {
     /// 400: the body is not JSON, or a query parameter is malformed.
     #[error("{0}")]
     BadRequest(String),
-    /// 401 for a missing or bad bearer token. The reason is logged, never sent.
-    #[error("missing or invalid bearer token")]
-    Unauthenticated,
-    /// 401 for a failed login or a refused refresh/reset token: one body for every reason.
-    #[error("{0}")]
-    InvalidCredentials(&'static str),
-    /// 403
-    #[error("{0}")]
-    Forbidden(String),
-    /// 404
-    #[error("{0}")]
-    NotFound(String),
-    /// 409, with the fields at fault.
-    #[error("{message}")]
-    Conflict {
-        message: String,
-        errors: Vec<FieldError>,
-    },
     /// 413
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -56,44 +40,13 @@ pub enum AppError {
     /// 422, every bad field at once.
     #[error("the request is invalid")]
     Validation(Vec<FieldError>),
-    /// 503: the database does not answer.
-    #[error("the service is temporarily unavailable")]
-    Unavailable(#[source] anyhow::Error),
-    /// 500: a bug. The cause is logged; the client learns nothing of it.
-    #[error("internal server error")]
-    Internal(#[source] anyhow::Error),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
-impl AppError {
-    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
-        Self::Internal(error.into())
-    }
-
-    pub fn not_found() -> Self {
-        Self::NotFound("no such user".to_owned())
-    }
-
+impl ApiError {
     pub fn field(field: &str, message: impl Into<String>) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
-    }
-}
-
-impl From<StorageError> for AppError {
-    fn from(error: StorageError) -> Self {
-        match error {
-            StorageError::Duplicate(field) => AppError::Conflict {
-                message: format!("{field} is already taken"),
-                errors: vec![FieldError::new(field.as_str(), "is already taken")],
-            },
-            StorageError::Unavailable(e) => {
-                crate::metrics::record_database_error("unavailable");
-                AppError::Unavailable(e)
-            }
-            StorageError::Internal(e) => {
-                crate::metrics::record_database_error("internal");
-                AppError::Internal(e)
-            }
-        }
     }
 }
 
@@ -146,36 +99,54 @@ impl Problem {
     }
 }
 
-impl ResponseError for AppError {
+/// The status of each service error: the one place where they meet HTTP.
+fn service_status(error: &ServiceError) -> StatusCode {
+    match error {
+        ServiceError::Unauthenticated | ServiceError::InvalidCredentials(_) => {
+            StatusCode::UNAUTHORIZED
+        }
+        ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ServiceError::NotFound => StatusCode::NOT_FOUND,
+        ServiceError::Taken(_) | ServiceError::LastAdmin => StatusCode::CONFLICT,
+        ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::Unauthenticated | AppError::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
-            AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Conflict { .. } => StatusCode::CONFLICT,
-            AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Service(error) => service_status(error),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        let mut errors = Vec::new();
         match self {
-            AppError::Internal(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "request failed");
-            }
-            AppError::Unavailable(cause) => {
-                tracing::warn!(error = format!("{cause:#}"), "database unavailable");
+            ApiError::Validation(fields) => errors.clone_from(fields),
+            ApiError::Service(error) => {
+                if let Some(kind) = error.database_failure() {
+                    metrics::record_database_error(kind);
+                }
+                match error {
+                    ServiceError::Internal(cause) => {
+                        tracing::error!(error = format!("{cause:#}"), "request failed");
+                    }
+                    ServiceError::Unavailable(cause) => {
+                        tracing::warn!(error = format!("{cause:#}"), "database unavailable");
+                    }
+                    ServiceError::Taken(field) => {
+                        errors.push(FieldError::new(field.as_str(), "is already taken"));
+                    }
+                    _ => {}
+                }
             }
             _ => {}
         }
-        let errors = match self {
-            AppError::Validation(errors) | AppError::Conflict { errors, .. } => errors.clone(),
-            _ => Vec::new(),
-        };
         Problem::new(self.status_code(), self.to_string())
             .with_errors(errors)
             .response()
@@ -190,7 +161,9 @@ mod tests {
 
     #[actix_web::test]
     async fn internal_errors_reveal_nothing() {
-        let error = AppError::internal(anyhow::anyhow!("secret table users_v2 is corrupt"));
+        let error = ApiError::from(ServiceError::internal(anyhow::anyhow!(
+            "secret table users_v2 is corrupt"
+        )));
         let response = error.error_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(
@@ -203,18 +176,19 @@ mod tests {
         assert!(text.contains("\"status\":500"), "{text}");
     }
 
-    #[test]
-    fn duplicates_become_conflicts_naming_the_field() {
-        let error = AppError::from(StorageError::Duplicate(
-            crate::storage::UniqueField::Username,
-        ));
+    async fn problem_of(response: HttpResponse) -> serde_json::Value {
+        serde_json::from_slice(&to_bytes(response.into_body()).await.unwrap()).unwrap()
+    }
+
+    #[actix_web::test]
+    async fn duplicates_become_conflicts_naming_the_field() {
+        let error = ApiError::from(ServiceError::Taken(crate::services::UniqueField::Username));
         assert_eq!(error.status_code(), StatusCode::CONFLICT);
-        let AppError::Conflict { errors, .. } = error else {
-            panic!("not a conflict");
-        };
+        let problem = problem_of(error.error_response()).await;
         assert_eq!(
-            errors,
-            vec![FieldError::new("username", "is already taken")]
+            problem["errors"],
+            serde_json::json!([{"field": "username", "message": "is already taken"}])
         );
+        assert_eq!(problem["detail"], "username is already taken");
     }
 }

@@ -2,7 +2,8 @@
 
 use std::{net::IpAddr, time::Duration};
 
-use crate::{client_ip::ClientIp, config::RateLimitSettings, error::Problem};
+use super::ClientIp;
+use crate::{config::RateLimitSettings, routes::Problem};
 use actix_governor::{
     Governor, GovernorConfig, GovernorConfigBuilder, KeyExtractor, SimpleKeyExtractionError,
     governor::{

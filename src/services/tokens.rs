@@ -7,14 +7,41 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::domain::{Role, User, unix_millis};
+use crate::domain::{Role, Secret, User, unix_millis};
+
+/// What the token service is configured with.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// The HS256 key.
+    pub secret: Secret,
+    pub access_ttl: Duration,
+}
+
+/// A role as access tokens spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TokenRole {
+    #[serde(rename = "user")]
+    User,
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+impl From<Role> for TokenRole {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::User => TokenRole::User,
+            Role::Admin => TokenRole::Admin,
+        }
+    }
+}
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     /// The user's id.
     pub sub: String,
-    pub role: Role,
+    /// For other services' convenience; this one reads the role from the user record.
+    pub role: TokenRole,
     pub iat: i64,
     pub exp: i64,
     /// When the user's password last changed (Unix milliseconds) as the token was issued:
@@ -33,7 +60,9 @@ pub struct TokenService {
 }
 
 impl TokenService {
-    pub fn new(secret: &[u8], access_ttl: Duration) -> Self {
+    pub fn new(settings: &TokenSettings) -> Self {
+        let secret = settings.secret.expose().as_bytes();
+        let access_ttl = settings.access_ttl;
         // Pinned to HS256: a token naming any other algorithm, `none` included, is refused.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
@@ -54,7 +83,7 @@ impl TokenService {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let claims = AccessClaims {
             sub: user.id.to_hex(),
-            role: user.role,
+            role: user.role.into(),
             iat: now,
             exp: now + self.access_ttl.as_secs() as i64,
             pwd: unix_millis(user.password_changed_at),
@@ -97,46 +126,49 @@ pub fn hash_token(secret: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Email, NewUser, UserName};
+    use crate::domain::{DisplayName, Email, UserId};
 
     fn user() -> User {
-        NewUser {
-            name: UserName::parse("Mario").unwrap(),
+        let at = crate::domain::now();
+        User {
+            id: UserId::generate(),
+            name: DisplayName::parse("Mario").unwrap(),
             username: None,
             email: Email::parse("mario@example.com").unwrap(),
             role: Role::Admin,
             active: true,
             password_hash: "x".into(),
+            created_at: at,
+            updated_at: at,
+            last_login_at: None,
+            password_changed_at: at,
         }
-        .into_user(crate::domain::now())
+    }
+
+    fn service(secret: &str) -> TokenService {
+        TokenService::new(&TokenSettings {
+            secret: Secret::new(secret),
+            access_ttl: Duration::from_secs(900),
+        })
     }
 
     #[test]
     fn issued_tokens_verify_with_their_claims() {
-        let tokens = TokenService::new(
-            b"0123456789abcdef0123456789abcdef",
-            Duration::from_secs(900),
-        );
+        let tokens = service("0123456789abcdef0123456789abcdef");
         let user = user();
         let claims = tokens
             .verify_access(&tokens.issue_access(&user).unwrap())
             .unwrap();
         assert_eq!(claims.sub, user.id.to_hex());
-        assert_eq!(claims.role, Role::Admin);
+        assert_eq!(claims.role, TokenRole::Admin);
         assert_eq!(claims.exp - claims.iat, 900);
         assert_eq!(claims.pwd, unix_millis(user.password_changed_at));
     }
 
     #[test]
     fn other_keys_and_algorithms_are_refused() {
-        let tokens = TokenService::new(
-            b"0123456789abcdef0123456789abcdef",
-            Duration::from_secs(900),
-        );
-        let other = TokenService::new(
-            b"another secret, just as long as it",
-            Duration::from_secs(900),
-        );
+        let tokens = service("0123456789abcdef0123456789abcdef");
+        let other = service("another secret, just as long as it");
         let token = other.issue_access(&user()).unwrap();
         assert!(tokens.verify_access(&token).is_err());
 

@@ -1,0 +1,113 @@
+//! What a service call can fail with, in the services' own terms: no HTTP, no metrics.
+
+use crate::storage::{StorageError, UniqueField};
+
+/// Which secret a caller presented that did not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// A login: one message for an unknown user and a wrong password.
+    Login,
+    RefreshToken,
+    ResetToken,
+}
+
+impl Credential {
+    fn refusal(self) -> &'static str {
+        match self {
+            Credential::Login => "invalid credentials",
+            Credential::RefreshToken => "the refresh token is invalid, expired or revoked",
+            Credential::ResetToken => "the reset token is invalid, expired or already used",
+        }
+    }
+}
+
+/// Why an authenticated caller may not do what they asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotAdmin,
+    NotTheirAccount,
+    AdminOnlyFields,
+    CurrentPasswordWrong,
+    RegistrationClosed,
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::NotAdmin => "this needs the admin role",
+            Refusal::NotTheirAccount => "you may only access your own account",
+            Refusal::AdminOnlyFields => "only an admin may set role or active",
+            Refusal::CurrentPasswordWrong => "current_password is missing or wrong",
+            Refusal::RegistrationClosed => "registration is closed",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No valid access token: missing, malformed, forged, expired, or its user is gone,
+    /// deactivated or has changed password since. The reason is logged at debug level only.
+    #[error("missing or invalid bearer token")]
+    Unauthenticated,
+    #[error("{}", .0.refusal())]
+    InvalidCredentials(Credential),
+    #[error("{}", .0.reason())]
+    Forbidden(Refusal),
+    #[error("no such user")]
+    NotFound,
+    #[error("{0} is already taken")]
+    Taken(UniqueField),
+    #[error("the last active admin cannot be removed, deactivated or demoted")]
+    LastAdmin,
+    /// The database does not answer; trying again later may work.
+    #[error("the service is temporarily unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// A bug or corrupt data.
+    #[error("internal server error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ServiceError {
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(error.into())
+    }
+
+    /// `Some(kind)` when the database failed: "unavailable" or "internal".
+    pub fn database_failure(&self) -> Option<&'static str> {
+        match self {
+            ServiceError::Unavailable(_) => Some("unavailable"),
+            ServiceError::Internal(cause) if cause.is::<StorageError>() => Some("internal"),
+            _ => None,
+        }
+    }
+}
+
+impl From<StorageError> for ServiceError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::Duplicate(field) => ServiceError::Taken(field),
+            StorageError::Unavailable(_) => ServiceError::Unavailable(error.into()),
+            // Kept whole, so that `database_failure` can tell it from other bugs.
+            StorageError::Internal(_) => ServiceError::Internal(error.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_failures_are_told_from_other_bugs() {
+        let storage = ServiceError::from(StorageError::internal(anyhow::anyhow!("corrupt row")));
+        assert_eq!(storage.database_failure(), Some("internal"));
+        let other = ServiceError::internal(anyhow::anyhow!("bcrypt refused"));
+        assert_eq!(other.database_failure(), None);
+        let down = ServiceError::from(StorageError::Unavailable(anyhow::anyhow!("no server")));
+        assert_eq!(down.database_failure(), Some("unavailable"));
+        assert!(matches!(
+            ServiceError::from(StorageError::Duplicate(UniqueField::Email)),
+            ServiceError::Taken(UniqueField::Email)
+        ));
+    }
+}

@@ -1,0 +1,512 @@
+//! Unit tests of the services' rules (access, tokens, updates) on the in-memory repository.
+
+use std::{sync::Arc, time::Duration};
+
+use super::*;
+use crate::{
+    domain::{DisplayName, Email, Password, Role, Secret, User},
+    mail::{MailSettings, MailTransport},
+    storage::{MemoryRepository, Repository},
+};
+
+const PASSWORD: &str = "first password";
+
+struct Harness {
+    services: Services,
+    repo: Arc<MemoryRepository>,
+}
+
+fn settings(allow_registration: bool) -> ServiceSettings {
+    ServiceSettings {
+        bcrypt_cost: 4,
+        tokens: TokenSettings {
+            secret: Secret::new("0123456789abcdef0123456789abcdef"),
+            access_ttl: Duration::from_secs(900),
+        },
+        accounts: AccountSettings {
+            allow_registration,
+            refresh_token_ttl: Duration::from_secs(3600),
+            reset_token_ttl: Duration::from_secs(1800),
+            password_reset_url: "http://localhost/reset".parse().unwrap(),
+        },
+        mail: MailSettings {
+            transport: MailTransport::Disabled,
+            from: "no-reply@localhost".parse().unwrap(),
+        },
+    }
+}
+
+async fn harness_with(settings: ServiceSettings) -> Harness {
+    let repo = Arc::new(MemoryRepository::new());
+    let services = Services::new(settings, repo.clone()).await.unwrap();
+    Harness { services, repo }
+}
+
+async fn harness() -> Harness {
+    harness_with(settings(true)).await
+}
+
+fn account(email: &str) -> NewAccount {
+    NewAccount {
+        name: DisplayName::parse("Someone").unwrap(),
+        email: Email::parse(email).unwrap(),
+        username: None,
+        password: Password::parse(PASSWORD).unwrap(),
+    }
+}
+
+impl Harness {
+    /// A stored user and the actor they are once signed in.
+    async fn user(&self, email: &str, role: Role) -> Actor {
+        let user = self
+            .services
+            .users
+            .insert(account(email), role, true)
+            .await
+            .unwrap();
+        Actor::new(user)
+    }
+
+    async fn stored(&self, user: &User) -> User {
+        self.repo.user_by_id(&user.id).await.unwrap().unwrap()
+    }
+
+    async fn login(&self, email: &str, password: &str) -> Result<TokenPair, ServiceError> {
+        let id = LoginId::Email(Email::parse(email).unwrap());
+        self.services.accounts.login(id, password).await
+    }
+}
+
+fn changes() -> UserChanges {
+    UserChanges::default()
+}
+
+#[tokio::test]
+async fn only_admins_get_the_admin_proof() {
+    let h = harness().await;
+    let user = h.user("user@example.com", Role::User).await;
+    let admin = h.user("admin@example.com", Role::Admin).await;
+    assert!(matches!(
+        user.admin(),
+        Err(ServiceError::Forbidden(Refusal::NotAdmin))
+    ));
+    assert!(admin.admin().is_ok());
+}
+
+#[tokio::test]
+async fn users_may_act_on_their_own_account_and_admins_on_any() {
+    let h = harness().await;
+    let user = h.user("user@example.com", Role::User).await;
+    let other = h.user("other@example.com", Role::User).await;
+    let admin = h.user("admin@example.com", Role::Admin).await;
+    assert!(user.access(user.id()).is_ok());
+    assert!(matches!(
+        user.access(other.id()),
+        Err(ServiceError::Forbidden(Refusal::NotTheirAccount))
+    ));
+    let read = h
+        .services
+        .users
+        .get(admin.access(other.id()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(read.id, other.id());
+}
+
+#[tokio::test]
+async fn reading_ones_own_account_after_authentication_reads_the_user_once() {
+    let h = harness().await;
+    h.user("me@example.com", Role::User).await;
+    let pair = h.login("me@example.com", PASSWORD).await.unwrap();
+    let before = h.repo.user_reads();
+    let actor = h
+        .services
+        .accounts
+        .authenticate(&pair.access_token)
+        .await
+        .unwrap();
+    let me = h
+        .services
+        .users
+        .get(actor.access(actor.id()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(me.id, actor.id());
+    assert_eq!(h.repo.user_reads() - before, 1);
+}
+
+#[tokio::test]
+async fn only_admins_may_set_role_or_active() {
+    let h = harness().await;
+    let user = h.user("user@example.com", Role::User).await;
+    for change in [
+        UserChanges {
+            role: Some(Role::Admin),
+            ..changes()
+        },
+        UserChanges {
+            active: Some(true),
+            ..changes()
+        },
+    ] {
+        let refused = h
+            .services
+            .users
+            .update(user.access(user.id()).unwrap(), change)
+            .await;
+        assert!(matches!(
+            refused,
+            Err(ServiceError::Forbidden(Refusal::AdminOnlyFields))
+        ));
+    }
+    assert_eq!(h.stored(user.user()).await, *user.user());
+}
+
+#[tokio::test]
+async fn a_new_own_password_needs_the_current_one_and_ends_every_session() {
+    let h = harness().await;
+    let user = h.user("user@example.com", Role::User).await;
+    let session = h.login("user@example.com", PASSWORD).await.unwrap();
+    let new_password = || Some(Password::parse("second password").unwrap());
+    for current in [None, Some("wrong password".to_owned())] {
+        let refused = h
+            .services
+            .users
+            .update(
+                user.access(user.id()).unwrap(),
+                UserChanges {
+                    password: new_password(),
+                    current_password: current,
+                    ..changes()
+                },
+            )
+            .await;
+        assert!(matches!(
+            refused,
+            Err(ServiceError::Forbidden(Refusal::CurrentPasswordWrong))
+        ));
+    }
+    let changed = h
+        .services
+        .users
+        .update(
+            user.access(user.id()).unwrap(),
+            UserChanges {
+                password: new_password(),
+                current_password: Some(PASSWORD.to_owned()),
+                ..changes()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(changed.password_changed_at > user.user().password_changed_at);
+    assert_eq!(changed.updated_at, changed.password_changed_at);
+    assert!(matches!(
+        h.services.accounts.refresh(&session.refresh_token).await,
+        Err(ServiceError::InvalidCredentials(Credential::RefreshToken))
+    ));
+    assert!(h.login("user@example.com", "second password").await.is_ok());
+}
+
+#[tokio::test]
+async fn an_admin_sets_another_users_password_without_theirs() {
+    let h = harness().await;
+    let user = h.user("user@example.com", Role::User).await;
+    let admin = h.user("admin@example.com", Role::Admin).await;
+    h.services
+        .users
+        .update(
+            admin.access(user.id()).unwrap(),
+            UserChanges {
+                password: Some(Password::parse("set by admin").unwrap()),
+                ..changes()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(h.login("user@example.com", "set by admin").await.is_ok());
+}
+
+#[tokio::test]
+async fn an_empty_change_writes_nothing_and_a_profile_change_moves_only_updated_at() {
+    let h = harness().await;
+    let user = h.user("user@example.com", Role::User).await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let unchanged = h
+        .services
+        .users
+        .update(user.access(user.id()).unwrap(), changes())
+        .await
+        .unwrap();
+    assert_eq!(unchanged, *user.user());
+    let renamed = h
+        .services
+        .users
+        .update(
+            user.access(user.id()).unwrap(),
+            UserChanges {
+                name: Some(DisplayName::parse("New Name").unwrap()),
+                ..changes()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.name.as_str(), "New Name");
+    assert!(renamed.updated_at > user.user().updated_at);
+    assert_eq!(renamed.password_changed_at, user.user().password_changed_at);
+    assert_eq!(h.stored(&renamed).await, renamed);
+}
+
+#[tokio::test]
+async fn a_login_records_its_time_without_counting_as_a_change() {
+    let h = harness().await;
+    let user = h.user("user@example.com", Role::User).await;
+    h.login("user@example.com", PASSWORD).await.unwrap();
+    let stored = h.stored(user.user()).await;
+    assert!(stored.last_login_at.is_some());
+    assert_eq!(stored.updated_at, user.user().updated_at);
+    assert_eq!(stored.password_changed_at, user.user().password_changed_at);
+}
+
+#[tokio::test]
+async fn a_weaker_hash_is_replaced_at_login_without_moving_password_changed_at() {
+    let weak = harness().await;
+    weak.user("user@example.com", Role::User).await;
+    let old = weak
+        .repo
+        .user_by_email(&Email::parse("user@example.com").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let stronger = Services::new(
+        ServiceSettings {
+            bcrypt_cost: 5,
+            ..settings(true)
+        },
+        weak.repo.clone(),
+    )
+    .await
+    .unwrap();
+    let id = LoginId::Email(old.email.clone());
+    stronger.accounts.login(id, PASSWORD).await.unwrap();
+    let upgraded = weak.stored(&old).await;
+    assert!(upgraded.password_hash.starts_with("$2b$05$"));
+    assert_eq!(upgraded.password_changed_at, old.password_changed_at);
+}
+
+#[tokio::test]
+async fn the_last_active_admin_cannot_be_demoted_deactivated_or_deleted() {
+    let h = harness().await;
+    let admin = h.user("admin@example.com", Role::Admin).await;
+    let proof = || admin.admin().unwrap();
+    let demote = UserChanges {
+        role: Some(Role::User),
+        ..changes()
+    };
+    let users = &h.services.users;
+    assert!(matches!(
+        users
+            .update(admin.access(admin.id()).unwrap(), demote)
+            .await,
+        Err(ServiceError::LastAdmin)
+    ));
+    assert!(matches!(
+        users.set_active(proof(), admin.id(), false).await,
+        Err(ServiceError::LastAdmin)
+    ));
+    assert!(matches!(
+        users.delete(admin.access(admin.id()).unwrap()).await,
+        Err(ServiceError::LastAdmin)
+    ));
+    let second = h.user("second@example.com", Role::Admin).await;
+    // With a second active admin, either may go; an inactive one does not count.
+    users.set_active(proof(), second.id(), false).await.unwrap();
+    assert!(matches!(
+        users.delete(admin.access(admin.id()).unwrap()).await,
+        Err(ServiceError::LastAdmin)
+    ));
+    users.set_active(proof(), second.id(), true).await.unwrap();
+    users
+        .delete(admin.access(admin.id()).unwrap())
+        .await
+        .unwrap();
+    assert!(h.repo.user_by_id(&admin.id()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn registration_makes_active_users_and_can_be_switched_off() {
+    let open = harness().await;
+    let user = open
+        .services
+        .accounts
+        .register(account("new@example.com"))
+        .await
+        .unwrap();
+    assert_eq!((user.role, user.active), (Role::User, true));
+    assert!(matches!(
+        open.services
+            .accounts
+            .register(account("NEW@example.com"))
+            .await,
+        Err(ServiceError::Taken(_))
+    ));
+    let closed = harness_with(settings(false)).await;
+    assert!(matches!(
+        closed
+            .services
+            .accounts
+            .register(account("new@example.com"))
+            .await,
+        Err(ServiceError::Forbidden(Refusal::RegistrationClosed))
+    ));
+}
+
+#[tokio::test]
+async fn access_tokens_die_with_their_user_its_deactivation_or_a_new_password() {
+    let h = harness().await;
+    let accounts = &h.services.accounts;
+    let admin = h.user("admin@example.com", Role::Admin).await;
+    let user = h.user("user@example.com", Role::User).await;
+    let token = h
+        .login("user@example.com", PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
+    assert_eq!(accounts.authenticate(&token).await.unwrap().id(), user.id());
+    assert!(matches!(
+        accounts.authenticate("not.a.token").await,
+        Err(ServiceError::Unauthenticated)
+    ));
+
+    let users = &h.services.users;
+    users
+        .set_active(admin.admin().unwrap(), user.id(), false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        accounts.authenticate(&token).await,
+        Err(ServiceError::Unauthenticated)
+    ));
+    users
+        .set_active(admin.admin().unwrap(), user.id(), true)
+        .await
+        .unwrap();
+    assert!(accounts.authenticate(&token).await.is_ok());
+
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let new_password = UserChanges {
+        password: Some(Password::parse("second password").unwrap()),
+        ..changes()
+    };
+    users
+        .update(admin.access(user.id()).unwrap(), new_password)
+        .await
+        .unwrap();
+    assert!(matches!(
+        accounts.authenticate(&token).await,
+        Err(ServiceError::Unauthenticated)
+    ));
+
+    let token = h
+        .login("user@example.com", "second password")
+        .await
+        .unwrap()
+        .access_token;
+    users
+        .delete(admin.access(user.id()).unwrap())
+        .await
+        .unwrap();
+    assert!(matches!(
+        accounts.authenticate(&token).await,
+        Err(ServiceError::Unauthenticated)
+    ));
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_a_replay_ends_the_session() {
+    let h = harness().await;
+    h.user("user@example.com", Role::User).await;
+    let accounts = &h.services.accounts;
+    let first = h.login("user@example.com", PASSWORD).await.unwrap();
+    let second = accounts.refresh(&first.refresh_token).await.unwrap();
+    assert_ne!(second.refresh_token, first.refresh_token);
+    // The first token again: a theft. The whole session ends, the newest token included.
+    assert!(accounts.refresh(&first.refresh_token).await.is_err());
+    assert!(matches!(
+        accounts.refresh(&second.refresh_token).await,
+        Err(ServiceError::InvalidCredentials(Credential::RefreshToken))
+    ));
+    // Another session of the same user lives on.
+    let other = h.login("user@example.com", PASSWORD).await.unwrap();
+    assert!(accounts.refresh(&other.refresh_token).await.is_ok());
+}
+
+/// A refresh that spends its token just before a reset revokes the user's tokens must not
+/// hand out a new session afterwards.
+#[tokio::test]
+async fn refresh_tokens_older_than_the_password_are_refused() {
+    let h = harness().await;
+    let user = h.user("race@example.com", Role::User).await;
+    let pair = h.login("race@example.com", PASSWORD).await.unwrap();
+    // The password changes, as a reset would, but this token escapes the revocation.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let patch = crate::domain::UserPatch::new()
+        .set(crate::domain::UserField::PasswordHash("$2b$04$x".into()))
+        .set(crate::domain::UserField::PasswordChangedAt(
+            crate::domain::now(),
+        ));
+    h.repo.update_user(&user.id(), &patch).await.unwrap();
+    assert!(matches!(
+        h.services.accounts.refresh(&pair.refresh_token).await,
+        Err(ServiceError::InvalidCredentials(Credential::RefreshToken))
+    ));
+}
+
+#[tokio::test]
+async fn a_deactivated_user_can_neither_log_in_nor_refresh() {
+    let h = harness().await;
+    let admin = h.user("admin@example.com", Role::Admin).await;
+    let user = h.user("user@example.com", Role::User).await;
+    let pair = h.login("user@example.com", PASSWORD).await.unwrap();
+    h.services
+        .users
+        .set_active(admin.admin().unwrap(), user.id(), false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.login("user@example.com", PASSWORD).await,
+        Err(ServiceError::InvalidCredentials(Credential::Login))
+    ));
+    assert!(
+        h.services
+            .accounts
+            .refresh(&pair.refresh_token)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn the_bootstrap_admin_is_created_once() {
+    let h = harness().await;
+    let users = &h.services.users;
+    assert!(
+        users
+            .ensure_admin(account("boot@example.com"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !users
+            .ensure_admin(account("boot@example.com"))
+            .await
+            .unwrap()
+    );
+    let admin = h
+        .repo
+        .user_by_email(&Email::parse("boot@example.com").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(admin.is_active_admin());
+}

@@ -5,6 +5,7 @@ mod names;
 mod password;
 mod role;
 mod secret;
+pub mod text;
 mod user;
 
 pub use email::Email;

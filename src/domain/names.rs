@@ -1,6 +1,6 @@
 use std::fmt;
 
-use super::ParseError;
+use super::{ParseError, text::trimmed_text_pattern};
 
 /// A person's display name: trimmed, 1 to 30 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -8,6 +8,11 @@ pub struct DisplayName(String);
 
 impl DisplayName {
     pub const MAX_LEN: usize = 30;
+
+    /// The rule of [`DisplayName::parse`] as a regular expression (see [`super::text`]).
+    pub fn pattern() -> String {
+        trimmed_text_pattern(1, Self::MAX_LEN)
+    }
 
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let value = raw.trim();
@@ -46,6 +51,8 @@ pub struct Username(String);
 impl Username {
     pub const MIN_LEN: usize = 3;
     pub const MAX_LEN: usize = 30;
+    /// The rule of [`Username::parse`] as a regular expression (see [`super::text`]).
+    pub const PATTERN: &str = "^[A-Za-z0-9_.-]{3,30}$";
 
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
         let len = raw.len();
@@ -85,7 +92,39 @@ impl fmt::Display for Username {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use regex::Regex;
+
+    use super::{super::text::tests::sample_chars, *};
+
+    #[test]
+    fn the_patterns_state_the_rules() {
+        let name = Regex::new(&DisplayName::pattern()).unwrap();
+        let username = Regex::new(Username::PATTERN).unwrap();
+        let mut texts = vec![String::new()];
+        for n in 0..=33 {
+            for fill in ["x", " ", "\t", "é", "_", "-", "\u{2003}", "\u{1F600}"] {
+                texts.push(fill.repeat(n));
+                texts.push(format!(" {} ", fill.repeat(n)));
+                texts.push(format!("ab{}", fill.repeat(n)));
+            }
+        }
+        for c in sample_chars() {
+            texts.push(format!("ab{c}"));
+            texts.push(format!("{c}Mario{c}"));
+        }
+        for t in &texts {
+            assert_eq!(
+                name.is_match(t),
+                DisplayName::parse(t).is_ok(),
+                "name {t:?}"
+            );
+            assert_eq!(
+                username.is_match(t),
+                Username::parse(t).is_ok(),
+                "username {t:?}"
+            );
+        }
+    }
 
     #[test]
     fn name_is_trimmed_and_bounded() {

@@ -10,6 +10,9 @@ use super::{DisplayName, Email, ParseError, Role, Username};
 pub struct UserId(ObjectId);
 
 impl UserId {
+    /// The rule of [`UserId::parse`] as a regular expression (see [`super::text`]).
+    pub const PATTERN: &str = "^[0-9a-f]{24}$";
+
     pub fn generate() -> Self {
         Self(ObjectId::new())
     }
@@ -259,6 +262,20 @@ mod tests {
             (before.email, before.password_changed_at, before.created_at)
         );
         assert!(UserPatch::new().is_empty());
+    }
+
+    #[test]
+    fn the_pattern_states_the_rule() {
+        let pattern = regex::Regex::new(UserId::PATTERN).unwrap();
+        let good = UserId::generate().to_hex();
+        let mut texts = vec![good.clone(), format!("{good}0"), good[1..].to_owned()];
+        for c in super::super::text::tests::sample_chars() {
+            texts.push(format!("{}{c}", &good[1..]));
+            texts.push(format!("{c}{}", &good[1..]));
+        }
+        for t in &texts {
+            assert_eq!(pattern.is_match(t), UserId::parse(t).is_ok(), "{t:?}");
+        }
     }
 
     #[test]

@@ -1,11 +1,18 @@
 use actix_web::{HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{
+    ToSchema,
+    openapi::{
+        AllOfBuilder, ObjectBuilder, OneOfBuilder, RefOr, Schema, Type,
+        schema::AdditionalProperties,
+    },
+};
 
 use super::{
     AppState,
     error::{ApiError, Problem},
-    json::{FieldErrors, JsonBody},
+    json::{FieldErrors, JsonBody, nullable, text},
+    schemas,
     users::{UserResponse, created, new_account},
 };
 use crate::{
@@ -77,30 +84,70 @@ pub(crate) async fn register(
 #[schema(example = json!({"name": "Mario Rossi", "email": "mario@example.com",
     "password": "correct horse battery", "username": "mario"}))]
 pub(crate) struct RegisterRequest {
-    #[schema(required = true, nullable = false, min_length = 1, max_length = 30)]
+    #[schema(schema_with = schemas::name, required = true)]
     name: Option<String>,
-    #[schema(required = true, nullable = false, format = Email, max_length = 254)]
+    #[schema(schema_with = schemas::email, required = true)]
     email: Option<String>,
-    /// 8 to 72 bytes.
-    #[schema(required = true, nullable = false, min_length = 8, max_length = 72)]
+    #[schema(schema_with = schemas::password, required = true)]
     password: Option<String>,
-    /// Optional; `null` is the same as leaving it out.
-    #[schema(pattern = "^[A-Za-z0-9_.-]{3,30}$")]
+    #[schema(schema_with = schemas::optional_username)]
     username: Option<String>,
 }
 
 /// Exactly one of `email` and `username`, and the password.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"email": "mario@example.com", "password": "correct horse battery"}))]
 pub(crate) struct LoginRequest {
-    #[schema(nullable = false, format = Email)]
-    email: Option<String>,
-    #[schema(nullable = false)]
-    username: Option<String>,
-    #[schema(required = true, nullable = false, min_length = 1)]
+    #[serde(default, deserialize_with = "nullable")]
+    email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    username: Option<Option<String>>,
     password: Option<String>,
 }
+
+/// Written by hand: a derive cannot say "exactly one of `email` and `username`".
+impl utoipa::PartialSchema for LoginRequest {
+    fn schema() -> RefOr<Schema> {
+        let fields = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("email", schemas::email())
+            .property("username", schemas::username())
+            .property(
+                "password",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some(
+                        "Any non-empty string may be tried: the length rules apply when a \
+                         password is set.",
+                    ))
+                    .min_length(Some(1)),
+            )
+            .required("password")
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let with = |field: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .required(field)
+        };
+        AllOfBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Exactly one of `email` and `username`, and the password.",
+            ))
+            .examples([serde_json::json!(
+                {"email": "mario@example.com", "password": "correct horse battery"}
+            )])
+            .item(fields)
+            .item(
+                OneOfBuilder::new()
+                    .item(with("email"))
+                    .item(with("username")),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for LoginRequest {}
 
 #[utoipa::path(
     context_path = "/api", tag = "auth", operation_id = "login", summary = "Log in by email or username",
@@ -114,21 +161,22 @@ pub(crate) async fn login(
 ) -> Result<HttpResponse, ApiError> {
     let request = body.parse::<LoginRequest>()?;
     let mut errors = FieldErrors::default();
-    let id = match (request.email.as_deref(), request.username.as_deref()) {
-        (Some(email), None) => errors
-            .required("email", Some(email), Email::parse)
-            .map(LoginId::Email),
-        (None, Some(username)) => errors
-            .required("username", Some(username), Username::parse)
-            .map(LoginId::Username),
-        (Some(_), Some(_)) => {
+    // `null` is no way of leaving a field out: it is refused like any value of the wrong type.
+    let email = errors.not_null("email", text(&request.email), Email::parse);
+    let username = errors.not_null("username", text(&request.username), Username::parse);
+    let id = match (email, username) {
+        (Some(Some(email)), Some(None)) => Some(LoginId::Email(email)),
+        (Some(None), Some(Some(username))) => Some(LoginId::Username(username)),
+        (Some(Some(_)), Some(Some(_))) => {
             errors.add("username", "send either email or username, not both");
             None
         }
-        (None, None) => {
+        (Some(None), Some(None)) => {
             errors.add("email", "email or username is required");
             None
         }
+        // A field was refused above.
+        _ => None,
     };
     // Any non-empty string may be tried: length rules apply when a password is set.
     let password = errors.required("password", request.password.as_deref(), non_empty);
@@ -193,7 +241,7 @@ pub(crate) async fn logout(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ForgotPasswordRequest {
-    #[schema(required = true, nullable = false, format = Email, max_length = 254)]
+    #[schema(schema_with = schemas::email, required = true)]
     email: Option<String>,
 }
 
@@ -228,7 +276,7 @@ pub(crate) struct ResetPasswordRequest {
     /// The token from the mailed link.
     #[schema(required = true, nullable = false, min_length = 1)]
     token: Option<String>,
-    #[schema(required = true, nullable = false, min_length = 8, max_length = 72)]
+    #[schema(schema_with = schemas::password, required = true)]
     new_password: Option<String>,
 }
 

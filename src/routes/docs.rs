@@ -265,6 +265,35 @@ mod tests {
         assert!(allowed_methods("/api/users//activate").is_empty());
     }
 
+    /// The path ids' pattern is written out in each annotation: it must be the domain's.
+    #[test]
+    fn every_path_id_has_the_domain_pattern() {
+        let spec = serde_json::to_value(document()).unwrap();
+        let mut checked = 0;
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            if !path.contains("{id}") {
+                continue;
+            }
+            for (method, operation) in item.as_object().unwrap() {
+                let ids: Vec<_> = operation["parameters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p["name"] == "id")
+                    .collect();
+                assert_eq!(ids.len(), 1, "{method} {path}");
+                assert_eq!(ids[0]["required"], true, "{method} {path}");
+                assert_eq!(
+                    ids[0]["schema"]["pattern"],
+                    crate::domain::UserId::PATTERN,
+                    "{method} {path}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 6);
+    }
+
     #[test]
     fn api_operations_document_their_errors() {
         let spec = serde_json::to_value(document()).unwrap();

@@ -110,6 +110,11 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
+/// `Option<Option<String>>` as borrowed text.
+pub fn text(value: &Option<Option<String>>) -> Option<Option<&str>> {
+    value.as_ref().map(Option::as_deref)
+}
+
 /// Collects every bad field of a request, so that the client hears of all at once.
 #[derive(Default)]
 pub struct FieldErrors(Vec<FieldError>);

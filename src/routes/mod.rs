@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod health;
 pub mod json;
+mod schemas;
 mod users;
 
 use actix_web::{

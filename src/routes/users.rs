@@ -7,7 +7,8 @@ use super::{
     AppState,
     error::{ApiError, Problem},
     extract::SignedIn,
-    json::{FieldErrors, JsonBody, nullable},
+    json::{FieldErrors, JsonBody, nullable, text},
+    schemas,
 };
 use crate::{
     domain::{
@@ -130,8 +131,7 @@ pub struct ListParams {
     page: Option<String>,
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
     per_page: Option<String>,
-    /// Case-insensitive substring of name, email or username.
-    #[param(max_length = 254)]
+    #[param(schema_with = schemas::search_text)]
     q: Option<String>,
     #[param(value_type = Option<ApiRole>)]
     role: Option<String>,
@@ -251,15 +251,13 @@ pub(crate) async fn list_users(
 #[schema(example = json!({"name": "Mario Rossi", "email": "mario@example.com",
     "password": "correct horse battery", "username": "mario", "role": "user", "active": true}))]
 pub struct CreateUserRequest {
-    #[schema(required = true, nullable = false, min_length = 1, max_length = 30)]
+    #[schema(schema_with = schemas::name, required = true)]
     name: Option<String>,
-    #[schema(required = true, nullable = false, format = Email, max_length = 254)]
+    #[schema(schema_with = schemas::email, required = true)]
     email: Option<String>,
-    /// 8 to 72 bytes.
-    #[schema(required = true, nullable = false, min_length = 8, max_length = 72)]
+    #[schema(schema_with = schemas::password, required = true)]
     password: Option<String>,
-    /// Optional; `null` is the same as leaving it out.
-    #[schema(pattern = "^[A-Za-z0-9_.-]{3,30}$")]
+    #[schema(schema_with = schemas::optional_username)]
     username: Option<String>,
     /// `user` when left out (or `null`).
     role: Option<ApiRole>,
@@ -340,16 +338,16 @@ pub(crate) async fn create_user(
 #[schema(example = json!({"name": "Mario Bianchi", "username": null}))]
 pub(crate) struct UpdateUserRequest {
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = String, nullable = false, min_length = 1, max_length = 30)]
+    #[schema(schema_with = schemas::name)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = String, nullable = false, format = Email, max_length = 254)]
+    #[schema(schema_with = schemas::email)]
     email: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9_.-]{3,30}$")]
+    #[schema(schema_with = schemas::optional_username)]
     username: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = String, nullable = false, min_length = 8, max_length = 72)]
+    #[schema(schema_with = schemas::password)]
     password: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = String, nullable = false)]
@@ -360,6 +358,53 @@ pub(crate) struct UpdateUserRequest {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = bool, nullable = false)]
     active: Option<Option<bool>>,
+}
+
+/// The body of PUT and PATCH `/users/me`: an [`UpdateUserRequest`] that, as a new password for
+/// oneself needs the current one, has `current_password` whenever it has `password`. (Through
+/// `/users/{id}` that depends on whose id it is, which no schema can know.) The handlers read
+/// an `UpdateUserRequest`; this type only describes it.
+pub(crate) struct UpdateMeRequest;
+
+impl utoipa::PartialSchema for UpdateMeRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::{AllOfBuilder, ObjectBuilder, Ref, Type, extensions::Extensions};
+        // `dependentRequired` (JSON Schema 2020-12) is a keyword utoipa has no field for.
+        let dependent: Extensions = [(
+            "dependentRequired",
+            serde_json::json!({"password": ["current_password"]}),
+        )]
+        .into_iter()
+        .collect();
+        AllOfBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "As for any user, and `current_password` is required with `password`.",
+            ))
+            .item(Ref::from_schema_name(UpdateUserRequest::name()))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .extensions(Some(dependent)),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for UpdateMeRequest {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((
+            UpdateUserRequest::name().into(),
+            UpdateUserRequest::schema(),
+        ));
+        <UpdateUserRequest as ToSchema>::schemas(schemas);
+    }
 }
 
 impl UpdateUserRequest {
@@ -395,9 +440,13 @@ impl UpdateUserRequest {
     }
 }
 
-/// `Option<Option<String>>` as borrowed text.
-fn text(value: &Option<Option<String>>) -> Option<Option<&str>> {
-    value.as_ref().map(Option::as_deref)
+/// The `{id}` of a user's path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct UserPath {
+    /// 24 lower-case hex characters; any other value is not found.
+    #[param(pattern = "^[0-9a-f]{24}$")]
+    id: String,
 }
 
 /// A path id; a malformed one is simply not found.
@@ -429,7 +478,7 @@ pub(crate) async fn get_me(
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "put_me", summary = "Update the signed-in user (partial)",
-    request_body = UpdateUserRequest, security(("bearer_auth" = [])),
+    request_body = UpdateMeRequest, security(("bearer_auth" = [])),
     responses((status = 200, description = "The updated user", body = UserResponse), (status = 403, description = "Wrong current_password, or role/active set by a non-admin", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"))
 )]
 #[put("/users/me")]
@@ -443,7 +492,7 @@ pub(crate) async fn put_me(
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "patch_me", summary = "Update the signed-in user (partial)",
-    request_body = UpdateUserRequest, security(("bearer_auth" = [])),
+    request_body = UpdateMeRequest, security(("bearer_auth" = [])),
     responses((status = 200, description = "The updated user", body = UserResponse), (status = 403, description = "Wrong current_password, or role/active set by a non-admin", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"))
 )]
 #[patch("/users/me")]
@@ -471,95 +520,101 @@ pub(crate) async fn delete_me(
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "get_user", summary = "A user (self or admin)",
-    params(("id" = String, Path, description = "24 hex characters")), security(("bearer_auth" = [])),
+    params(UserPath), security(("bearer_auth" = [])),
     responses((status = 200, description = "The user", body = UserResponse), (status = 403, description = "Another user's id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"))
 )]
 #[get("/users/{id}")]
 pub(crate) async fn get_user(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
-    id: web::Path<String>,
+    path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(ok(state.users.get(actor.access(user_id(&id)?)?).await?))
+    Ok(ok(state
+        .users
+        .get(actor.access(user_id(&path.id)?)?)
+        .await?))
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "put_user", summary = "Update a user (partial; self or admin)",
-    params(("id" = String, Path, description = "24 hex characters")), request_body = UpdateUserRequest, security(("bearer_auth" = [])),
+    params(UserPath), request_body = UpdateUserRequest, security(("bearer_auth" = [])),
     responses((status = 200, description = "The updated user", body = UserResponse), (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"))
 )]
 #[put("/users/{id}")]
 pub(crate) async fn put_user(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
-    id: web::Path<String>,
+    path: web::Path<UserPath>,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    update(&state, actor.access(user_id(&id)?)?, body).await
+    update(&state, actor.access(user_id(&path.id)?)?, body).await
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "patch_user", summary = "Update a user (partial; self or admin)",
-    params(("id" = String, Path, description = "24 hex characters")), request_body = UpdateUserRequest, security(("bearer_auth" = [])),
+    params(UserPath), request_body = UpdateUserRequest, security(("bearer_auth" = [])),
     responses((status = 200, description = "The updated user", body = UserResponse), (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"))
 )]
 #[patch("/users/{id}")]
 pub(crate) async fn patch_user(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
-    id: web::Path<String>,
+    path: web::Path<UserPath>,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    update(&state, actor.access(user_id(&id)?)?, body).await
+    update(&state, actor.access(user_id(&path.id)?)?, body).await
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "delete_user", summary = "Delete a user (self or admin)",
-    params(("id" = String, Path, description = "24 hex characters")), security(("bearer_auth" = [])),
+    params(UserPath), security(("bearer_auth" = [])),
     responses((status = 204, description = "Deleted"), (status = 403, description = "Another user's id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The last active admin", body = Problem, content_type = "application/problem+json"))
 )]
 #[delete("/users/{id}")]
 pub(crate) async fn delete_user(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
-    id: web::Path<String>,
+    path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
-    state.users.delete(actor.access(user_id(&id)?)?).await?;
+    state
+        .users
+        .delete(actor.access(user_id(&path.id)?)?)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "activate_user", summary = "Activate a user (admin)",
-    params(("id" = String, Path, description = "24 hex characters")), security(("bearer_auth" = [])),
+    params(UserPath), security(("bearer_auth" = [])),
     responses((status = 200, description = "The user", body = UserResponse), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"))
 )]
 #[put("/users/{id}/activate")]
 pub(crate) async fn activate_user(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
-    id: web::Path<String>,
+    path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
     let admin = actor.admin()?;
     Ok(ok(state
         .users
-        .set_active(admin, user_id(&id)?, true)
+        .set_active(admin, user_id(&path.id)?, true)
         .await?))
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "deactivate_user", summary = "Deactivate a user (admin)",
-    params(("id" = String, Path, description = "24 hex characters")), security(("bearer_auth" = [])),
+    params(UserPath), security(("bearer_auth" = [])),
     responses((status = 200, description = "The user", body = UserResponse), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The last active admin", body = Problem, content_type = "application/problem+json"))
 )]
 #[put("/users/{id}/deactivate")]
 pub(crate) async fn deactivate_user(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
-    id: web::Path<String>,
+    path: web::Path<UserPath>,
 ) -> Result<HttpResponse, ApiError> {
     let admin = actor.admin()?;
     Ok(ok(state
         .users
-        .set_active(admin, user_id(&id)?, false)
+        .set_active(admin, user_id(&path.id)?, false)
         .await?))
 }

@@ -369,6 +369,43 @@ async fn login_returns_422_without_credentials() {
 }
 
 #[tokio::test]
+async fn login_returns_422_for_a_null_email_or_username() {
+    let app = spawn_app().await;
+    app.register(
+        &json!({"name": "A", "email": "a@example.com", "password": PASSWORD, "username": "abc"}),
+    )
+    .await
+    .assert_status(201);
+    // `null` is a value of the wrong type, not a way of leaving the field out.
+    app.login(&json!({"email": "a@example.com", "username": null, "password": PASSWORD}))
+        .await
+        .assert_invalid_fields(&["username"]);
+    app.login(&json!({"email": null, "username": "abc", "password": PASSWORD}))
+        .await
+        .assert_invalid_fields(&["email"]);
+}
+
+#[tokio::test]
+async fn name_and_email_are_trimmed_before_they_are_checked() {
+    let app = spawn_app().await;
+    // White space around them (tabs, line feeds, U+3000 alike) is trimmed before the length
+    // is counted, so 30 characters inside it fit.
+    let reply = app
+        .register(&json!({"name": format!("\t{}\u{3000}", "n".repeat(30)),
+            "email": "\n A@Example.com\u{2028}", "password": PASSWORD}))
+        .await;
+    reply.assert_status(201);
+    assert_eq!(reply.json()["name"], "n".repeat(30));
+    assert_eq!(reply.json()["email"], "a@example.com");
+    // Control characters inside a name are refused.
+    for name in ["a\tb", "a\u{7f}", "\u{85}a\u{9f}"] {
+        app.register(&json!({"name": name, "email": "b@example.com", "password": PASSWORD}))
+            .await
+            .assert_invalid_fields(&["name"]);
+    }
+}
+
+#[tokio::test]
 async fn deactivated_user_cannot_log_in() {
     let app = spawn_app().await;
     let user = app.register_user("A", "a@example.com", None).await;

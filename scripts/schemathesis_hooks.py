@@ -1,0 +1,106 @@
+"""Schemathesis hooks for scripts/api-checks.sh (loaded through scripts/schemathesis.toml).
+
+Two things the OpenAPI document cannot do for the fuzzer:
+
+1. Keep it an admin. It may demote, deactivate or delete its own account: once it has made
+   another admin, the business rules allow that. So before each request the token is checked
+   (GET /api/users/me); when it is no longer an active admin's, a new admin is made with the
+   binary's own `create-admin` command, and the fuzzing goes on as that admin.
+
+2. Count passwords in bytes. New passwords are 8 to 72 bytes of UTF-8 (bcrypt reads 72 bytes
+   and no more), but JSON Schema counts characters and has no keyword that counts bytes, nor
+   can a pattern of reasonable size. The document gives the rule in prose and as
+   `minLength: 8, maxLength: 72`, which is exact for ASCII. So that what the document says of
+   each generated password is what the service does, the fuzzer's new passwords are made ASCII:
+   every other character becomes "x", which keeps the length in characters and with it whether
+   (and how) the value breaks the schema.
+
+Environment: API_CHECKS_BASE_URL, ADMIN_EMAIL, ADMIN_PASSWORD, and for `create-admin` the
+service's binary in API_CHECKS_BINARY and its settings (DATABASE_URL, ...).
+"""
+
+import itertools
+import os
+import subprocess
+import sys
+import threading
+
+import requests
+import schemathesis
+
+BASE_URL = os.environ["API_CHECKS_BASE_URL"]
+
+
+@schemathesis.auth(refresh_interval=None)
+class ActiveAdmin:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.email = os.environ["ADMIN_EMAIL"]
+        self.password = os.environ["ADMIN_PASSWORD"]
+        self.token = None
+        self.serial = itertools.count(1)
+
+    def get(self, case, context):
+        with self.lock:
+            if self.token is None or not self.is_active_admin(self.token):
+                self.token = self.log_in()
+                if self.token is None or not self.is_active_admin(self.token):
+                    self.make_admin()
+                    self.token = self.log_in()
+            return self.token
+
+    def set(self, case, data, context):
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+    @staticmethod
+    def is_active_admin(token):
+        me = requests.get(
+            f"{BASE_URL}/api/users/me", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        return me.status_code == 200 and me.json()["role"] == "admin" and me.json()["active"]
+
+    def log_in(self):
+        answer = requests.post(
+            f"{BASE_URL}/api/auth/login",
+            json={"email": self.email, "password": self.password},
+            timeout=10,
+        )
+        return answer.json()["access_token"] if answer.status_code == 200 else None
+
+    def make_admin(self):
+        self.email = f"fuzz-admin-{next(self.serial)}@example.com"
+        subprocess.run(
+            [os.environ["API_CHECKS_BINARY"], "create-admin", "--email", self.email],
+            input=f"{self.password}\n",
+            text=True,
+            capture_output=True,
+            check=True,
+        )
+        print(f"api-checks: the fuzzer's admin lost its rights; now {self.email}", file=sys.stderr)
+
+
+# The operations that check new passwords with `Password::parse`, and those fields. The login
+# `password` and `current_password` are only compared, never length-checked past `minLength: 1`.
+NEW_PASSWORD_FIELDS = {
+    "register": ("password",),
+    "create_user": ("password",),
+    "put_me": ("password",),
+    "patch_me": ("password",),
+    "put_user": ("password",),
+    "patch_user": ("password",),
+    "reset_password": ("new_password",),
+}
+
+
+@schemathesis.hook
+def map_case(context, case):
+    fields = NEW_PASSWORD_FIELDS.get(case.operation.definition.raw.get("operationId"), ())
+    body = case.body
+    if not isinstance(body, dict):
+        return case
+    for field in fields:
+        value = body.get(field)
+        if isinstance(value, str) and not value.isascii():
+            body = {**body, field: "".join(c if c.isascii() else "x" for c in value)}
+    case.body = body
+    return case

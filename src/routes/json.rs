@@ -3,7 +3,10 @@
 use std::{future::Future, pin::Pin};
 
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, http::StatusCode, mime, web};
-use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, DeserializeOwned, MapAccess, SeqAccess, Visitor},
+};
 use serde_json::{Map, Value};
 
 use super::error::{ApiError, FieldError};
@@ -39,7 +42,7 @@ impl FromRequest for JsonBody {
                     ApiError::BadRequest("the request body could not be read".into())
                 }
             })?;
-            match serde_json::from_slice::<Value>(&bytes) {
+            match serde_json::from_slice::<UniqueKeys>(&bytes).map(|UniqueKeys(value)| value) {
                 Ok(Value::Object(map)) => Ok(JsonBody(map)),
                 Ok(_) => Err(ApiError::field("body", "must be a JSON object")),
                 Err(e) => Err(ApiError::BadRequest(format!(
@@ -89,6 +92,77 @@ impl JsonBody {
                 Err(ApiError::Validation(errors))
             }
         }
+    }
+}
+
+/// A JSON value in which no object repeats a key. serde_json would silently keep the last
+/// of two, while a proxy, a WAF or a log in front of us may have read the first: such a body
+/// means two different things, so it is refused (400), naming the key.
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueKeys(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = entries.next_key::<String>()? {
+            if map.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+            }
+            let UniqueKeys(value) = entries.next_value()?;
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
     }
 }
 
@@ -218,6 +292,29 @@ mod tests {
     fn body(value: Value) -> JsonBody {
         let Value::Object(map) = value else { panic!() };
         JsonBody(map)
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_and_named_at_any_depth() {
+        for (body, key) in [
+            (r#"{"email": "a@x.io", "email": "b@x.io"}"#, "email"),
+            (r#"{"a": [{"b": 1, "b": 2}]}"#, "b"),
+        ] {
+            let error = serde_json::from_str::<UniqueKeys>(body)
+                .err()
+                .expect("refused")
+                .to_string();
+            assert!(
+                error.contains(&format!("duplicate key \"{key}\"")),
+                "{error}"
+            );
+        }
+        let UniqueKeys(value) =
+            serde_json::from_str(r#"{"a": [1, -2, 2.5, "x", true, null, {"a": {}}]}"#).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"a": [1, -2, 2.5, "x", true, null, {"a": {}}]})
+        );
     }
 
     #[test]

@@ -15,6 +15,18 @@ async fn malformed_json_returns_400() {
 }
 
 #[tokio::test]
+async fn a_repeated_json_key_returns_400_naming_it() {
+    let app = spawn_app().await;
+    let body = br#"{"email": "a@example.com", "password": "x", "email": "b@example.com"}"#;
+    let problem = app
+        .post_raw("/api/auth/login", "application/json", body.to_vec())
+        .await
+        .assert_problem(400);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains(r#"duplicate key "email""#), "{detail}");
+}
+
+#[tokio::test]
 async fn json_that_is_not_an_object_returns_422() {
     let app = spawn_app().await;
     app.post_raw("/api/auth/register", "application/json", b"[1,2]".to_vec())

@@ -15,6 +15,7 @@ struct Metrics {
     logins: IntCounterVec,
     rate_limited: IntCounter,
     database_errors: IntCounterVec,
+    background_failures: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -52,6 +53,15 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["kind"],
     )
     .expect("valid metric");
+    let background_failures = IntCounterVec::new(
+        Opts::new(
+            "user_service_background_failures_total",
+            "Work done after the answer (such as a password reset) that failed for good",
+        ),
+        &["task"],
+    )
+    .expect("valid metric");
+    background_failures.with_label_values(&["password_reset"]);
     // Every known label value starts at 0, so that rates and alerts work from the start.
     for outcome in ["success", "failure"] {
         logins.with_label_values(&[outcome]);
@@ -65,6 +75,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(logins.clone()),
         Box::new(rate_limited.clone()),
         Box::new(database_errors.clone()),
+        Box::new(background_failures.clone()),
     ] {
         registry
             .register(collector)
@@ -77,11 +88,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         logins,
         rate_limited,
         database_errors,
+        background_failures,
     }
 });
 
 pub fn record_login(outcome: &'static str) {
     METRICS.logins.with_label_values(&[outcome]).inc();
+}
+
+pub fn record_background_failure(task: &'static str) {
+    METRICS.background_failures.with_label_values(&[task]).inc();
 }
 
 pub fn record_rate_limited() {

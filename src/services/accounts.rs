@@ -26,6 +26,38 @@ pub struct AccountSettings {
     pub password_reset_url: Url,
 }
 
+/// How long a password reset asked for while the database is away keeps being tried.
+pub const RESET_RETRY_BUDGET: Duration = Duration::from_secs(60);
+
+/// Runs `work` until it succeeds, fails for another reason than an unavailable database,
+/// or `budget` is spent, pausing between tries (0.5 s, doubling, at most 8 s).
+pub(super) async fn retry_while_unavailable<T, F, Fut>(
+    budget: Duration,
+    mut work: F,
+) -> Result<T, ServiceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ServiceError>>,
+{
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match work().await {
+            Err(ServiceError::Unavailable(cause))
+                if tokio::time::Instant::now() + pause < deadline =>
+            {
+                tracing::warn!(
+                    error = format!("{cause:#}"),
+                    "database unavailable; trying again"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(8));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// How a user names themselves at login.
 #[derive(Debug, Clone)]
 pub enum LoginId {
@@ -190,15 +222,20 @@ impl AccountService {
     }
 
     /// Starts a reset in the background and returns at once: the caller learns nothing,
-    /// not even from timing, about whether `email` belongs to an account. Errors are logged
-    /// and counted. (A reset still in flight at shutdown is dropped; the user asks again.)
+    /// not even from timing, about whether `email` belongs to an account. While the
+    /// database is unavailable the work is tried again for up to [`RESET_RETRY_BUDGET`];
+    /// a failure for good is logged and counted. (A reset still in flight at shutdown is
+    /// dropped; the user asks again.)
     pub fn forgot_password(&self, email: Email) {
         let accounts = self.clone();
         tokio::spawn(tracing::Instrument::in_current_span(async move {
-            if let Err(e) = accounts.start_reset(&email).await {
+            let started =
+                retry_while_unavailable(RESET_RETRY_BUDGET, || accounts.start_reset(&email));
+            if let Err(e) = started.await {
                 if let Some(kind) = e.database_failure() {
                     metrics::record_database_error(kind);
                 }
+                metrics::record_background_failure("password_reset");
                 tracing::error!(error = format!("{e:#}"), "password reset could not start");
             }
         }));

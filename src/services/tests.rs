@@ -510,3 +510,42 @@ async fn the_bootstrap_admin_is_created_once() {
         .unwrap();
     assert!(admin.is_active_admin());
 }
+
+#[tokio::test(start_paused = true)]
+async fn background_work_is_tried_again_while_the_database_is_away_but_not_forever() {
+    use super::accounts::retry_while_unavailable;
+    let down = || ServiceError::Unavailable(anyhow::anyhow!("no server"));
+    let mut tries = 0;
+    let started = tokio::time::Instant::now();
+    let result = retry_while_unavailable(Duration::from_secs(60), || {
+        tries += 1;
+        let outcome = if tries < 4 { Err(down()) } else { Ok(tries) };
+        async move { outcome }
+    })
+    .await;
+    assert_eq!(result.unwrap(), 4);
+    // 0.5 + 1 + 2 seconds of pauses.
+    assert_eq!(started.elapsed(), Duration::from_millis(3500));
+
+    let mut tries = 0;
+    let started = tokio::time::Instant::now();
+    let result: Result<(), _> = retry_while_unavailable(Duration::from_secs(60), || {
+        tries += 1;
+        let error = down();
+        async move { Err(error) }
+    })
+    .await;
+    assert!(matches!(result, Err(ServiceError::Unavailable(_))));
+    assert!(started.elapsed() <= Duration::from_secs(60));
+    assert!((6..=12).contains(&tries), "{tries} tries");
+
+    // Other failures are final at once.
+    let mut tries = 0;
+    let result: Result<(), _> = retry_while_unavailable(Duration::from_secs(60), || {
+        tries += 1;
+        async { Err(ServiceError::NotFound) }
+    })
+    .await;
+    assert!(matches!(result, Err(ServiceError::NotFound)));
+    assert_eq!(tries, 1);
+}

@@ -135,6 +135,17 @@ impl UserPatch {
         self.0.is_empty()
     }
 
+    /// Whether applying the patch can take its user out of the active admins: backends
+    /// check the last-active-admin rule in the same write when it can.
+    pub fn may_remove_an_admin(&self) -> bool {
+        self.0.iter().any(|field| {
+            matches!(
+                field,
+                UserField::Role(Role::User) | UserField::Active(false)
+            )
+        })
+    }
+
     /// The patch applied to an in-memory `user`: what every backend must store.
     pub fn apply_to(&self, user: &mut User) {
         for field in &self.0 {

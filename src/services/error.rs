@@ -86,6 +86,7 @@ impl From<StorageError> for ServiceError {
     fn from(error: StorageError) -> Self {
         match error {
             StorageError::Duplicate(field) => ServiceError::Taken(field),
+            StorageError::LastActiveAdmin => ServiceError::LastAdmin,
             StorageError::Unavailable(_) => ServiceError::Unavailable(error.into()),
             // Kept whole, so that `database_failure` can tell it from other bugs.
             StorageError::Internal(_) => ServiceError::Internal(error.into()),

@@ -1,12 +1,8 @@
-use std::sync::Arc;
-
-use tokio::sync::Mutex;
-
 use super::{AccountAccess, AdminAccess, ServiceError, error::Refusal, passwords::PasswordHasher};
 use crate::{
     domain::{
-        self, DisplayName, Email, ListQuery, Page, Password, Role, User, UserField, UserFilter,
-        UserId, UserPatch, Username,
+        self, DisplayName, Email, ListQuery, Page, Password, Role, User, UserField, UserId,
+        UserPatch, Username,
     },
     storage::DynRepository,
 };
@@ -42,37 +38,19 @@ impl UserChanges {
             && self.role.is_none()
             && self.active.is_none()
     }
-
-    /// Whether the change could leave the target without the active admin role.
-    fn demotes(&self) -> bool {
-        self.role == Some(Role::User) || self.active == Some(false)
-    }
 }
 
+/// User management. The last-active-admin rule is kept by the repository, in the same
+/// write as the change, so that it holds across processes sharing the database.
 #[derive(Clone)]
 pub struct UserService {
     repo: DynRepository,
     hasher: PasswordHasher,
-    /// Serialises changes that can remove an active admin, so two of them cannot both see
-    /// "another admin is left" and remove the last two. (Per process: see the README.)
-    admin_guard: Arc<Mutex<()>>,
-}
-
-fn active_admins() -> UserFilter {
-    UserFilter {
-        role: Some(Role::Admin),
-        active: Some(true),
-        q: None,
-    }
 }
 
 impl UserService {
     pub fn new(repo: DynRepository, hasher: PasswordHasher) -> Self {
-        Self {
-            repo,
-            hasher,
-            admin_guard: Arc::new(Mutex::new(())),
-        }
+        Self { repo, hasher }
     }
 
     /// An admin creates a user with any role and state.
@@ -154,19 +132,9 @@ impl UserService {
                 return Err(ServiceError::Forbidden(Refusal::CurrentPasswordWrong));
             }
         }
-        let demotes = changes.demotes();
-        let _guard = if demotes {
-            Some(self.admin_guard.lock().await)
-        } else {
-            None
-        };
-        let target = self.get(access).await?;
         if changes.is_empty() {
             // Nothing to change: not even `updated_at` moves.
-            return Ok(target);
-        }
-        if demotes && target.is_active_admin() {
-            self.ensure_another_active_admin().await?;
+            return self.get(access).await;
         }
         let patch = self.patch(changes).await?;
         let user = self
@@ -228,12 +196,7 @@ impl UserService {
     }
 
     pub async fn delete(&self, access: AccountAccess<'_>) -> Result<(), ServiceError> {
-        let _guard = self.admin_guard.lock().await;
-        let target = self.get(access).await?;
-        if target.is_active_admin() {
-            self.ensure_another_active_admin().await?;
-        }
-        if self.repo.delete_user(&target.id).await? {
+        if self.repo.delete_user(&access.target()).await? {
             Ok(())
         } else {
             Err(ServiceError::NotFound)
@@ -252,12 +215,5 @@ impl UserService {
             Err(ServiceError::Taken(_)) => Ok(false),
             Err(e) => Err(e),
         }
-    }
-
-    async fn ensure_another_active_admin(&self) -> Result<(), ServiceError> {
-        if self.repo.count_users(&active_admins()).await? <= 1 {
-            return Err(ServiceError::LastAdmin);
-        }
-        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{
     cmp::Ordering,
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Mutex, MutexGuard,
         atomic::{AtomicUsize, Ordering as AtomicOrdering},
@@ -25,7 +25,6 @@ use crate::domain::{
 struct StoredRefresh {
     record: RefreshTokenRecord,
     spent: bool,
-    revoked: bool,
 }
 
 struct StoredReset {
@@ -37,6 +36,8 @@ struct StoredReset {
 struct Data {
     users: HashMap<UserId, User>,
     refresh: HashMap<String, StoredRefresh>,
+    /// The families (sessions) that have ended.
+    ended_families: HashSet<String>,
     reset: HashMap<String, StoredReset>,
 }
 
@@ -51,6 +52,10 @@ impl Data {
         others()
             .any(|other| other.username.as_ref().map(Username::key) == Some(key.clone()))
             .then_some(UniqueField::Username)
+    }
+
+    fn has_an_active_admin(&self) -> bool {
+        self.users.values().any(User::is_active_admin)
     }
 }
 
@@ -169,21 +174,33 @@ impl Repository for MemoryRepository {
         let Some(mut user) = data.users.get(id).cloned() else {
             return Ok(None);
         };
+        let was_active_admin = user.is_active_admin();
         patch.apply_to(&mut user);
         let user = stored(user);
         if let Some(field) = data.taken(&user) {
             return Err(StorageError::Duplicate(field));
         }
-        data.users.insert(*id, user.clone());
+        let previous = data.users.insert(*id, user.clone());
+        if was_active_admin && !data.has_an_active_admin() {
+            data.users
+                .insert(*id, previous.expect("the user was there"));
+            return Err(StorageError::LastActiveAdmin);
+        }
         Ok(Some(user))
     }
 
     async fn delete_user(&self, id: &UserId) -> StorageResult<bool> {
         let mut data = self.data();
-        let deleted = data.users.remove(id).is_some();
+        let Some(user) = data.users.remove(id) else {
+            return Ok(false);
+        };
+        if user.is_active_admin() && !data.has_an_active_admin() {
+            data.users.insert(*id, user);
+            return Err(StorageError::LastActiveAdmin);
+        }
         data.refresh.retain(|_, token| token.record.user_id != *id);
         data.reset.retain(|_, token| token.record.user_id != *id);
-        Ok(deleted)
+        Ok(true)
     }
 
     async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>> {
@@ -210,15 +227,6 @@ impl Repository for MemoryRepository {
         Ok(Page { items, total })
     }
 
-    async fn count_users(&self, filter: &UserFilter) -> StorageResult<u64> {
-        Ok(self
-            .data()
-            .users
-            .values()
-            .filter(|user| matches(user, filter))
-            .count() as u64)
-    }
-
     async fn insert_refresh_token(&self, mut record: RefreshTokenRecord) -> StorageResult<()> {
         record.created_at = truncate_to_millis(record.created_at);
         record.expires_at = truncate_to_millis(record.expires_at);
@@ -232,7 +240,6 @@ impl Repository for MemoryRepository {
         let token = StoredRefresh {
             record,
             spent: false,
-            revoked: false,
         };
         data.refresh.insert(token.record.token_hash.clone(), token);
         Ok(())
@@ -244,10 +251,11 @@ impl Repository for MemoryRepository {
         _at: OffsetDateTime,
     ) -> StorageResult<RefreshTokenUse> {
         let mut data = self.data();
+        let data = &mut *data;
         let Some(token) = data.refresh.get_mut(token_hash) else {
             return Ok(RefreshTokenUse::Unknown);
         };
-        Ok(if token.revoked {
+        Ok(if data.ended_families.contains(&token.record.family_id) {
             RefreshTokenUse::Revoked
         } else if token.spent {
             RefreshTokenUse::Replayed {
@@ -260,27 +268,31 @@ impl Repository for MemoryRepository {
     }
 
     async fn revoke_refresh_token(&self, token_hash: &str) -> StorageResult<()> {
-        if let Some(token) = self.data().refresh.get_mut(token_hash) {
-            token.revoked = true;
+        let mut data = self.data();
+        if let Some(family) = data
+            .refresh
+            .get(token_hash)
+            .map(|t| t.record.family_id.clone())
+        {
+            data.ended_families.insert(family);
         }
         Ok(())
     }
 
     async fn revoke_refresh_family(&self, family_id: &str) -> StorageResult<()> {
-        for token in self.data().refresh.values_mut() {
-            if token.record.family_id == family_id {
-                token.revoked = true;
-            }
-        }
+        self.data().ended_families.insert(family_id.to_owned());
         Ok(())
     }
 
     async fn revoke_user_refresh_tokens(&self, user_id: &UserId) -> StorageResult<()> {
-        for token in self.data().refresh.values_mut() {
-            if token.record.user_id == *user_id {
-                token.revoked = true;
-            }
-        }
+        let mut data = self.data();
+        let families: Vec<String> = data
+            .refresh
+            .values()
+            .filter(|token| token.record.user_id == *user_id)
+            .map(|token| token.record.family_id.clone())
+            .collect();
+        data.ended_families.extend(families);
         Ok(())
     }
 

@@ -9,9 +9,7 @@ use std::{fmt, path::PathBuf, sync::Arc};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::{
-    Email, ListQuery, Page, Role, Secret, User, UserFilter, UserId, UserPatch, Username,
-};
+use crate::domain::{Email, ListQuery, Page, Role, Secret, User, UserId, UserPatch, Username};
 
 pub use memory::MemoryRepository;
 pub use mongo::MongoRepository;
@@ -46,6 +44,9 @@ pub enum StorageError {
     /// A unique index refused the write.
     #[error("{0} is already taken")]
     Duplicate(UniqueField),
+    /// The write would have left no active admin, so none of it was made.
+    #[error("the last active admin cannot be removed, deactivated or demoted")]
+    LastActiveAdmin,
     /// The database did not answer; retrying later may succeed.
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -100,7 +101,7 @@ pub enum RefreshTokenUse {
     Replayed {
         family_id: String,
     },
-    /// The token was revoked (logout, password change, or a replay in its session).
+    /// The token's family has ended (logout, password change, or a replay in its session).
     Revoked,
     Unknown,
 }
@@ -126,22 +127,31 @@ pub trait Repository: Send + Sync + 'static {
     async fn user_by_username(&self, username: &Username) -> StorageResult<Option<User>>;
     /// Stores the values of `patch` and returns the user as it is now; `None` when there is
     /// no such user. The backend adds nothing of its own (not even `updated_at`).
+    ///
+    /// Never leaves the database without an active admin: a patch that would demote or
+    /// deactivate the last one fails with [`StorageError::LastActiveAdmin`] and changes
+    /// nothing, however many processes write at once.
     async fn update_user(&self, id: &UserId, patch: &UserPatch) -> StorageResult<Option<User>>;
     /// Deletes the user, then their refresh and reset tokens; `false` when there was no such
-    /// user.
+    /// user. Like [`Repository::update_user`], refuses to delete the last active admin.
     async fn delete_user(&self, id: &UserId) -> StorageResult<bool>;
     async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>>;
-    async fn count_users(&self, filter: &UserFilter) -> StorageResult<u64>;
 
+    /// Stores a token of the family (session) `record.family_id`, starting the family if it
+    /// is new. A token added to a family that has ended is dead from the start.
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> StorageResult<()>;
-    /// Spends a live token atomically: of two concurrent uses, one wins.
+    /// Spends a live token atomically: of two concurrent uses, one wins. A token whose
+    /// family has ended is `Revoked`, whenever it was issued.
     async fn use_refresh_token(
         &self,
         token_hash: &str,
         at: OffsetDateTime,
     ) -> StorageResult<RefreshTokenUse>;
+    /// Ends the family the token belongs to (a logout).
     async fn revoke_refresh_token(&self, token_hash: &str) -> StorageResult<()>;
+    /// Ends a family: every token of it, and every token added to it later, is refused.
     async fn revoke_refresh_family(&self, family_id: &str) -> StorageResult<()>;
+    /// Ends every family of the user.
     async fn revoke_user_refresh_tokens(&self, user_id: &UserId) -> StorageResult<()>;
 
     async fn insert_reset_token(&self, record: ResetTokenRecord) -> StorageResult<()>;

@@ -18,18 +18,30 @@ use super::{
     UniqueField, role_from_stored, stored_role,
 };
 use crate::domain::{
-    DisplayName, Email, ListQuery, Page, SortField, SortOrder, User, UserField, UserFilter, UserId,
-    UserPatch, Username,
+    self, DisplayName, Email, ListQuery, Page, Role, SortField, SortOrder, User, UserField,
+    UserFilter, UserId, UserPatch, Username,
 };
 
 const EMAIL_INDEX: &str = "email_unique";
 const USERNAME_INDEX: &str = "username_key_unique";
 const DUPLICATE_KEY: i32 = 11000;
+/// Another write touched the same document first (MongoDB, DocumentDB, Cosmos DB vCore).
+const WRITE_CONFLICT: i32 = 112;
 /// Server answers that mean "not now" rather than "never": shutting down, stepping down,
-/// no primary, host unreachable, exceeded time limit and the like.
+/// no primary, host unreachable, exceeded time limit (50 is `MaxTimeMSExpired`) and the like.
 const TRANSIENT_CODES: &[i32] = &[
-    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+    6, 7, 50, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
 ];
+/// How long one database operation may take, its retries included: past it the caller
+/// gets a 503 rather than a request that hangs.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a write that met a write conflict is tried again, after a random pause.
+const CONFLICT_RETRIES: u32 = 4;
+/// A reservation on an admin being removed that is older than this was abandoned (its
+/// holder died between two steps): it no longer hides that admin or blocks others.
+const ADMIN_RESERVATION_TTL: Duration = Duration::from_secs(30);
+/// How often a removal of an admin starts again when another one holds their reservation.
+const ADMIN_ATTEMPTS: u32 = 40;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct UserDocument {
@@ -61,7 +73,16 @@ struct RefreshTokenDocument {
     /// A TTL index removes the document once this has passed.
     expires_at: BsonDateTime,
     spent_at: Option<BsonDateTime>,
-    revoked: bool,
+}
+
+/// A refresh-token family (a session). A TTL index removes it after its last token.
+#[derive(Debug, Serialize, Deserialize)]
+struct RefreshFamilyDocument {
+    #[serde(rename = "_id")]
+    family_id: String,
+    user_id: ObjectId,
+    expires_at: BsonDateTime,
+    ended: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -127,6 +148,8 @@ impl TryFrom<UserDocument> for User {
 enum Diagnosis {
     /// A unique index refused the write; `None` when the server did not say which one.
     Duplicate(Option<UniqueField>),
+    /// A transient conflict with another write: trying again may succeed at once.
+    Conflict,
     Unavailable,
     Internal,
 }
@@ -146,6 +169,17 @@ fn diagnose(error: &mongodb::error::Error) -> Diagnosis {
             .and_then(|response| key_pattern(&response));
         return Diagnosis::Duplicate(duplicate_field(message, key_pattern.as_ref()));
     }
+    let conflict_code = match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == WRITE_CONFLICT,
+        ErrorKind::Command(e) => e.code == WRITE_CONFLICT,
+        _ => false,
+    };
+    if conflict_code
+        || error.contains_label("TransientTransactionError")
+        || error.contains_label("RetryableWriteError")
+    {
+        return Diagnosis::Conflict;
+    }
     let transient = match error.kind.as_ref() {
         ErrorKind::ServerSelection { .. }
         | ErrorKind::Io(_)
@@ -156,7 +190,7 @@ fn diagnose(error: &mongodb::error::Error) -> Diagnosis {
         ErrorKind::Command(e) => TRANSIENT_CODES.contains(&e.code),
         _ => false,
     };
-    if transient || error.contains_label("RetryableWriteError") {
+    if transient {
         Diagnosis::Unavailable
     } else {
         Diagnosis::Internal
@@ -172,9 +206,60 @@ impl From<mongodb::error::Error> for StorageError {
             Diagnosis::Duplicate(None) | Diagnosis::Internal => {
                 StorageError::Internal(error.into())
             }
-            Diagnosis::Unavailable => StorageError::Unavailable(error.into()),
+            // Still in conflict after the retries: the database is too busy right now.
+            Diagnosis::Conflict | Diagnosis::Unavailable => StorageError::Unavailable(error.into()),
         }
     }
+}
+
+/// Why an operation failed.
+#[derive(Debug)]
+enum Failure {
+    Server(mongodb::error::Error),
+    TimedOut,
+}
+
+impl From<Failure> for StorageError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Server(error) => error.into(),
+            Failure::TimedOut => StorageError::Unavailable(anyhow::anyhow!(
+                "MongoDB did not answer within {OPERATION_TIMEOUT:?}"
+            )),
+        }
+    }
+}
+
+/// Runs one operation within [`OPERATION_TIMEOUT`], trying it again after a short random
+/// pause when it met a write conflict. A duplicate found on a later try is reported as such.
+async fn run<T, F, Fut>(mut operation: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = mongodb::error::Result<T>>,
+{
+    let tries = async {
+        let mut attempt = 0;
+        loop {
+            match operation().await {
+                Err(error)
+                    if diagnose(&error) == Diagnosis::Conflict && attempt < CONFLICT_RETRIES =>
+                {
+                    attempt += 1;
+                    pause(attempt).await;
+                }
+                result => return result.map_err(Failure::Server),
+            }
+        }
+    };
+    tokio::time::timeout(OPERATION_TIMEOUT, tries)
+        .await
+        .unwrap_or(Err(Failure::TimedOut))
+}
+
+/// A random pause that grows with `attempt`, so that competing writers drift apart.
+async fn pause(attempt: u32) {
+    let ceiling = 10 * u64::from(attempt.min(6)) + 10;
+    tokio::time::sleep(Duration::from_millis(rand::random_range(5..ceiling))).await;
 }
 
 /// The `keyPattern` of a duplicate-key answer: at the top of a command's answer
@@ -326,7 +411,21 @@ pub struct MongoRepository {
     db: Database,
     users: Collection<UserDocument>,
     refresh_tokens: Collection<RefreshTokenDocument>,
+    refresh_families: Collection<RefreshFamilyDocument>,
     reset_tokens: Collection<ResetTokenDocument>,
+}
+
+/// Users who hold the admin role and are active.
+fn active_admins() -> Document {
+    doc! { "role": stored_role(Role::Admin), "active": true }
+}
+
+/// Users whom no removal in progress has reserved (or whose reservation was abandoned).
+fn unreserved(now: OffsetDateTime) -> Document {
+    doc! { "$or": [
+        { "admin_removal": { "$exists": false } },
+        { "admin_removal.at": { "$lt": bson_time(now - ADMIN_RESERVATION_TTL) } },
+    ] }
 }
 
 impl MongoRepository {
@@ -358,11 +457,13 @@ impl MongoRepository {
         let repository = Self {
             users: db.collection("users"),
             refresh_tokens: db.collection("refresh_tokens"),
+            refresh_families: db.collection("refresh_families"),
             reset_tokens: db.collection("password_reset_tokens"),
             db,
         };
         retry_until(deadline, "MongoDB", || repository.ping()).await?;
         repository.create_indexes().await?;
+        repository.end_revoked_families().await?;
         Ok(repository)
     }
 
@@ -408,9 +509,18 @@ impl MongoRepository {
                 named(doc! { "created_at": -1, "_id": -1 }, "created_at_desc"),
             ])
             .await?;
+        self.users
+            .create_index(named(doc! { "role": 1, "active": 1 }, "role_active"))
+            .await?;
         self.refresh_tokens
             .create_indexes([
                 named(doc! { "family_id": 1 }, "family_id"),
+                named(doc! { "user_id": 1 }, "user_id"),
+                expiring("expires_at_ttl"),
+            ])
+            .await?;
+        self.refresh_families
+            .create_indexes([
                 named(doc! { "user_id": 1 }, "user_id"),
                 expiring("expires_at_ttl"),
             ])
@@ -420,6 +530,45 @@ impl MongoRepository {
                 named(doc! { "user_id": 1 }, "user_id"),
                 expiring("expires_at_ttl"),
             ])
+            .await?;
+        Ok(())
+    }
+
+    /// Tokens that earlier versions revoked one by one (`revoked: true`) end their family
+    /// now, so that none of them works again. Idempotent: the flag is removed once done.
+    async fn end_revoked_families(&self) -> mongodb::error::Result<()> {
+        let tokens = self.refresh_tokens.clone_with_type::<Document>();
+        let mut revoked = tokens
+            .aggregate([
+                doc! { "$match": { "revoked": true } },
+                doc! { "$group": {
+                    "_id": "$family_id",
+                    "user_id": { "$first": "$user_id" },
+                    "expires_at": { "$max": "$expires_at" },
+                } },
+            ])
+            .await?;
+        while let Some(family) = revoked.try_next().await? {
+            self.refresh_families
+                .clone_with_type::<Document>()
+                .update_one(
+                    doc! { "_id": family.get("_id").cloned().unwrap_or(Bson::Null) },
+                    doc! {
+                        "$set": { "ended": true },
+                        "$setOnInsert": {
+                            "user_id": family.get("user_id").cloned().unwrap_or(Bson::Null),
+                            "expires_at": family.get("expires_at").cloned().unwrap_or(Bson::Null),
+                        },
+                    },
+                )
+                .upsert(true)
+                .await?;
+        }
+        tokens
+            .update_many(
+                doc! { "revoked": { "$exists": true } },
+                doc! { "$unset": { "revoked": "" } },
+            )
             .await?;
         Ok(())
     }
@@ -452,12 +601,14 @@ impl MongoRepository {
             ));
         }
         for (field, filter) in &candidates {
-            let held = self
-                .users
-                .clone_with_type::<Document>()
-                .find_one(filter.clone())
-                .projection(doc! { "_id": 1 })
-                .await;
+            let users = self.users.clone_with_type::<Document>();
+            let held = run(|| {
+                users
+                    .find_one(filter.clone())
+                    .projection(doc! { "_id": 1 })
+                    .into_future()
+            })
+            .await;
             match held {
                 Ok(Some(_)) => return StorageError::Duplicate(*field),
                 Ok(None) => {}
@@ -471,28 +622,169 @@ impl MongoRepository {
         }
     }
 
+    async fn family_ended(&self, family_id: &str) -> StorageResult<bool> {
+        let family = run(|| {
+            self.refresh_families
+                .find_one(doc! { "_id": family_id })
+                .into_future()
+        })
+        .await?;
+        Ok(family.is_some_and(|family| family.ended))
+    }
+
     async fn find_user(&self, filter: Document) -> StorageResult<Option<User>> {
-        self.users
-            .find_one(filter)
+        run(|| self.users.find_one(filter.clone()).into_future())
             .await?
             .map(User::try_from)
             .transpose()
+    }
+
+    /// Updates user `id` with `patch` where `filter` matches; `None` when it did not.
+    async fn update_where(
+        &self,
+        id: &UserId,
+        filter: Document,
+        patch: &UserPatch,
+    ) -> StorageResult<Option<User>> {
+        // A reservation made for this write (see `remove_admin`) ends with it.
+        let update = doc! { "$set": set_document(patch), "$unset": { "admin_removal": "" } };
+        let updated = run(|| {
+            self.users
+                .find_one_and_update(filter.clone(), update.clone())
+                .return_document(ReturnDocument::After)
+                .into_future()
+        })
+        .await;
+        match updated {
+            Ok(found) => found.map(User::try_from).transpose(),
+            Err(Failure::Server(error)) => {
+                let (email, username) = patched_unique_values(patch);
+                Err(self.explain(error, *id, email, username).await)
+            }
+            Err(failure) => Err(failure.into()),
+        }
+    }
+
+    /// Deletes user `id` where `filter` matches, then their tokens; `false` when it did not.
+    async fn delete_where(&self, id: &UserId, filter: Document) -> StorageResult<bool> {
+        let deleted = run(|| self.users.delete_one(filter.clone()).into_future()).await?;
+        if deleted.deleted_count == 0 {
+            return Ok(false);
+        }
+        let owned = doc! { "user_id": id.object_id() };
+        run(|| self.refresh_tokens.delete_many(owned.clone()).into_future()).await?;
+        run(|| {
+            self.refresh_families
+                .delete_many(owned.clone())
+                .into_future()
+        })
+        .await?;
+        run(|| self.reset_tokens.delete_many(owned.clone()).into_future()).await?;
+        Ok(true)
+    }
+
+    /// A write (`apply`, given the filter to write under) that may take user `id` out of
+    /// the active admins, made only if another active admin remains. With no transactions
+    /// (none need a replica set), by reservation on the user's own document:
+    /// 1. if they are not an active admin, write on that condition, and be done;
+    /// 2. else reserve them (`admin_removal`), unless another removal holds them;
+    /// 3. count the active admins nobody has reserved, others than them: none, refuse;
+    /// 4. write on the condition that the reservation still holds, which ends it.
+    ///
+    /// Of two removals racing for the last two admins each reserves its own, so each sees
+    /// the other reserved and at most one goes ahead: there is always an admin left, for
+    /// any number of processes. `None` when there is no such user.
+    async fn remove_admin<T, F, Fut>(&self, id: &UserId, mut apply: F) -> StorageResult<Option<T>>
+    where
+        F: FnMut(Document) -> Fut,
+        Fut: std::future::Future<Output = StorageResult<Option<T>>>,
+    {
+        let oid = id.object_id();
+        let raw_users = self.users.clone_with_type::<Document>();
+        for attempt in 1..=ADMIN_ATTEMPTS {
+            if let Some(done) = apply(doc! { "_id": oid, "$nor": [active_admins()] }).await? {
+                return Ok(Some(done));
+            }
+            let now = domain::now();
+            let token = ObjectId::new();
+            let mut reservable = active_admins();
+            reservable.insert("_id", oid);
+            reservable.extend(unreserved(now));
+            let reservation = doc! { "$set": {
+                "admin_removal": { "token": token, "at": bson_time(now) },
+            } };
+            let reserved = run(|| {
+                raw_users
+                    .update_one(reservable.clone(), reservation.clone())
+                    .into_future()
+            })
+            .await?;
+            if reserved.matched_count == 0 {
+                // Gone, or no longer an admin (step 1 will see), or another removal holds them.
+                if self.find_user(doc! { "_id": oid }).await?.is_none() {
+                    return Ok(None);
+                }
+                pause(attempt).await;
+                continue;
+            }
+            let mut others = active_admins();
+            others.insert("_id", doc! { "$ne": oid });
+            others.extend(unreserved(now));
+            let left = run(|| {
+                raw_users
+                    .count_documents(others.clone())
+                    .limit(1)
+                    .into_future()
+            })
+            .await?;
+            if left == 0 {
+                let release = doc! { "_id": oid, "admin_removal.token": token };
+                run(|| {
+                    raw_users
+                        .update_one(release.clone(), doc! { "$unset": { "admin_removal": "" } })
+                        .into_future()
+                })
+                .await?;
+                return Err(StorageError::LastActiveAdmin);
+            }
+            // Only while the reservation is ours and, by our own clock, not yet abandoned.
+            let held = doc! {
+                "_id": oid,
+                "admin_removal.token": token,
+                "admin_removal.at": { "$gt": bson_time(domain::now() - ADMIN_RESERVATION_TTL) },
+            };
+            if let Some(done) = apply(held).await? {
+                return Ok(Some(done));
+            }
+        }
+        Err(StorageError::Unavailable(anyhow::anyhow!(
+            "removing an admin met competing removals {ADMIN_ATTEMPTS} times"
+        )))
     }
 }
 
 #[async_trait]
 impl Repository for MongoRepository {
     async fn ping(&self) -> StorageResult<()> {
-        self.db.run_command(doc! { "ping": 1 }).await?;
+        run(|| self.db.run_command(doc! { "ping": 1 }).into_future()).await?;
         Ok(())
     }
 
     async fn create_user(&self, user: &User) -> StorageResult<()> {
-        match self.users.insert_one(UserDocument::from(user)).await {
+        let document = UserDocument::from(user);
+        match run(|| self.users.insert_one(&document).into_future()).await {
             Ok(_) => Ok(()),
-            Err(error) => Err(self
+            // A try whose answer was lost had landed: the retry found its own fresh id taken.
+            Err(Failure::Server(error))
+                if matches!(diagnose(&error), Diagnosis::Duplicate(_))
+                    && self.user_by_id(&user.id).await?.is_some() =>
+            {
+                Ok(())
+            }
+            Err(Failure::Server(error)) => Err(self
                 .explain(error, user.id, Some(&user.email), user.username.as_ref())
                 .await),
+            Err(failure) => Err(failure.into()),
         }
     }
 
@@ -510,34 +802,27 @@ impl Repository for MongoRepository {
     }
 
     async fn update_user(&self, id: &UserId, patch: &UserPatch) -> StorageResult<Option<User>> {
-        let filter = doc! { "_id": id.object_id() };
         if patch.is_empty() {
-            return self.find_user(filter).await;
+            return self.user_by_id(id).await;
         }
-        let updated = self
-            .users
-            .find_one_and_update(filter, doc! { "$set": set_document(patch) })
-            .return_document(ReturnDocument::After)
-            .await;
-        match updated {
-            Ok(found) => found.map(User::try_from).transpose(),
-            Err(error) => {
-                let (email, username) = patched_unique_values(patch);
-                Err(self.explain(error, *id, email, username).await)
-            }
+        if !patch.may_remove_an_admin() {
+            return self
+                .update_where(id, doc! { "_id": id.object_id() }, patch)
+                .await;
         }
+        self.remove_admin(id, |filter| async move {
+            self.update_where(id, filter, patch).await
+        })
+        .await
     }
 
     async fn delete_user(&self, id: &UserId) -> StorageResult<bool> {
-        let oid = id.object_id();
-        let deleted = self.users.delete_one(doc! { "_id": oid }).await?;
-        self.refresh_tokens
-            .delete_many(doc! { "user_id": oid })
+        let deleted = self
+            .remove_admin(id, |filter| async move {
+                Ok(self.delete_where(id, filter).await?.then_some(()))
+            })
             .await?;
-        self.reset_tokens
-            .delete_many(doc! { "user_id": oid })
-            .await?;
-        Ok(deleted.deleted_count > 0)
+        Ok(deleted.is_some())
     }
 
     async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>> {
@@ -551,38 +836,48 @@ impl Repository for MongoRepository {
             SortField::Name => "name",
             SortField::Email => "email",
         };
-        let total = self.users.count_documents(filter.clone()).await?;
-        let items = self
-            .users
-            .find(filter)
-            .sort(doc! { field: direction, "_id": direction })
-            .skip(query.offset())
-            .limit(i64::from(query.per_page))
-            .await?
-            .try_collect::<Vec<_>>()
-            .await?
-            .into_iter()
-            .map(User::try_from)
-            .collect::<Result<_, _>>()?;
+        let total = run(|| self.users.count_documents(filter.clone()).into_future()).await?;
+        let items = run(|| async {
+            self.users
+                .find(filter.clone())
+                .sort(doc! { field: direction, "_id": direction })
+                .skip(query.offset())
+                .limit(i64::from(query.per_page))
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await?
+        .into_iter()
+        .map(User::try_from)
+        .collect::<Result<_, _>>()?;
         Ok(Page { items, total })
     }
 
-    async fn count_users(&self, filter: &UserFilter) -> StorageResult<u64> {
-        Ok(self.users.count_documents(filter_document(filter)).await?)
-    }
-
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> StorageResult<()> {
-        self.refresh_tokens
-            .insert_one(RefreshTokenDocument {
-                token_hash: record.token_hash,
-                family_id: record.family_id,
-                user_id: record.user_id.object_id(),
-                created_at: bson_time(record.created_at),
-                expires_at: bson_time(record.expires_at),
-                spent_at: None,
-                revoked: false,
-            })
-            .await?;
+        let user_id = record.user_id.object_id();
+        let expires_at = bson_time(record.expires_at);
+        // The family first: a family ended meanwhile stays ended ($setOnInsert).
+        let family = doc! {
+            "$setOnInsert": { "user_id": user_id, "ended": false },
+            "$max": { "expires_at": expires_at },
+        };
+        run(|| {
+            self.refresh_families
+                .update_one(doc! { "_id": &record.family_id }, family.clone())
+                .upsert(true)
+                .into_future()
+        })
+        .await?;
+        let token = RefreshTokenDocument {
+            token_hash: record.token_hash.clone(),
+            family_id: record.family_id.clone(),
+            user_id,
+            created_at: bson_time(record.created_at),
+            expires_at,
+            spent_at: None,
+        };
+        run(|| self.refresh_tokens.insert_one(&token).into_future()).await?;
         Ok(())
     }
 
@@ -591,77 +886,96 @@ impl Repository for MongoRepository {
         token_hash: &str,
         at: OffsetDateTime,
     ) -> StorageResult<RefreshTokenUse> {
-        let spent = self
-            .refresh_tokens
-            .find_one_and_update(
-                doc! { "_id": token_hash, "spent_at": Bson::Null, "revoked": false },
-                doc! { "$set": { "spent_at": bson_time(at) } },
-            )
-            .await?;
-        if let Some(doc) = spent {
-            return Ok(RefreshTokenUse::Spent(RefreshTokenRecord {
-                token_hash: doc.token_hash,
-                family_id: doc.family_id,
-                user_id: doc.user_id.into(),
-                created_at: doc.created_at.to_time_0_3(),
-                expires_at: doc.expires_at.to_time_0_3(),
-            }));
-        }
-        Ok(
-            match self
-                .refresh_tokens
-                .find_one(doc! { "_id": token_hash })
-                .await?
+        let spent = run(|| {
+            self.refresh_tokens
+                .find_one_and_update(
+                    doc! { "_id": token_hash, "spent_at": Bson::Null },
+                    doc! { "$set": { "spent_at": bson_time(at) } },
+                )
+                .into_future()
+        })
+        .await?;
+        let token = match spent {
+            Some(token) => token,
+            None => match run(|| {
+                self.refresh_tokens
+                    .find_one(doc! { "_id": token_hash })
+                    .into_future()
+            })
+            .await?
             {
-                Some(doc) if doc.revoked => RefreshTokenUse::Revoked,
-                Some(doc) => RefreshTokenUse::Replayed {
-                    family_id: doc.family_id,
-                },
-                None => RefreshTokenUse::Unknown,
+                Some(token) => {
+                    return Ok(if self.family_ended(&token.family_id).await? {
+                        RefreshTokenUse::Revoked
+                    } else {
+                        RefreshTokenUse::Replayed {
+                            family_id: token.family_id,
+                        }
+                    });
+                }
+                None => return Ok(RefreshTokenUse::Unknown),
             },
-        )
+        };
+        if self.family_ended(&token.family_id).await? {
+            return Ok(RefreshTokenUse::Revoked);
+        }
+        Ok(RefreshTokenUse::Spent(RefreshTokenRecord {
+            token_hash: token.token_hash,
+            family_id: token.family_id,
+            user_id: token.user_id.into(),
+            created_at: token.created_at.to_time_0_3(),
+            expires_at: token.expires_at.to_time_0_3(),
+        }))
     }
 
     async fn revoke_refresh_token(&self, token_hash: &str) -> StorageResult<()> {
-        self.refresh_tokens
-            .update_one(
-                doc! { "_id": token_hash },
-                doc! { "$set": { "revoked": true } },
-            )
-            .await?;
+        let token = run(|| {
+            self.refresh_tokens
+                .find_one(doc! { "_id": token_hash })
+                .into_future()
+        })
+        .await?;
+        if let Some(token) = token {
+            self.revoke_refresh_family(&token.family_id).await?;
+        }
         Ok(())
     }
 
     async fn revoke_refresh_family(&self, family_id: &str) -> StorageResult<()> {
-        self.refresh_tokens
-            .update_many(
-                doc! { "family_id": family_id },
-                doc! { "$set": { "revoked": true } },
-            )
-            .await?;
+        run(|| {
+            self.refresh_families
+                .update_one(
+                    doc! { "_id": family_id },
+                    doc! { "$set": { "ended": true } },
+                )
+                .into_future()
+        })
+        .await?;
         Ok(())
     }
 
     async fn revoke_user_refresh_tokens(&self, user_id: &UserId) -> StorageResult<()> {
-        self.refresh_tokens
-            .update_many(
-                doc! { "user_id": user_id.object_id() },
-                doc! { "$set": { "revoked": true } },
-            )
-            .await?;
+        run(|| {
+            self.refresh_families
+                .update_many(
+                    doc! { "user_id": user_id.object_id() },
+                    doc! { "$set": { "ended": true } },
+                )
+                .into_future()
+        })
+        .await?;
         Ok(())
     }
 
     async fn insert_reset_token(&self, record: ResetTokenRecord) -> StorageResult<()> {
-        self.reset_tokens
-            .insert_one(ResetTokenDocument {
-                token_hash: record.token_hash,
-                user_id: record.user_id.object_id(),
-                created_at: bson_time(record.created_at),
-                expires_at: bson_time(record.expires_at),
-                used_at: None,
-            })
-            .await?;
+        let token = ResetTokenDocument {
+            token_hash: record.token_hash,
+            user_id: record.user_id.object_id(),
+            created_at: bson_time(record.created_at),
+            expires_at: bson_time(record.expires_at),
+            used_at: None,
+        };
+        run(|| self.reset_tokens.insert_one(&token).into_future()).await?;
         Ok(())
     }
 
@@ -670,26 +984,31 @@ impl Repository for MongoRepository {
         token_hash: &str,
         at: OffsetDateTime,
     ) -> StorageResult<Option<UserId>> {
-        let used = self
-            .reset_tokens
-            .find_one_and_update(
-                doc! {
-                    "_id": token_hash,
-                    "used_at": Bson::Null,
-                    "expires_at": { "$gt": bson_time(at) },
-                },
-                doc! { "$set": { "used_at": bson_time(at) } },
-            )
-            .await?;
+        let used = run(|| {
+            self.reset_tokens
+                .find_one_and_update(
+                    doc! {
+                        "_id": token_hash,
+                        "used_at": Bson::Null,
+                        "expires_at": { "$gt": bson_time(at) },
+                    },
+                    doc! { "$set": { "used_at": bson_time(at) } },
+                )
+                .into_future()
+        })
+        .await?;
         let Some(doc) = used else {
             return Ok(None);
         };
-        self.reset_tokens
-            .update_many(
-                doc! { "user_id": doc.user_id, "used_at": Bson::Null },
-                doc! { "$set": { "used_at": bson_time(at) } },
-            )
-            .await?;
+        run(|| {
+            self.reset_tokens
+                .update_many(
+                    doc! { "user_id": doc.user_id, "used_at": Bson::Null },
+                    doc! { "$set": { "used_at": bson_time(at) } },
+                )
+                .into_future()
+        })
+        .await?;
         Ok(Some(doc.user_id.into()))
     }
 }
@@ -788,5 +1107,82 @@ mod tests {
             diagnose(&command_error(2, "bad value")),
             Diagnosis::Internal
         );
+    }
+
+    fn labelled(label: &str) -> mongodb::error::Error {
+        // Labels reach an error from the server's answer; a write-concern error carries them.
+        let error: mongodb::error::WriteConcernError = bson::from_document(
+            doc! { "code": 64, "codeName": "x", "errmsg": "x", "errorLabels": [label] },
+        )
+        .unwrap();
+        ErrorKind::Write(WriteFailure::WriteConcernError(error)).into()
+    }
+
+    #[test]
+    fn write_conflicts_are_retried_then_unavailable() {
+        assert_eq!(
+            diagnose(&command_error(WRITE_CONFLICT, "WriteConflict")),
+            Diagnosis::Conflict
+        );
+        assert_eq!(
+            diagnose(&write_error(WRITE_CONFLICT, "WriteConflict")),
+            Diagnosis::Conflict
+        );
+        for label in ["TransientTransactionError", "RetryableWriteError"] {
+            let error = labelled(label);
+            assert!(error.contains_label(label), "{label}");
+            assert_eq!(diagnose(&error), Diagnosis::Conflict, "{label}");
+        }
+        // Still conflicting after the retries: 503, never 500.
+        assert!(matches!(
+            StorageError::from(command_error(WRITE_CONFLICT, "WriteConflict")),
+            StorageError::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn exceeded_time_limits_are_unavailable() {
+        let error = StorageError::from(command_error(50, "operation exceeded time limit"));
+        assert!(matches!(error, StorageError::Unavailable(_)));
+        assert!(matches!(
+            StorageError::from(Failure::TimedOut),
+            StorageError::Unavailable(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn conflicts_are_tried_again_a_bounded_number_of_times() {
+        let mut calls = 0;
+        let result: Result<(), Failure> = run(|| {
+            calls += 1;
+            async { Err(command_error(WRITE_CONFLICT, "WriteConflict")) }
+        })
+        .await;
+        assert!(matches!(result, Err(Failure::Server(_))));
+        assert_eq!(calls, CONFLICT_RETRIES + 1);
+
+        // A duplicate met on a later try is reported as the duplicate it is.
+        let mut calls = 0;
+        let result: Result<(), Failure> = run(|| {
+            calls += 1;
+            let error = if calls == 1 {
+                command_error(WRITE_CONFLICT, "WriteConflict")
+            } else {
+                command_error(
+                    DUPLICATE_KEY,
+                    "E11000 duplicate key error collection: db.users index: email_unique dup key: { email: \"a@x.io\" }",
+                )
+            };
+            async move { Err(error) }
+        })
+        .await;
+        let Err(Failure::Server(error)) = result else {
+            panic!("{result:?}")
+        };
+        assert!(matches!(
+            StorageError::from(error),
+            StorageError::Duplicate(UniqueField::Email)
+        ));
+        assert_eq!(calls, 2);
     }
 }

@@ -7,7 +7,8 @@ use std::{
 
 use async_trait::async_trait;
 use rusqlite::{
-    Connection, ErrorCode, OptionalExtension, Row, functions::FunctionFlags, params, types::Value,
+    Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior,
+    functions::FunctionFlags, params, types::Value,
 };
 use time::OffsetDateTime;
 
@@ -24,7 +25,8 @@ use crate::{
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id                  TEXT PRIMARY KEY,
     name                TEXT NOT NULL,
@@ -63,13 +65,36 @@ CREATE TABLE reset_tokens (
     used_at    INTEGER
 ) STRICT;
 CREATE INDEX reset_tokens_user ON reset_tokens (user_id);
-"#];
+"#,
+    // Refresh-token families (sessions) with an ended state, so that a token issued into a
+    // family after it ended (the winner of a refresh race against a reuse) is dead too.
+    r#"
+CREATE TABLE refresh_families (
+    family_id  TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    expires_at INTEGER NOT NULL,
+    ended      INTEGER NOT NULL DEFAULT 0 CHECK (ended IN (0, 1))
+) STRICT;
+CREATE INDEX refresh_families_user ON refresh_families (user_id);
+CREATE INDEX refresh_families_expires ON refresh_families (expires_at);
+INSERT INTO refresh_families (family_id, user_id, expires_at, ended)
+    SELECT family_id, min(user_id), max(expires_at), max(revoked)
+    FROM refresh_tokens GROUP BY family_id;
+ALTER TABLE refresh_tokens DROP COLUMN revoked;
+"#,
+];
 
 const USER_COLUMNS: &str = "id, name, username, email, role, active, password_hash, \
      created_at, updated_at, last_login_at, password_changed_at";
 
-/// One connection behind a mutex: SQLite serialises writers anyway, and a single
-/// connection never meets `SQLITE_BUSY`. Every call runs on the blocking pool.
+/// How often a call that met `SQLITE_BUSY` (another process held the write lock for longer
+/// than the busy timeout) is tried again before the database counts as unavailable.
+const BUSY_RETRIES: u32 = 3;
+
+/// One connection behind a mutex: SQLite serialises writers anyway. Several processes may
+/// share the file: every write transaction starts with `BEGIN IMMEDIATE`, so that it waits
+/// for the write lock (up to the busy timeout) instead of failing when it would upgrade a
+/// read lock. Every call runs on the blocking pool.
 #[derive(Clone)]
 pub struct SqliteRepository {
     conn: Arc<Mutex<Connection>>,
@@ -96,18 +121,29 @@ impl SqliteRepository {
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool.
-    async fn call<T, F>(&self, f: F) -> StorageResult<T>
+    /// Runs `f` with the connection on the blocking pool, again after a short random pause
+    /// when another process kept the database busy.
+    async fn call<T, F>(&self, mut f: F) -> StorageResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StorageError> + Send + 'static,
+        F: FnMut(&mut Connection) -> Result<T, StorageError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
         spawn_blocking_with_tracing(move || {
             // A panic while holding the lock cannot leave a half-done transaction behind
             // (rusqlite rolls back on drop), so a poisoned lock is still safe to use.
             let mut guard = conn.lock().unwrap_or_else(|poison| poison.into_inner());
-            f(&mut guard)
+            let mut attempt = 0;
+            loop {
+                match f(&mut guard) {
+                    Err(e) if is_busy(&e) && attempt < BUSY_RETRIES => {
+                        attempt += 1;
+                        let pause = rand::random_range(10..50 * u64::from(attempt));
+                        std::thread::sleep(std::time::Duration::from_millis(pause));
+                    }
+                    result => return result,
+                }
+            }
         })
         .await
         .map_err(StorageError::internal)?
@@ -129,8 +165,11 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))
 }
 
+/// Applies the missing migrations in one write transaction, so that processes opening the
+/// same new file at once migrate it once.
 fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let applied: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let tx = write_transaction(conn)?;
+    let applied: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let applied = usize::try_from(applied)?;
     if applied > MIGRATIONS.len() {
         anyhow::bail!(
@@ -138,13 +177,46 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
             MIGRATIONS.len()
         );
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let tx = conn.transaction()?;
+    for sql in &MIGRATIONS[applied..] {
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i64::try_from(index + 1)?)?;
-        tx.commit()?;
     }
+    tx.pragma_update(None, "user_version", i64::try_from(MIGRATIONS.len())?)?;
+    tx.commit()?;
     Ok(())
+}
+
+/// A transaction that holds the write lock from its start (`BEGIN IMMEDIATE`).
+fn write_transaction(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+fn is_busy(error: &StorageError) -> bool {
+    let StorageError::Unavailable(cause) = error else {
+        return false;
+    };
+    matches!(
+        cause.downcast_ref::<rusqlite::Error>(),
+        Some(rusqlite::Error::SqliteFailure(failure, _))
+            if matches!(failure.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+fn is_active_admin(conn: &Connection, id: &str) -> StorageResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM users WHERE id = ?1 AND role = 'admin' AND active = 1")?
+        .exists([id])?)
+}
+
+/// Fails the write in progress, which is then rolled back, if it leaves no active admin.
+fn ensure_an_active_admin(conn: &Connection) -> StorageResult<()> {
+    let left = conn
+        .prepare_cached("SELECT 1 FROM users WHERE role = 'admin' AND active = 1 LIMIT 1")?
+        .exists([])?;
+    if left {
+        Ok(())
+    } else {
+        Err(StorageError::LastActiveAdmin)
+    }
 }
 
 impl From<rusqlite::Error> for StorageError {
@@ -317,26 +389,34 @@ impl Repository for SqliteRepository {
 
     async fn update_user(&self, id: &UserId, patch: &UserPatch) -> StorageResult<Option<User>> {
         let id = id.to_hex();
-        let (columns, mut values): (Vec<_>, Vec<_>) = patch.fields().iter().map(column).unzip();
+        let guarded = patch.may_remove_an_admin();
+        let (columns, values): (Vec<_>, Vec<_>) = patch.fields().iter().map(column).unzip();
+        let assignments = columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| format!("{column} = ?{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE users SET {assignments} WHERE id = ?{} RETURNING {USER_COLUMNS}",
+            values.len() + 1
+        );
         self.call(move |conn| {
-            if columns.is_empty() {
+            if values.is_empty() {
                 return select_user(conn, "id", &id);
             }
-            let assignments = columns
-                .iter()
-                .enumerate()
-                .map(|(i, column)| format!("{column} = ?{}", i + 1))
-                .collect::<Vec<_>>()
-                .join(", ");
-            values.push(Value::Text(id));
-            let sql = format!(
-                "UPDATE users SET {assignments} WHERE id = ?{} RETURNING {USER_COLUMNS}",
-                values.len()
-            );
-            Ok(conn
+            let tx = write_transaction(conn)?;
+            let was_active_admin = guarded && is_active_admin(&tx, &id)?;
+            let parameters = values.iter().cloned().chain([Value::Text(id.clone())]);
+            let user = tx
                 .prepare_cached(&sql)?
-                .query_row(rusqlite::params_from_iter(values), user_from_row)
-                .optional()?)
+                .query_row(rusqlite::params_from_iter(parameters), user_from_row)
+                .optional()?;
+            if was_active_admin {
+                ensure_an_active_admin(&tx)?;
+            }
+            tx.commit()?;
+            Ok(user)
         })
         .await
     }
@@ -344,10 +424,15 @@ impl Repository for SqliteRepository {
     async fn delete_user(&self, id: &UserId) -> StorageResult<bool> {
         let id = id.to_hex();
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = write_transaction(conn)?;
+            let was_active_admin = is_active_admin(&tx, &id)?;
             let deleted = tx.execute("DELETE FROM users WHERE id = ?1", [&id])? > 0;
             tx.execute("DELETE FROM refresh_tokens WHERE user_id = ?1", [&id])?;
+            tx.execute("DELETE FROM refresh_families WHERE user_id = ?1", [&id])?;
             tx.execute("DELETE FROM reset_tokens WHERE user_id = ?1", [&id])?;
+            if was_active_admin {
+                ensure_an_active_admin(&tx)?;
+            }
             tx.commit()?;
             Ok(deleted)
         })
@@ -386,18 +471,21 @@ impl Repository for SqliteRepository {
         .await
     }
 
-    async fn count_users(&self, filter: &UserFilter) -> StorageResult<u64> {
-        let filter = filter.clone();
-        self.call(move |conn| count(conn, &filter)).await
-    }
-
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> StorageResult<()> {
         self.call(move |conn| {
-            let tx = conn.transaction()?;
-            // Expired tokens can never be used again; sweep them while we are writing.
+            let tx = write_transaction(conn)?;
+            let now = unix_millis(record.created_at);
+            // Expired tokens and families can never be used again; sweep them while writing.
+            tx.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [now])?;
+            tx.execute("DELETE FROM refresh_families WHERE expires_at < ?1", [now])?;
             tx.execute(
-                "DELETE FROM refresh_tokens WHERE expires_at < ?1",
-                [unix_millis(record.created_at)],
+                "INSERT INTO refresh_families (family_id, user_id, expires_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (family_id) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+                params![
+                    record.family_id,
+                    record.user_id.to_hex(),
+                    unix_millis(record.expires_at)
+                ],
             )?;
             tx.execute(
                 "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) \
@@ -406,7 +494,7 @@ impl Repository for SqliteRepository {
                     record.token_hash,
                     record.family_id,
                     record.user_id.to_hex(),
-                    unix_millis(record.created_at),
+                    now,
                     unix_millis(record.expires_at),
                 ],
             )?;
@@ -423,11 +511,13 @@ impl Repository for SqliteRepository {
     ) -> StorageResult<RefreshTokenUse> {
         let token_hash = token_hash.to_owned();
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = write_transaction(conn)?;
             let found = tx
                 .query_row(
-                    "SELECT family_id, user_id, created_at, expires_at, spent_at IS NOT NULL, revoked \
-                     FROM refresh_tokens WHERE token_hash = ?1",
+                    "SELECT t.family_id, t.user_id, t.created_at, t.expires_at, \
+                     t.spent_at IS NOT NULL, coalesce(f.ended, 0) \
+                     FROM refresh_tokens t LEFT JOIN refresh_families f USING (family_id) \
+                     WHERE t.token_hash = ?1",
                     [&token_hash],
                     |row| {
                         Ok((
@@ -441,10 +531,10 @@ impl Repository for SqliteRepository {
                     },
                 )
                 .optional()?;
-            let Some((family_id, user_id, created_at, expires_at, spent, revoked)) = found else {
+            let Some((family_id, user_id, created_at, expires_at, spent, ended)) = found else {
                 return Ok(RefreshTokenUse::Unknown);
             };
-            if revoked {
+            if ended {
                 return Ok(RefreshTokenUse::Revoked);
             }
             if spent {
@@ -456,7 +546,7 @@ impl Repository for SqliteRepository {
             )?;
             tx.commit()?;
             Ok(RefreshTokenUse::Spent(RefreshTokenRecord {
-                token_hash,
+                token_hash: token_hash.clone(),
                 family_id,
                 user_id: UserId::parse(&user_id).map_err(StorageError::internal)?,
                 created_at: from_millis(created_at)?,
@@ -470,8 +560,9 @@ impl Repository for SqliteRepository {
         let token_hash = token_hash.to_owned();
         self.call(move |conn| {
             conn.execute(
-                "UPDATE refresh_tokens SET revoked = 1 WHERE token_hash = ?1",
-                [token_hash],
+                "UPDATE refresh_families SET ended = 1 WHERE family_id = \
+                 (SELECT family_id FROM refresh_tokens WHERE token_hash = ?1)",
+                [&token_hash],
             )?;
             Ok(())
         })
@@ -482,8 +573,8 @@ impl Repository for SqliteRepository {
         let family_id = family_id.to_owned();
         self.call(move |conn| {
             conn.execute(
-                "UPDATE refresh_tokens SET revoked = 1 WHERE family_id = ?1",
-                [family_id],
+                "UPDATE refresh_families SET ended = 1 WHERE family_id = ?1",
+                [&family_id],
             )?;
             Ok(())
         })
@@ -494,8 +585,8 @@ impl Repository for SqliteRepository {
         let user_id = user_id.to_hex();
         self.call(move |conn| {
             conn.execute(
-                "UPDATE refresh_tokens SET revoked = 1 WHERE user_id = ?1",
-                [user_id],
+                "UPDATE refresh_families SET ended = 1 WHERE user_id = ?1",
+                [&user_id],
             )?;
             Ok(())
         })
@@ -526,7 +617,7 @@ impl Repository for SqliteRepository {
     ) -> StorageResult<Option<UserId>> {
         let token_hash = token_hash.to_owned();
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = write_transaction(conn)?;
             let user_id: Option<String> = tx
                 .query_row(
                     "UPDATE reset_tokens SET used_at = ?2 \

@@ -60,6 +60,26 @@ fn new_user(display_name: &str, address: &str, handle: Option<&str>) -> User {
 }
 
 /// Stores `user` and returns it.
+fn admin_user(display_name: &str, address: &str) -> User {
+    User {
+        role: Role::Admin,
+        ..new_user(display_name, address, None)
+    }
+}
+
+async fn active_admins(repo: &DynRepository) -> Vec<UserId> {
+    let query = ListQuery {
+        per_page: 100,
+        filter: UserFilter {
+            role: Some(Role::Admin),
+            active: Some(true),
+            q: None,
+        },
+        ..ListQuery::default()
+    };
+    ids(&repo.list_users(&query).await.expect("list").items)
+}
+
 async fn insert(repo: &DynRepository, user: User) -> User {
     repo.create_user(&user)
         .await
@@ -92,9 +112,10 @@ async fn fetch(repo: &DynRepository, id: &UserId) -> User {
 }
 
 async fn user_count(repo: &DynRepository) -> u64 {
-    repo.count_users(&UserFilter::default())
+    repo.list_users(&ListQuery::default())
         .await
-        .expect("count")
+        .expect("list")
+        .total
 }
 
 /// Long enough that two `now()` calls on either side of it differ at millisecond precision.
@@ -587,10 +608,18 @@ pub async fn many_users_without_username_coexist(repo: DynRepository) {
     assert_eq!(user_count(&repo).await, 6);
 }
 
-pub async fn concurrent_creates_with_one_email_yield_exactly_one_user(repo: DynRepository) {
+/// Through two handles on one database, as two service instances would write.
+pub async fn concurrent_creates_with_one_email_yield_exactly_one_user(
+    repo: DynRepository,
+    twin: DynRepository,
+) {
     let tasks: Vec<_> = (0..50)
         .map(|i| {
-            let repo = repo.clone();
+            let repo = if i % 2 == 0 {
+                repo.clone()
+            } else {
+                twin.clone()
+            };
             // The same address in many spellings of case.
             let address: String = "race@example.com"
                 .chars()
@@ -635,7 +664,8 @@ pub async fn concurrent_creates_with_one_email_yield_exactly_one_user(repo: DynR
 
 pub async fn partial_update_stores_only_the_given_fields(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", Some("mario")).await;
-    let other = create(&repo, "Other", "other@example.com", Some("other")).await;
+    // An active admin besides `user`, so that `user` may be deactivated below.
+    let other = insert(&repo, admin_user("Other", "other@example.com")).await;
     // Any time a backend took from its clock now would differ from the stored ones.
     tick().await;
 
@@ -1328,72 +1358,6 @@ pub async fn list_filters_by_role_active_and_combined(repo: DynRepository) {
     );
 }
 
-pub async fn count_users_applies_the_filter(repo: DynRepository) {
-    assert_eq!(
-        repo.count_users(&UserFilter::default())
-            .await
-            .expect("count"),
-        0
-    );
-    for i in 0..5 {
-        insert(
-            &repo,
-            User {
-                role: if i < 2 { Role::Admin } else { Role::User },
-                active: i % 2 == 0,
-                ..new_user(&format!("Person {i}"), &format!("p{i}@example.com"), None)
-            },
-        )
-        .await;
-    }
-    let count = |filter: UserFilter| {
-        let repo = repo.clone();
-        async move { repo.count_users(&filter).await.expect("count") }
-    };
-    assert_eq!(count(UserFilter::default()).await, 5);
-    assert_eq!(
-        count(UserFilter {
-            role: Some(Role::Admin),
-            ..UserFilter::default()
-        })
-        .await,
-        2
-    );
-    assert_eq!(
-        count(UserFilter {
-            active: Some(true),
-            ..UserFilter::default()
-        })
-        .await,
-        3
-    );
-    assert_eq!(
-        count(UserFilter {
-            role: Some(Role::Admin),
-            active: Some(true),
-            ..UserFilter::default()
-        })
-        .await,
-        1
-    );
-    assert_eq!(count(q("PERSON 3")).await, 1);
-    assert_eq!(count(q("p.@")).await, 0, "q is literal");
-    // count agrees with list's total for the same filter.
-    let filter = UserFilter {
-        active: Some(false),
-        ..UserFilter::default()
-    };
-    let page = repo
-        .list_users(&ListQuery {
-            per_page: 1,
-            filter: filter.clone(),
-            ..ListQuery::default()
-        })
-        .await
-        .expect("list");
-    assert_eq!(page.total, count(filter).await);
-}
-
 pub async fn list_sorts_by_created_at_with_ties_broken_by_id(repo: DynRepository) {
     let mut users = Vec::new();
     // Several users share a created_at, and the order of creation (that of the ids) is not
@@ -1535,36 +1499,245 @@ pub async fn concurrent_uses_of_a_refresh_token_spend_it_once(repo: DynRepositor
     assert_eq!(spent, 1);
 }
 
-pub async fn revoked_refresh_token_is_revoked_not_replayed(repo: DynRepository) {
+pub async fn revoking_a_token_ends_its_family_and_a_revoked_token_is_not_a_replay(
+    repo: DynRepository,
+) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
-    repo.insert_refresh_token(refresh("revoked", "family", user.id))
+    repo.insert_refresh_token(refresh("spent", "family", user.id))
         .await
         .expect("insert");
     repo.insert_refresh_token(refresh("sibling", "family", user.id))
         .await
         .expect("insert");
-    repo.revoke_refresh_token("revoked").await.expect("revoke");
-    assert_eq!(
-        repo.use_refresh_token("revoked", now()).await.expect("use"),
-        RefreshTokenUse::Revoked
-    );
-    // Revoking one token leaves the rest of its family alone.
+    repo.insert_refresh_token(refresh("stranger", "other", user.id))
+        .await
+        .expect("insert");
     assert!(matches!(
-        repo.use_refresh_token("sibling", now()).await.expect("use"),
+        repo.use_refresh_token("spent", now()).await.expect("use"),
         RefreshTokenUse::Spent(_)
     ));
-    // A spent token is a replay until it is revoked.
+    // A spent token is a replay until its family ends.
     assert_eq!(
-        repo.use_refresh_token("sibling", now()).await.expect("use"),
+        repo.use_refresh_token("spent", now()).await.expect("use"),
         RefreshTokenUse::Replayed {
             family_id: "family".into()
         }
     );
+    // A logout presents one token and ends its whole family (its session).
     repo.revoke_refresh_token("sibling").await.expect("revoke");
+    for token in ["spent", "sibling"] {
+        assert_eq!(
+            repo.use_refresh_token(token, now()).await.expect("use"),
+            RefreshTokenUse::Revoked,
+            "{token}"
+        );
+    }
+    assert!(matches!(
+        repo.use_refresh_token("stranger", now())
+            .await
+            .expect("use"),
+        RefreshTokenUse::Spent(_)
+    ));
+    // Revoking an unknown token changes nothing.
+    repo.revoke_refresh_token("unknown").await.expect("revoke");
+}
+
+pub async fn a_token_added_to_an_ended_family_is_revoked(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    repo.insert_refresh_token(refresh("first", "family", user.id))
+        .await
+        .expect("insert");
+    repo.revoke_refresh_family("family").await.expect("end");
+    repo.insert_refresh_token(refresh("late", "family", user.id))
+        .await
+        .expect("insert");
     assert_eq!(
-        repo.use_refresh_token("sibling", now()).await.expect("use"),
+        repo.use_refresh_token("late", now()).await.expect("use"),
         RefreshTokenUse::Revoked
     );
+    // Likewise after every family of the user ended (a password change).
+    repo.insert_refresh_token(refresh("second", "family-2", user.id))
+        .await
+        .expect("insert");
+    repo.revoke_user_refresh_tokens(&user.id)
+        .await
+        .expect("end all");
+    repo.insert_refresh_token(refresh("later", "family-2", user.id))
+        .await
+        .expect("insert");
+    assert_eq!(
+        repo.use_refresh_token("later", now()).await.expect("use"),
+        RefreshTokenUse::Revoked
+    );
+}
+
+/// Two clients present one refresh token at once, each through its own handle on the
+/// database, doing what the service does: a spent token buys the next one of the family,
+/// a replay ends the family. Whoever wins, no token of the family may live on.
+pub async fn concurrent_uses_of_one_refresh_token_leave_no_live_token_in_its_family(
+    repo: DynRepository,
+    twin: DynRepository,
+) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    for round in 0..25 {
+        let family = format!("family-{round}");
+        let first = format!("first-{round}");
+        repo.insert_refresh_token(refresh(&first, &family, user.id))
+            .await
+            .expect("insert");
+        let present = |repo: DynRepository, next: String| {
+            let first = first.clone();
+            tokio::spawn(async move {
+                match repo.use_refresh_token(&first, now()).await.expect("use") {
+                    RefreshTokenUse::Spent(record) => {
+                        // The service reads the user and signs a token in between: a gap
+                        // of varying length, in which the replay may be handled.
+                        tokio::time::sleep(Duration::from_millis(round % 4)).await;
+                        repo.insert_refresh_token(refresh(
+                            &next,
+                            &record.family_id,
+                            record.user_id,
+                        ))
+                        .await
+                        .expect("insert the next token");
+                        Some(next)
+                    }
+                    RefreshTokenUse::Replayed { family_id } => {
+                        repo.revoke_refresh_family(&family_id).await.expect("end");
+                        None
+                    }
+                    other => panic!("round {round}: {other:?}"),
+                }
+            })
+        };
+        let (a, b) = tokio::join!(
+            present(repo.clone(), format!("a-{round}")),
+            present(twin.clone(), format!("b-{round}"))
+        );
+        let issued: Vec<String> = [a.expect("task"), b.expect("task")]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(issued.len(), 1, "round {round}: exactly one use wins");
+        assert_eq!(
+            repo.use_refresh_token(&issued[0], now())
+                .await
+                .expect("use"),
+            RefreshTokenUse::Revoked,
+            "round {round}: the winner's token outlived the reuse"
+        );
+    }
+}
+
+pub async fn the_last_active_admin_cannot_be_demoted_deactivated_or_deleted(repo: DynRepository) {
+    let admin = insert(&repo, admin_user("Admin", "admin@example.com")).await;
+    let user = create(&repo, "User", "user@example.com", None).await;
+    for patch in [
+        UserPatch::new().set(UserField::Role(Role::User)),
+        UserPatch::new().set(UserField::Active(false)),
+        UserPatch::new()
+            .set(UserField::Name(name("Renamed")))
+            .set(UserField::Active(false)),
+    ] {
+        assert!(
+            matches!(
+                repo.update_user(&admin.id, &patch).await,
+                Err(StorageError::LastActiveAdmin)
+            ),
+            "{patch:?}"
+        );
+    }
+    assert!(matches!(
+        repo.delete_user(&admin.id).await,
+        Err(StorageError::LastActiveAdmin)
+    ));
+    assert_eq!(
+        fetch(&repo, &admin.id).await,
+        admin,
+        "nothing of it was written"
+    );
+    // Changes that keep them an active admin, and changes to anyone else, are no matter.
+    update(
+        &repo,
+        &admin.id,
+        UserPatch::new()
+            .set(UserField::Role(Role::Admin))
+            .set(UserField::Active(true)),
+    )
+    .await;
+    update(
+        &repo,
+        &user.id,
+        UserPatch::new().set(UserField::Active(false)),
+    )
+    .await;
+    assert!(repo.delete_user(&user.id).await.expect("delete"));
+    // With a second active admin either may go, and then the other is the last.
+    let second = insert(&repo, admin_user("Second", "second@example.com")).await;
+    update(
+        &repo,
+        &admin.id,
+        UserPatch::new().set(UserField::Active(false)),
+    )
+    .await;
+    assert!(matches!(
+        repo.delete_user(&second.id).await,
+        Err(StorageError::LastActiveAdmin)
+    ));
+    // An inactive admin is no active admin: it may be deleted.
+    assert!(repo.delete_user(&admin.id).await.expect("delete"));
+    assert_eq!(active_admins(&repo).await, vec![second.id]);
+}
+
+/// Two handles on one database, as two service instances: in every round two admins are
+/// the only active ones, and each handle removes one of them at the same moment (the other
+/// admin, or itself), by demotion, deactivation or deletion. At least one must be left.
+pub async fn concurrent_removals_of_the_last_two_admins_leave_one(
+    repo: DynRepository,
+    twin: DynRepository,
+) {
+    for round in 0..30 {
+        let x = insert(&repo, admin_user("X", &format!("x{round}@example.com"))).await;
+        let y = insert(&twin, admin_user("Y", &format!("y{round}@example.com"))).await;
+        for old in active_admins(&repo).await {
+            if old != x.id && old != y.id {
+                assert!(repo.delete_user(&old).await.expect("delete a survivor"));
+            }
+        }
+        let kind = round % 3;
+        let remove = |repo: DynRepository, target: UserId| {
+            tokio::spawn(async move {
+                match kind {
+                    0 => repo
+                        .update_user(&target, &UserPatch::new().set(UserField::Role(Role::User)))
+                        .await
+                        .map(drop),
+                    1 => repo
+                        .update_user(&target, &UserPatch::new().set(UserField::Active(false)))
+                        .await
+                        .map(drop),
+                    _ => repo.delete_user(&target).await.map(drop),
+                }
+            })
+        };
+        // Even rounds: each removes the other; odd rounds: each removes itself.
+        let (a, b) = if round % 2 == 0 {
+            (y.id, x.id)
+        } else {
+            (x.id, y.id)
+        };
+        let (first, second) = tokio::join!(remove(repo.clone(), a), remove(twin.clone(), b));
+        for result in [first.expect("task"), second.expect("task")] {
+            match result {
+                Ok(()) | Err(StorageError::LastActiveAdmin) => {}
+                Err(other) => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert!(
+            !active_admins(&repo).await.is_empty(),
+            "round {round}: no active admin left"
+        );
+    }
 }
 
 pub async fn revoke_refresh_family_affects_only_that_family(repo: DynRepository) {

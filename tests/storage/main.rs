@@ -17,6 +17,9 @@ use user_service::storage::{DynRepository, MemoryRepository, MongoRepository, Sq
 /// a container) and how to clean up after a passing test.
 pub struct Backend {
     pub repo: DynRepository,
+    /// A second, independent handle on the same database (its own connection or client),
+    /// as a second service instance would have.
+    pub twin: DynRepository,
     _keep_alive: Box<dyn Any + Send>,
     /// A MongoDB database on a shared server, dropped once the test has passed
     /// (a failing test leaves it behind for inspection).
@@ -26,6 +29,7 @@ pub struct Backend {
 impl Backend {
     async fn finish(self) {
         drop(self.repo);
+        drop(self.twin);
         if let Some((uri, database)) = self.drop_database {
             let client = mongodb::Client::with_uri_str(&uri)
                 .await
@@ -39,11 +43,16 @@ impl Backend {
 
 async fn sqlite_backend() -> Backend {
     let dir = tempfile::tempdir().expect("create a temporary directory");
-    let repo = SqliteRepository::open(dir.path().join("users.db"))
+    let path = dir.path().join("users.db");
+    let repo = SqliteRepository::open(&path)
         .await
         .expect("open the SQLite database");
+    let twin = SqliteRepository::open(&path)
+        .await
+        .expect("open the SQLite database again");
     Backend {
         repo: Arc::new(repo),
+        twin: Arc::new(twin),
         _keep_alive: Box::new(dir),
         drop_database: None,
     }
@@ -51,8 +60,10 @@ async fn sqlite_backend() -> Backend {
 
 /// The services' test double, held to the same contract as the real backends.
 async fn memory_backend() -> Backend {
+    let repo: DynRepository = Arc::new(MemoryRepository::new());
     Backend {
-        repo: Arc::new(MemoryRepository::new()),
+        twin: Arc::clone(&repo),
+        repo,
         _keep_alive: Box::new(()),
         drop_database: None,
     }
@@ -61,12 +72,18 @@ async fn memory_backend() -> Backend {
 async fn mongo_backend() -> Backend {
     // A database per test, so tests never see each other's documents.
     let database = format!("user_service_test_{}", bson::oid::ObjectId::new().to_hex());
+    let open = |uri: String, database: String| async move {
+        let repo: DynRepository = Arc::new(
+            MongoRepository::connect(&uri, &database, Duration::from_secs(30))
+                .await
+                .expect("connect to MongoDB"),
+        );
+        repo
+    };
     if let Ok(uri) = std::env::var("MONGODB_TEST_URI") {
-        let repo = MongoRepository::connect(&uri, &database, Duration::from_secs(30))
-            .await
-            .expect("connect to MONGODB_TEST_URI");
         return Backend {
-            repo: Arc::new(repo),
+            repo: open(uri.clone(), database.clone()).await,
+            twin: open(uri.clone(), database.clone()).await,
             _keep_alive: Box::new(()),
             drop_database: Some((uri, database)),
         };
@@ -89,11 +106,9 @@ async fn mongo_backend() -> Backend {
         .await
         .expect("container port for 27017");
     let uri = format!("mongodb://{host}:{port}");
-    let repo = MongoRepository::connect(&uri, &database, Duration::from_secs(30))
-        .await
-        .expect("connect to the mongo container");
     Backend {
-        repo: Arc::new(repo),
+        repo: open(uri.clone(), database.clone()).await,
+        twin: open(uri, database).await,
         _keep_alive: Box::new(container),
         drop_database: None,
     }
@@ -115,7 +130,6 @@ macro_rules! conformance_suite {
             duplicates_name_the_taken_field_when_both_unique_fields_are_written,
             a_user_may_change_the_case_of_their_own_username,
             many_users_without_username_coexist,
-            concurrent_creates_with_one_email_yield_exactly_one_user,
             partial_update_stores_only_the_given_fields,
             full_update_round_trips_every_field,
             update_with_username_none_clears_it_and_frees_it,
@@ -130,21 +144,40 @@ macro_rules! conformance_suite {
             list_filter_q_ignores_case_beyond_ascii,
             list_filter_q_matches_metacharacters_literally,
             list_filters_by_role_active_and_combined,
-            count_users_applies_the_filter,
             list_sorts_by_created_at_with_ties_broken_by_id,
             list_sorts_by_name_with_ties_broken_by_id,
             list_sorts_by_email,
             refresh_token_is_spent_once_then_replayed,
             unknown_refresh_token_is_unknown,
             concurrent_uses_of_a_refresh_token_spend_it_once,
-            revoked_refresh_token_is_revoked_not_replayed,
             revoke_refresh_family_affects_only_that_family,
             revoke_user_refresh_tokens_affects_only_that_user,
+            revoking_a_token_ends_its_family_and_a_revoked_token_is_not_a_replay,
+            a_token_added_to_an_ended_family_is_revoked,
+            the_last_active_admin_cannot_be_demoted_deactivated_or_deleted,
             reset_token_is_consumed_once,
             expired_or_unknown_reset_token_is_refused,
             consuming_a_reset_token_voids_the_users_other_reset_tokens,
             concurrent_consumes_of_a_reset_token_succeed_once,
         );
+        // Tests that write through two handles on one database at once.
+        conformance_suite!(@pairs $backend, [$(#[$attr])*],
+            concurrent_creates_with_one_email_yield_exactly_one_user,
+            concurrent_uses_of_one_refresh_token_leave_no_live_token_in_its_family,
+            concurrent_removals_of_the_last_two_admins_leave_one,
+        );
+    };
+    (@pairs $backend:path, $attrs:tt, $($test:ident),+ $(,)?) => {
+        $( conformance_suite!(@pair $backend, $attrs, $test); )+
+    };
+    (@pair $backend:path, [$(#[$attr:meta])*], $test:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $(#[$attr])*
+        async fn $test() {
+            let backend = $backend().await;
+            crate::conformance::$test(Arc::clone(&backend.repo), Arc::clone(&backend.twin)).await;
+            backend.finish().await;
+        }
     };
     (@tests $backend:path, $attrs:tt, $($test:ident),+ $(,)?) => {
         $( conformance_suite!(@test $backend, $attrs, $test); )+

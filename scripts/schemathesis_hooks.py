@@ -1,6 +1,6 @@
 """Schemathesis hooks for scripts/api-checks.sh (loaded through scripts/schemathesis.toml).
 
-Two things the OpenAPI document cannot do for the fuzzer:
+Three things the OpenAPI document cannot do for the fuzzer:
 
 1. Keep it an admin. It may demote, deactivate or delete its own account: once it has made
    another admin, the business rules allow that. So before each request the token is checked
@@ -14,6 +14,11 @@ Two things the OpenAPI document cannot do for the fuzzer:
    each generated password is what the service does, the fuzzer's new passwords are made ASCII:
    every other character becomes "x", which keeps the length in characters and with it whether
    (and how) the value breaks the schema.
+
+3. Avoid the passwords the service refuses for what they are: one of the 10,000 most common
+   (src/services/common-passwords.txt), or equal to the account's email, the part of it before
+   `@`, its username or its name. No schema can list those; a generated new password of valid
+   length that is one of them has its last character changed (its length stays).
 
 Environment: API_CHECKS_BASE_URL, ADMIN_EMAIL, ADMIN_PASSWORD, and for `create-admin` the
 service's binary in API_CHECKS_BINARY and its settings (DATABASE_URL, ...).
@@ -92,6 +97,22 @@ NEW_PASSWORD_FIELDS = {
 }
 
 
+with open(os.path.join(os.path.dirname(__file__), "..", "src", "services", "common-passwords.txt")) as f:
+    COMMON_PASSWORDS = set(f.read().split())
+
+
+def refused(password, body):
+    """Whether the service refuses this new password for what it is (not for its length)."""
+    low = password.lower()
+    words = [body.get("email"), body.get("username"), body.get("name")]
+    email = body.get("email")
+    if isinstance(email, str):
+        words.append(email.split("@")[0])
+    return low in COMMON_PASSWORDS or any(
+        isinstance(w, str) and w.strip().lower() == low for w in words
+    )
+
+
 @schemathesis.hook
 def map_case(context, case):
     fields = NEW_PASSWORD_FIELDS.get(case.operation.definition.raw.get("operationId"), ())
@@ -101,6 +122,12 @@ def map_case(context, case):
     for field in fields:
         value = body.get(field)
         if isinstance(value, str) and not value.isascii():
-            body = {**body, field: "".join(c if c.isascii() else "x" for c in value)}
+            value = "".join(c if c.isascii() else "x" for c in value)
+        if isinstance(value, str) and 8 <= len(value) <= 72 and refused(value, body):
+            value = next(
+                (v for v in (value[:-1] + c for c in "#%~^*!$&") if not refused(v, body)), value
+            )
+        if value is not body.get(field):
+            body = {**body, field: value}
     case.body = body
     return case

@@ -107,6 +107,7 @@ fn service_status(error: &ServiceError) -> StatusCode {
         }
         ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
         ServiceError::NotFound => StatusCode::NOT_FOUND,
+        ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ServiceError::Taken(_) | ServiceError::LastAdmin => StatusCode::CONFLICT,
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -142,12 +143,20 @@ impl ResponseError for ApiError {
                     ServiceError::Taken(field) => {
                         errors.push(FieldError::new(field.as_str(), "is already taken"));
                     }
+                    ServiceError::Invalid { field, message } => {
+                        errors.push(FieldError::new(*field, *message));
+                    }
                     _ => {}
                 }
             }
             _ => {}
         }
-        Problem::new(self.status_code(), self.to_string())
+        // A refused field reads like any other invalid request; the field says why.
+        let detail = match self {
+            ApiError::Service(ServiceError::Invalid { .. }) => "the request is invalid".to_owned(),
+            _ => self.to_string(),
+        };
+        Problem::new(self.status_code(), detail)
             .with_errors(errors)
             .response()
     }

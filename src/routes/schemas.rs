@@ -67,12 +67,14 @@ pub fn optional_username() -> Object {
 }
 
 /// A new password. JSON Schema counts characters, the rule counts UTF-8 bytes: for ASCII
-/// the two agree, and the description states the rule.
+/// the two agree, and the description states the rule, with the refusals no schema can list.
 pub fn password() -> Object {
     string()
         .description(Some(format!(
             "{} to {} bytes of UTF-8 (for ASCII, as many characters); bcrypt reads no further, \
-             so longer ones are refused rather than cut.",
+             so longer ones are refused rather than cut. Also refused (422 on this field): one \
+             of the 10,000 most common passwords, and one equal to the account's email, the \
+             part of it before `@`, its username or its name, all without regard to case.",
             Password::MIN_BYTES,
             Password::MAX_BYTES
         )))

@@ -5,6 +5,7 @@ use url::Url;
 use super::{
     Actor, ServiceError, UserService,
     error::{Credential, Refusal},
+    password_policy::{self, AccountWords},
     passwords::PasswordHasher,
     tokens::{OpaqueToken, TokenService, hash_token},
     users::NewAccount,
@@ -273,9 +274,24 @@ impl AccountService {
         new_password: &Password,
     ) -> Result<(), ServiceError> {
         let refused = || ServiceError::InvalidCredentials(Credential::ResetToken);
+        let token_hash = hash_token(token);
+        // The new password is judged before the token is spent, so that a refused one
+        // costs the user nothing.
+        let owner = match self
+            .repo
+            .reset_token_owner(&token_hash, domain::now())
+            .await?
+        {
+            Some(id) => self.repo.user_by_id(&id).await?,
+            None => None,
+        };
+        let Some(owner) = owner else {
+            return Err(refused());
+        };
+        password_policy::check(new_password, &AccountWords::of(&owner), "new_password")?;
         let Some(user_id) = self
             .repo
-            .consume_reset_token(&hash_token(token), domain::now())
+            .consume_reset_token(&token_hash, domain::now())
             .await?
         else {
             return Err(refused());

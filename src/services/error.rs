@@ -55,6 +55,13 @@ pub enum ServiceError {
     Forbidden(Refusal),
     #[error("no such user")]
     NotFound,
+    /// A well-formed value that a rule of the service refuses (a common password, say),
+    /// named by its field in the request.
+    #[error("{field} {message}")]
+    Invalid {
+        field: &'static str,
+        message: &'static str,
+    },
     #[error("{0} is already taken")]
     Taken(UniqueField),
     #[error("the last active admin cannot be removed, deactivated or demoted")]

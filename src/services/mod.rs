@@ -4,6 +4,7 @@
 mod accounts;
 mod actor;
 mod error;
+mod password_policy;
 mod passwords;
 mod tokens;
 mod users;

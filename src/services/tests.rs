@@ -549,3 +549,118 @@ async fn background_work_is_tried_again_while_the_database_is_away_but_not_forev
     assert!(matches!(result, Err(ServiceError::NotFound)));
     assert_eq!(tries, 1);
 }
+
+#[tokio::test]
+async fn common_passwords_and_the_accounts_own_words_are_refused_wherever_a_password_is_set() {
+    let h = harness().await;
+    let refused = |result: Result<User, ServiceError>, field: &str| {
+        assert!(
+            matches!(&result, Err(ServiceError::Invalid { field: f, .. }) if *f == field),
+            "{result:?}"
+        );
+    };
+    let weak = |password: &str| NewAccount {
+        name: DisplayName::parse("Someone Else").unwrap(),
+        password: Password::parse(password).unwrap(),
+        ..account("weakling@example.com")
+    };
+    let accounts = &h.services.accounts;
+    for password in [
+        "password1",
+        "WEAKLING@EXAMPLE.COM",
+        "Weakling",
+        "someone else",
+    ] {
+        refused(accounts.register(weak(password)).await, "password");
+    }
+    let admin = h.user("admin@example.com", Role::Admin).await;
+    refused(
+        h.services
+            .users
+            .create(admin.admin().unwrap(), weak("iloveyou"), Role::User, true)
+            .await,
+        "password",
+    );
+    assert!(
+        h.repo
+            .user_by_email(&Email::parse("weakling@example.com").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // An update is judged against the account as the update leaves it.
+    let user = h.user("user@example.com", Role::User).await;
+    let rename_to_password = UserChanges {
+        name: Some(DisplayName::parse("Tangerine Dream").unwrap()),
+        password: Some(Password::parse("tangerine dream").unwrap()),
+        current_password: Some(PASSWORD.to_owned()),
+        ..changes()
+    };
+    refused(
+        h.services
+            .users
+            .update(user.access(user.id()).unwrap(), rename_to_password)
+            .await,
+        "password",
+    );
+    let by_admin = UserChanges {
+        password: Some(Password::parse("qwertyuiop").unwrap()),
+        ..changes()
+    };
+    refused(
+        h.services
+            .users
+            .update(admin.access(user.id()).unwrap(), by_admin)
+            .await,
+        "password",
+    );
+    assert_eq!(
+        h.stored(user.user()).await,
+        *user.user(),
+        "nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_new_password_does_not_spend_the_reset_token() {
+    let h = harness().await;
+    let user = h.user("user@example.com", Role::User).await;
+    let token = OpaqueToken::generate();
+    let now = crate::domain::now();
+    h.repo
+        .insert_reset_token(crate::storage::ResetTokenRecord {
+            token_hash: token.hash.clone(),
+            user_id: user.id(),
+            created_at: now,
+            expires_at: now + Duration::from_secs(600),
+        })
+        .await
+        .unwrap();
+    let accounts = &h.services.accounts;
+    let result = accounts
+        .reset_password(&token.secret, &Password::parse("user@example.com").unwrap())
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(ServiceError::Invalid {
+                field: "new_password",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    accounts
+        .reset_password(
+            &token.secret,
+            &Password::parse("a fine new password").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        h.login("user@example.com", "a fine new password")
+            .await
+            .is_ok()
+    );
+}

@@ -1,4 +1,9 @@
-use super::{AccountAccess, AdminAccess, ServiceError, error::Refusal, passwords::PasswordHasher};
+use super::{
+    AccountAccess, AdminAccess, ServiceError,
+    error::Refusal,
+    password_policy::{self, AccountWords},
+    passwords::PasswordHasher,
+};
 use crate::{
     domain::{
         self, DisplayName, Email, ListQuery, Page, Password, Role, User, UserField, UserId,
@@ -71,6 +76,12 @@ impl UserService {
         role: Role,
         active: bool,
     ) -> Result<User, ServiceError> {
+        let words = AccountWords {
+            email: &account.email,
+            username: account.username.as_ref(),
+            name: &account.name,
+        };
+        password_policy::check(&account.password, &words, "password")?;
         let password_hash = self
             .hasher
             .hash(&account.password)
@@ -135,6 +146,19 @@ impl UserService {
         if changes.is_empty() {
             // Nothing to change: not even `updated_at` moves.
             return self.get(access).await;
+        }
+        if let Some(password) = &changes.password {
+            // Judged against the account as it will be once changed.
+            let target = self.get(access).await?;
+            let words = AccountWords {
+                email: changes.email.as_ref().unwrap_or(&target.email),
+                username: match &changes.username {
+                    Some(username) => username.as_ref(),
+                    None => target.username.as_ref(),
+                },
+                name: changes.name.as_ref().unwrap_or(&target.name),
+            };
+            password_policy::check(password, &words, "password")?;
         }
         let patch = self.patch(changes).await?;
         let user = self

@@ -313,6 +313,19 @@ impl Repository for MemoryRepository {
         Ok(())
     }
 
+    async fn reset_token_owner(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<UserId>> {
+        Ok(match self.data().reset.get(token_hash) {
+            Some(token) if !token.used && token.record.expires_at > at => {
+                Some(token.record.user_id)
+            }
+            _ => None,
+        })
+    }
+
     async fn consume_reset_token(
         &self,
         token_hash: &str,

@@ -155,6 +155,13 @@ pub trait Repository: Send + Sync + 'static {
     async fn revoke_user_refresh_tokens(&self, user_id: &UserId) -> StorageResult<()>;
 
     async fn insert_reset_token(&self, record: ResetTokenRecord) -> StorageResult<()>;
+    /// Whose a live (unused, unexpired) reset token is, without spending it: so that a new
+    /// password can be judged against the account before the token is used up.
+    async fn reset_token_owner(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<UserId>>;
     /// Spends a live, unexpired reset token atomically and voids the user's other ones;
     /// returns whose it was.
     async fn consume_reset_token(

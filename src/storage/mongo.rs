@@ -979,6 +979,20 @@ impl Repository for MongoRepository {
         Ok(())
     }
 
+    async fn reset_token_owner(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<UserId>> {
+        let live = doc! {
+            "_id": token_hash,
+            "used_at": Bson::Null,
+            "expires_at": { "$gt": bson_time(at) },
+        };
+        let token = run(|| self.reset_tokens.find_one(live.clone()).into_future()).await?;
+        Ok(token.map(|token| token.user_id.into()))
+    }
+
     async fn consume_reset_token(
         &self,
         token_hash: &str,

@@ -610,6 +610,28 @@ impl Repository for SqliteRepository {
         .await
     }
 
+    async fn reset_token_owner(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<UserId>> {
+        let token_hash = token_hash.to_owned();
+        let at = unix_millis(at);
+        self.call(move |conn| {
+            let owner: Option<String> = conn
+                .prepare_cached(
+                    "SELECT user_id FROM reset_tokens \
+                     WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+                )?
+                .query_row(params![token_hash, at], |row| row.get(0))
+                .optional()?;
+            owner
+                .map(|id| UserId::parse(&id).map_err(StorageError::internal))
+                .transpose()
+        })
+        .await
+    }
+
     async fn consume_reset_token(
         &self,
         token_hash: &str,

@@ -161,6 +161,35 @@ async fn a_72_byte_password_is_not_cut() {
 }
 
 #[tokio::test]
+async fn register_returns_422_for_a_common_password_or_one_equal_to_the_account() {
+    let app = spawn_app().await;
+    for password in [
+        "Password1",
+        "qwertyuiop",
+        "mario@example.com",
+        "MARIO.ROSSI",
+        "Mario Rossi",
+    ] {
+        let problem = app
+            .register(&json!({"name": "Mario Rossi", "email": "mario@example.com",
+                "username": "mario.rossi", "password": password}))
+            .await
+            .assert_invalid_fields(&["password"]);
+        assert_eq!(problem["detail"], "the request is invalid");
+    }
+    // Through an update too, as an admin setting someone's password.
+    let admin = app.admin_token().await;
+    let user = app.register_user("Luigi", "luigi@example.com", None).await;
+    let id = user["id"].as_str().unwrap();
+    app.patch(id, &json!({"password": "LUIGI@EXAMPLE.COM"}), &admin)
+        .await
+        .assert_invalid_fields(&["password"]);
+    app.login_email("luigi@example.com", PASSWORD)
+        .await
+        .assert_status(200);
+}
+
+#[tokio::test]
 async fn register_returns_422_for_a_bad_username() {
     let app = spawn_app().await;
     for username in ["ab", "has space", "émile", "x!y", &"u".repeat(31)] {

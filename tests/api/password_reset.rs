@@ -162,3 +162,21 @@ async fn deactivated_user_gets_no_reset_mail() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(mailbox.messages().is_empty());
 }
+
+#[tokio::test]
+async fn a_common_new_password_is_refused_and_the_token_still_works() {
+    let (app, mailbox) = app_with_smtp().await;
+    app.register_user("Alice", "alice@example.com", None).await;
+    app.forgot_password("alice@example.com")
+        .await
+        .assert_status(202);
+    let token = reset_token_from_mail(&mailbox.wait_for(1).await);
+    for refused in ["iloveyou", "ALICE@example.com"] {
+        app.reset_password(&token, refused)
+            .await
+            .assert_invalid_fields(&["new_password"]);
+    }
+    app.reset_password(&token, NEW_PASSWORD)
+        .await
+        .assert_status(204);
+}

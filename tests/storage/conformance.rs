@@ -1828,6 +1828,27 @@ pub async fn reset_token_is_consumed_once(repo: DynRepository) {
     assert_eq!(consume(&repo, "reset-1").await, None);
 }
 
+pub async fn a_reset_tokens_owner_is_told_without_spending_it(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    repo.insert_reset_token(reset("live", user.id))
+        .await
+        .expect("insert");
+    let owner = |token: &'static str, at: OffsetDateTime| {
+        let repo = repo.clone();
+        async move { repo.reset_token_owner(token, at).await.expect("owner") }
+    };
+    assert_eq!(owner("live", now()).await, Some(user.id));
+    assert_eq!(owner("live", now()).await, Some(user.id), "still live");
+    assert_eq!(
+        owner("live", now() + time::Duration::hours(2)).await,
+        None,
+        "expired"
+    );
+    assert_eq!(owner("unknown", now()).await, None);
+    assert_eq!(consume(&repo, "live").await, Some(user.id));
+    assert_eq!(owner("live", now()).await, None, "used");
+}
+
 pub async fn expired_or_unknown_reset_token_is_refused(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     let created_at = now() - time::Duration::hours(2);

@@ -156,6 +156,7 @@ macro_rules! conformance_suite {
             a_token_added_to_an_ended_family_is_revoked,
             the_last_active_admin_cannot_be_demoted_deactivated_or_deleted,
             reset_token_is_consumed_once,
+            a_reset_tokens_owner_is_told_without_spending_it,
             expired_or_unknown_reset_token_is_refused,
             consuming_a_reset_token_voids_the_users_other_reset_tokens,
             concurrent_consumes_of_a_reset_token_succeed_once,

@@ -14,6 +14,9 @@
 #       404  a well-formed id of no user (never was, or since deleted)
 #       409  an email or username already taken; deleting, deactivating or demoting the last
 #            active admin
+#       422  a new password that is one of the 10,000 most common, or the account's own email,
+#            name or username (the hooks steer generated ones clear of these)
+#       429  a login for an account or name that earlier failed logins have locked
 #     scripts/schemathesis_hooks.py keeps the fuzzer an admin and its new passwords ASCII
 #     (JSON Schema counts characters, the password rule counts UTF-8 bytes);
 #  2. runs examples/walkthrough.sh against it.

@@ -12,7 +12,7 @@ use url::Url;
 use crate::{
     domain::{DisplayName, Email, Password, Secret},
     mail::{MailSettings, MailTransport, SmtpRelay},
-    services::{AccountSettings, NewAccount, ServiceSettings, TokenSettings},
+    services::{AccountSettings, Lockout, NewAccount, ServiceSettings, TokenSettings},
     storage::DatabaseSettings,
     telemetry::LogFormat,
 };
@@ -30,6 +30,8 @@ struct RawSettings {
     access_token_ttl_secs: Option<String>,
     refresh_token_ttl_secs: Option<String>,
     reset_token_ttl_secs: Option<String>,
+    lockout_threshold: Option<String>,
+    lockout_secs: Option<String>,
     bcrypt_cost: Option<String>,
     rate_limit_per_second: Option<String>,
     rate_limit_burst: Option<String>,
@@ -408,6 +410,7 @@ impl RawSettings {
                     1800,
                 )?,
                 password_reset_url,
+                lockout: parse_lockout(self.lockout_threshold, self.lockout_secs)?,
             },
             mail: MailSettings { transport, from },
         };
@@ -433,6 +436,20 @@ impl RawSettings {
             log_format,
         })
     }
+}
+
+/// `LOCKOUT_THRESHOLD` failed logins lock an account for `LOCKOUT_SECS`; a threshold of 0
+/// turns the lock off.
+fn parse_lockout(
+    threshold: Option<String>,
+    secs: Option<String>,
+) -> Result<Option<Lockout>, ConfigError> {
+    let threshold = parse_number("LOCKOUT_THRESHOLD", threshold, 10, 0..=1000)?;
+    let duration = parse_secs("LOCKOUT_SECS", secs, 900)?;
+    Ok((threshold > 0).then_some(Lockout {
+        threshold,
+        duration,
+    }))
 }
 
 /// An absolute http(s) URL, such as the page a mailed link opens.
@@ -493,6 +510,21 @@ mod tests {
             }
         );
         assert!(services.accounts.allow_registration);
+        assert_eq!(
+            services.accounts.lockout,
+            Some(Lockout {
+                threshold: 10,
+                duration: Duration::from_secs(900)
+            })
+        );
+        assert_eq!(
+            settings(&[("LOCKOUT_THRESHOLD", "0")])
+                .unwrap()
+                .services
+                .accounts
+                .lockout,
+            None
+        );
         assert!(s.admin.is_none() && s.cors_origins.is_empty());
         assert!(matches!(services.mail.transport, MailTransport::Log));
         assert_eq!(services.mail.from.to_string(), "no-reply@localhost");

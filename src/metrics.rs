@@ -63,7 +63,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     .expect("valid metric");
     background_failures.with_label_values(&["password_reset"]);
     // Every known label value starts at 0, so that rates and alerts work from the start.
-    for outcome in ["success", "failure"] {
+    for outcome in ["success", "failure", "locked"] {
         logins.with_label_values(&[outcome]);
     }
     for kind in ["unavailable", "internal"] {

@@ -37,7 +37,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start(dir: &Path, database: &[(&str, String)]) -> Instance {
+async fn start(dir: &Path, settings: &[(&str, String)]) -> Instance {
     let port = free_port();
     let mut command = Command::new(BIN);
     command
@@ -54,7 +54,7 @@ async fn start(dir: &Path, database: &[(&str, String)]) -> Instance {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    for (name, value) in database {
+    for (name, value) in settings {
         command.env(name, value);
     }
     let instance = Instance {
@@ -275,6 +275,52 @@ async fn two_processes_on_one_sqlite_file_never_remove_the_last_admin() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("shared.db").display());
     two_instances_never_remove_the_last_admin(vec![("DATABASE_URL", url)]).await;
+}
+
+/// Wrong attempts alternating between two instances count toward one lock, which both
+/// then enforce.
+async fn two_instances_share_the_login_lock(database: Vec<(&str, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = database;
+    settings.push(("LOCKOUT_THRESHOLD", "4".to_owned()));
+    let first = start(dir.path(), &settings).await;
+    let second = start(dir.path(), &settings).await;
+    let client = reqwest::Client::new();
+    let attempt = |base: &str, password: &str| {
+        client
+            .post(format!("{base}/api/auth/login"))
+            .json(&json!({"email": SEEDED, "password": password}))
+            .send()
+    };
+    for round in 0..4 {
+        let base = if round % 2 == 0 {
+            &first.base
+        } else {
+            &second.base
+        };
+        let status = attempt(base, "wrong password").await.unwrap().status();
+        assert_eq!(status, 401, "attempt {round}");
+    }
+    for base in [&first.base, &second.base] {
+        let status = attempt(base, PASSWORD).await.unwrap().status();
+        assert_eq!(status, 429, "{base}");
+    }
+}
+
+#[tokio::test]
+async fn two_processes_on_one_sqlite_file_share_the_login_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    two_instances_share_the_login_lock(vec![("DATABASE_URL", url)]).await;
+}
+
+#[tokio::test]
+#[ignore = "needs MongoDB: set MONGODB_TEST_URI and run with --include-ignored"]
+async fn two_processes_on_one_mongodb_database_share_the_login_lock() {
+    let uri = std::env::var("MONGODB_TEST_URI").expect("MONGODB_TEST_URI");
+    let database = format!("user_service_lock_{}", std::process::id());
+    two_instances_share_the_login_lock(vec![("DATABASE_URL", uri), ("DATABASE_NAME", database)])
+        .await;
 }
 
 /// `create-admin` is a second process on the file while the server keeps running.

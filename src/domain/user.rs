@@ -85,11 +85,18 @@ pub struct User {
     pub updated_at: OffsetDateTime,
     pub last_login_at: Option<OffsetDateTime>,
     pub password_changed_at: OffsetDateTime,
+    /// The end of the login lock last set on the account, if any (it may have passed).
+    pub locked_until: Option<OffsetDateTime>,
 }
 
 impl User {
     pub fn is_active_admin(&self) -> bool {
         self.active && self.role == Role::Admin
+    }
+
+    /// The end of a login lock still in force at `at`.
+    pub fn lock_in_force(&self, at: OffsetDateTime) -> Option<OffsetDateTime> {
+        self.locked_until.filter(|until| *until > at)
     }
 }
 
@@ -106,6 +113,8 @@ pub enum UserField {
     PasswordChangedAt(OffsetDateTime),
     UpdatedAt(OffsetDateTime),
     LastLoginAt(OffsetDateTime),
+    /// The end of a login lock, or `None` when it was lifted.
+    LockedUntil(Option<OffsetDateTime>),
 }
 
 /// Concrete values to store, in the order they were set. The services decide every value
@@ -159,6 +168,7 @@ impl UserPatch {
                 UserField::PasswordChangedAt(at) => user.password_changed_at = at,
                 UserField::UpdatedAt(at) => user.updated_at = at,
                 UserField::LastLoginAt(at) => user.last_login_at = Some(at),
+                UserField::LockedUntil(until) => user.locked_until = until,
             }
         }
     }
@@ -255,6 +265,7 @@ mod tests {
             updated_at: at,
             last_login_at: None,
             password_changed_at: at,
+            locked_until: None,
         };
         let later = at + time::Duration::seconds(1);
         let patch = UserPatch::new()

@@ -28,7 +28,7 @@ use super::{auth, health, users};
         auth::reset_password,
         users::list_users, users::create_user, users::get_me, users::put_me, users::patch_me,
         users::delete_me, users::get_user, users::put_user, users::patch_user, users::delete_user,
-        users::activate_user, users::deactivate_user,
+        users::activate_user, users::deactivate_user, users::unlock_user,
     ),
     components(schemas(error::Problem, error::FieldError)),
     modifiers(&CommonResponses),
@@ -181,7 +181,13 @@ fn add_common_responses(path: &str, operation: &mut Operation) {
         api || path == "/ready",
     );
     if api && !operation.responses.responses.contains_key("429") {
-        let limited = ResponseBuilder::from(problem("Rate limited"))
+        let why = if operation.operation_id.as_deref() == Some("login") {
+            "Rate limited, or the account is locked after too many failed logins (problem \
+             type ending in `login-locked`)"
+        } else {
+            "Rate limited"
+        };
+        let limited = ResponseBuilder::from(problem(why))
             .header(
                 "Retry-After",
                 openapi::HeaderBuilder::new()
@@ -225,7 +231,6 @@ mod tests {
             ("/api", include_str!("users.rs")),
             ("", include_str!("health.rs")),
             ("", include_str!("docs.rs")),
-            ("", include_str!("../metrics.rs")),
         ];
         let mut checked = 0;
         for (prefix, source) in sources {
@@ -249,7 +254,7 @@ mod tests {
             }
         }
         assert_eq!(
-            checked, 23,
+            checked, 24,
             "the number of routes changed: check this test's sources"
         );
     }
@@ -291,7 +296,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 6);
+        assert_eq!(checked, 7);
     }
 
     #[test]

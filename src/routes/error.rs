@@ -109,10 +109,15 @@ fn service_status(error: &ServiceError) -> StatusCode {
         ServiceError::NotFound => StatusCode::NOT_FOUND,
         ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ServiceError::Taken(_) | ServiceError::LastAdmin => StatusCode::CONFLICT,
+        ServiceError::LoginLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
+
+/// Problem types that clients tell apart by their last word (RFC 9457 suggests a tag URI
+/// for a type that is not meant to be looked up).
+pub const LOGIN_LOCKED: &str = "tag:user-service,2026:problems/login-locked";
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
@@ -156,9 +161,19 @@ impl ResponseError for ApiError {
             ApiError::Service(ServiceError::Invalid { .. }) => "the request is invalid".to_owned(),
             _ => self.to_string(),
         };
-        Problem::new(self.status_code(), detail)
-            .with_errors(errors)
-            .response()
+        let mut problem = Problem::new(self.status_code(), detail).with_errors(errors);
+        if let ApiError::Service(ServiceError::LoginLocked { retry_after }) = self {
+            problem.kind = LOGIN_LOCKED;
+            let mut response = problem.response();
+            // Whole seconds left, rounded up, and at least 1.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(seconds.max(1)),
+            );
+            return response;
+        }
+        problem.response()
     }
 }
 

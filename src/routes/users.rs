@@ -31,7 +31,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(patch_user)
         .service(delete_user)
         .service(activate_user)
-        .service(deactivate_user);
+        .service(deactivate_user)
+        .service(unlock_user);
 }
 
 /// A role as the API spells it.
@@ -66,7 +67,7 @@ impl From<ApiRole> for Role {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"id": "65f0c1e2a4b5c6d7e8f90123", "name": "Mario Rossi", "username": "mario",
     "email": "mario@example.com", "role": "user", "active": true, "created_at": "2026-11-22T07:00:00Z",
-    "updated_at": "2026-11-22T07:00:00Z", "last_login_at": null}))]
+    "updated_at": "2026-11-22T07:00:00Z", "last_login_at": null, "locked_until": null}))]
 pub struct UserResponse {
     #[schema(pattern = "^[0-9a-f]{24}$")]
     pub id: String,
@@ -84,10 +85,15 @@ pub struct UserResponse {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_login_at: Option<OffsetDateTime>,
+    /// The end of a login lock in force, else `null`.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub locked_until: Option<OffsetDateTime>,
 }
 
 impl From<User> for UserResponse {
     fn from(user: User) -> Self {
+        let locked_until = user.lock_in_force(crate::domain::now());
         Self {
             id: user.id.to_hex(),
             name: user.name.as_str().to_owned(),
@@ -98,6 +104,7 @@ impl From<User> for UserResponse {
             created_at: user.created_at,
             updated_at: user.updated_at,
             last_login_at: user.last_login_at,
+            locked_until,
         }
     }
 }
@@ -617,4 +624,19 @@ pub(crate) async fn deactivate_user(
         .users
         .set_active(admin, user_id(&path.id)?, false)
         .await?))
+}
+
+#[utoipa::path(
+    context_path = "/api", tag = "users", operation_id = "unlock_user", summary = "End a user's login lock (admin)",
+    params(UserPath), security(("bearer_auth" = [])),
+    responses((status = 200, description = "The user, no longer locked", body = UserResponse), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"))
+)]
+#[put("/users/{id}/unlock")]
+pub(crate) async fn unlock_user(
+    state: web::Data<AppState>,
+    SignedIn(actor): SignedIn,
+    path: web::Path<UserPath>,
+) -> Result<HttpResponse, ApiError> {
+    let admin = actor.admin()?;
+    Ok(ok(state.accounts.unlock(admin, user_id(&path.id)?).await?))
 }

@@ -3,7 +3,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::{
-    Actor, ServiceError, UserService,
+    Actor, AdminAccess, ServiceError, UserService,
     error::{Credential, Refusal},
     password_policy::{self, AccountWords},
     passwords::PasswordHasher,
@@ -11,11 +11,22 @@ use super::{
     users::NewAccount,
 };
 use crate::{
-    domain::{self, Email, Password, Role, User, UserField, UserPatch, Username, unix_millis},
+    domain::{
+        self, Email, Password, Role, User, UserField, UserId, UserPatch, Username, unix_millis,
+    },
     mail::Mailer,
     metrics,
     storage::{DynRepository, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord},
 };
+
+/// How failed logins lock an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lockout {
+    /// Failed logins in a row that lock it.
+    pub threshold: u32,
+    /// How long the lock lasts.
+    pub duration: Duration,
+}
 
 /// What the account service is configured with.
 #[derive(Debug, Clone)]
@@ -25,6 +36,8 @@ pub struct AccountSettings {
     pub reset_token_ttl: Duration,
     /// The page a reset link opens; the token is added as `?token=`.
     pub password_reset_url: Url,
+    /// `None`: logins are never locked.
+    pub lockout: Option<Lockout>,
 }
 
 /// How long a password reset asked for while the database is away keeps being tried.
@@ -57,6 +70,12 @@ where
             result => return result,
         }
     }
+}
+
+/// The key under which an account's login attempts are counted: one for its email and its
+/// username alike.
+fn account_key(id: &UserId) -> String {
+    format!("user:{id}")
 }
 
 /// How a user names themselves at login.
@@ -143,11 +162,39 @@ impl AccountService {
         Ok(Actor::new(user))
     }
 
+    /// Logs in by email or username. With a lockout configured, the attempt is counted
+    /// before the password is checked (see [`Repository::count_login_attempt`]): past the
+    /// threshold the answer is [`ServiceError::LoginLocked`] and the password is not looked
+    /// at, so that of any number of simultaneous attempts at most the threshold are checked.
+    /// A name that is nobody's is counted and locked the same way.
+    ///
+    /// [`Repository::count_login_attempt`]: crate::storage::Repository::count_login_attempt
     pub async fn login(&self, id: LoginId, password: &str) -> Result<TokenPair, ServiceError> {
         let user = match &id {
             LoginId::Email(email) => self.repo.user_by_email(email).await?,
             LoginId::Username(username) => self.repo.user_by_username(username).await?,
         };
+        let now = domain::now();
+        let key = match (&user, &id) {
+            (Some(user), _) => account_key(&user.id),
+            (None, LoginId::Email(email)) => format!("email:{email}"),
+            (None, LoginId::Username(username)) => format!("username:{}", username.key()),
+        };
+        let mut newly_locked = None;
+        if let Some(lockout) = self.settings.lockout {
+            let attempts = self
+                .repo
+                .count_login_attempt(&key, now, lockout.threshold, lockout.duration)
+                .await?;
+            if attempts.count > lockout.threshold {
+                metrics::record_login("locked");
+                let until = attempts.locked_until.unwrap_or(now + lockout.duration);
+                return Err(ServiceError::LoginLocked {
+                    retry_after: (until - now).try_into().unwrap_or_default(),
+                });
+            }
+            newly_locked = attempts.locked_until;
+        }
         // Verify even for an unknown user (against a dummy hash), so both fail alike and in
         // about the same time.
         let matched = self
@@ -157,15 +204,26 @@ impl AccountService {
             .map_err(ServiceError::Internal)?;
         let user = match user {
             Some(user) if matched && user.active => user,
-            _ => {
+            user => {
                 metrics::record_login("failure");
+                if let (Some(user), Some(until)) = (user, newly_locked) {
+                    // This failure locked the account: the user record shows until when.
+                    let lock = UserPatch::new().set(UserField::LockedUntil(Some(until)));
+                    self.repo.update_user(&user.id, &lock).await?;
+                }
                 return Err(ServiceError::InvalidCredentials(Credential::Login));
             }
         };
         metrics::record_login("success");
+        if self.settings.lockout.is_some() {
+            self.repo.clear_login_attempts(&key).await?;
+        }
         // Neither the login time nor a stronger hash of the same password is a change of
         // the profile or the password: `updated_at` and `password_changed_at` stay.
-        let mut patch = UserPatch::new().set(UserField::LastLoginAt(domain::now()));
+        let mut patch = UserPatch::new().set(UserField::LastLoginAt(now));
+        if user.locked_until.is_some() {
+            patch = patch.set(UserField::LockedUntil(None));
+        }
         if self.hasher.needs_rehash(&user.password_hash) {
             let password = Password::parse(password).map_err(ServiceError::internal)?;
             let hash = self
@@ -179,6 +237,17 @@ impl AccountService {
         // A new session: every token rotated from this one shares its family id.
         let family_id = hex::encode(rand::random::<[u8; 16]>());
         self.issue_pair(&user, family_id).await
+    }
+
+    /// An admin ends a user's login lock, and the failures counted toward one.
+    pub async fn unlock(&self, _: AdminAccess<'_>, id: UserId) -> Result<User, ServiceError> {
+        self.end_lock(&id).await?.ok_or(ServiceError::NotFound)
+    }
+
+    async fn end_lock(&self, id: &UserId) -> Result<Option<User>, ServiceError> {
+        self.repo.clear_login_attempts(&account_key(id)).await?;
+        let unlocked = UserPatch::new().set(UserField::LockedUntil(None));
+        Ok(self.repo.update_user(id, &unlocked).await?)
     }
 
     /// Rotates a refresh token: a live one is spent for a new pair of the same session; one
@@ -309,6 +378,8 @@ impl AccountService {
         if self.repo.update_user(&user_id, &patch).await?.is_none() {
             return Err(refused());
         }
+        // A reset also ends a login lock.
+        self.end_lock(&user_id).await?;
         // Access tokens die with the password change (they carry the old change time);
         // refresh tokens are revoked here.
         self.repo.revoke_user_refresh_tokens(&user_id).await?;

@@ -66,6 +66,9 @@ pub enum ServiceError {
     Taken(UniqueField),
     #[error("the last active admin cannot be removed, deactivated or demoted")]
     LastAdmin,
+    /// Too many failed logins in a row: no login until the lock ends.
+    #[error("too many failed logins: this account is locked for now")]
+    LoginLocked { retry_after: std::time::Duration },
     /// The database does not answer; trying again later may work.
     #[error("the service is temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),

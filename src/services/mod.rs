@@ -13,7 +13,7 @@ mod users;
 mod tests;
 
 pub use crate::storage::UniqueField;
-pub use accounts::{AccountService, AccountSettings, LoginId, TokenPair};
+pub use accounts::{AccountService, AccountSettings, Lockout, LoginId, TokenPair};
 pub use actor::{AccountAccess, Actor, AdminAccess};
 pub use error::{Credential, Refusal, ServiceError};
 pub use passwords::PasswordHasher;

@@ -28,6 +28,10 @@ fn settings(allow_registration: bool) -> ServiceSettings {
             refresh_token_ttl: Duration::from_secs(3600),
             reset_token_ttl: Duration::from_secs(1800),
             password_reset_url: "http://localhost/reset".parse().unwrap(),
+            lockout: Some(Lockout {
+                threshold: 3,
+                duration: Duration::from_secs(60),
+            }),
         },
         mail: MailSettings {
             transport: MailTransport::Disabled,
@@ -663,4 +667,157 @@ async fn a_refused_new_password_does_not_spend_the_reset_token() {
             .await
             .is_ok()
     );
+}
+
+fn locked(result: &Result<TokenPair, ServiceError>) -> bool {
+    matches!(result, Err(ServiceError::LoginLocked { .. }))
+}
+
+fn refused(result: &Result<TokenPair, ServiceError>) -> bool {
+    matches!(
+        result,
+        Err(ServiceError::InvalidCredentials(Credential::Login))
+    )
+}
+
+#[tokio::test]
+async fn failed_logins_lock_the_account_and_then_even_the_right_password_is_refused() {
+    let h = harness().await;
+    let user = h.user("user@example.com", Role::User).await;
+    for _ in 0..3 {
+        assert!(refused(
+            &h.login("user@example.com", "wrong password").await
+        ));
+    }
+    let result = h.login("user@example.com", PASSWORD).await;
+    let Err(ServiceError::LoginLocked { retry_after }) = result else {
+        panic!("{result:?}")
+    };
+    assert!(retry_after > Duration::from_secs(55) && retry_after <= Duration::from_secs(60));
+    let stored = h.stored(user.user()).await;
+    assert!(stored.lock_in_force(crate::domain::now()).is_some());
+    // The username shares the count of the email.
+    let by_username = LoginId::Username(crate::domain::Username::parse("someone").unwrap());
+    h.services
+        .users
+        .update(
+            user.access(user.id()).unwrap(),
+            UserChanges {
+                username: Some(Some(crate::domain::Username::parse("someone").unwrap())),
+                ..changes()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(locked(
+        &h.services.accounts.login(by_username, PASSWORD).await
+    ));
+
+    // An admin's unlock ends it.
+    let admin = h.user("admin@example.com", Role::Admin).await;
+    let unlocked = h
+        .services
+        .accounts
+        .unlock(admin.admin().unwrap(), user.id())
+        .await
+        .unwrap();
+    assert_eq!(unlocked.locked_until, None);
+    assert!(h.login("user@example.com", PASSWORD).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_successful_login_starts_the_count_again() {
+    let h = harness().await;
+    h.user("user@example.com", Role::User).await;
+    for _ in 0..2 {
+        assert!(refused(
+            &h.login("user@example.com", "wrong password").await
+        ));
+    }
+    assert!(h.login("user@example.com", PASSWORD).await.is_ok());
+    for _ in 0..2 {
+        assert!(refused(
+            &h.login("user@example.com", "wrong password").await
+        ));
+    }
+    assert!(h.login("user@example.com", PASSWORD).await.is_ok());
+}
+
+#[tokio::test]
+async fn names_that_are_nobodys_lock_the_same_way() {
+    let h = harness().await;
+    for _ in 0..3 {
+        assert!(refused(
+            &h.login("nobody@example.com", "wrong password").await
+        ));
+    }
+    assert!(locked(
+        &h.login("nobody@example.com", "wrong password").await
+    ));
+    assert!(locked(
+        &h.login("NOBODY@example.com", "wrong password").await
+    ));
+}
+
+#[tokio::test]
+async fn a_password_reset_ends_the_lock() {
+    let h = harness().await;
+    let user = h.user("user@example.com", Role::User).await;
+    for _ in 0..4 {
+        let _ = h.login("user@example.com", "wrong password").await;
+    }
+    assert!(locked(&h.login("user@example.com", PASSWORD).await));
+    let token = OpaqueToken::generate();
+    let now = crate::domain::now();
+    h.repo
+        .insert_reset_token(crate::storage::ResetTokenRecord {
+            token_hash: token.hash.clone(),
+            user_id: user.id(),
+            created_at: now,
+            expires_at: now + Duration::from_secs(600),
+        })
+        .await
+        .unwrap();
+    h.services
+        .accounts
+        .reset_password(
+            &token.secret,
+            &Password::parse("a fine new password").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        h.login("user@example.com", "a fine new password")
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_many_simultaneous_wrong_attempts_only_the_threshold_are_checked() {
+    let h = harness().await;
+    h.user("user@example.com", Role::User).await;
+    let accounts = h.services.accounts.clone();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let accounts = accounts.clone();
+            tokio::spawn(async move {
+                let id = LoginId::Email(Email::parse("user@example.com").unwrap());
+                accounts.login(id, "wrong password").await
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    let mut locked_out = 0;
+    for task in tasks {
+        let result = task.await.unwrap();
+        if refused(&result) {
+            checked += 1;
+        } else if locked(&result) {
+            locked_out += 1;
+        } else {
+            panic!("{result:?}");
+        }
+    }
+    assert_eq!((checked, locked_out), (3, 17));
 }

@@ -142,6 +142,7 @@ mod tests {
             updated_at: at,
             last_login_at: None,
             password_changed_at: at,
+            locked_until: None,
         }
     }
 

@@ -100,6 +100,7 @@ impl UserService {
             updated_at: at,
             last_login_at: None,
             password_changed_at: at,
+            locked_until: None,
         };
         self.repo.create_user(&user).await?;
         Ok(user)

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError, StorageResult,
-    UniqueField,
+    LoginAttempts, RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError,
+    StorageResult, StoredAttempts, UniqueField,
 };
 use crate::domain::{
     Email, ListQuery, Page, SortField, SortOrder, User, UserFilter, UserId, UserPatch, Username,
@@ -39,6 +39,7 @@ struct Data {
     /// The families (sessions) that have ended.
     ended_families: HashSet<String>,
     reset: HashMap<String, StoredReset>,
+    login_attempts: HashMap<String, StoredAttempts>,
 }
 
 impl Data {
@@ -94,6 +95,7 @@ fn stored(mut user: User) -> User {
     user.updated_at = truncate_to_millis(user.updated_at);
     user.password_changed_at = truncate_to_millis(user.password_changed_at);
     user.last_login_at = user.last_login_at.map(truncate_to_millis);
+    user.locked_until = user.locked_until.map(truncate_to_millis);
     user
 }
 
@@ -225,6 +227,28 @@ impl Repository for MemoryRepository {
             .cloned()
             .collect();
         Ok(Page { items, total })
+    }
+
+    async fn count_login_attempt(
+        &self,
+        key: &str,
+        at: OffsetDateTime,
+        threshold: u32,
+        lock_for: std::time::Duration,
+    ) -> StorageResult<LoginAttempts> {
+        let at = truncate_to_millis(at);
+        let mut data = self.data();
+        data.login_attempts
+            .retain(|_, attempts| attempts.expires_at(lock_for) >= at);
+        let previous = data.login_attempts.get(key).copied();
+        let next = StoredAttempts::next(previous, at, threshold, lock_for);
+        data.login_attempts.insert(key.to_owned(), next);
+        Ok(next.public())
+    }
+
+    async fn clear_login_attempts(&self, key: &str) -> StorageResult<()> {
+        self.data().login_attempts.remove(key);
+        Ok(())
     }
 
     async fn insert_refresh_token(&self, mut record: RefreshTokenRecord) -> StorageResult<()> {

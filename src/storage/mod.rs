@@ -4,7 +4,7 @@ mod memory;
 mod mongo;
 mod sqlite;
 
-use std::{fmt, path::PathBuf, sync::Arc};
+use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -106,6 +106,61 @@ pub enum RefreshTokenUse {
     Unknown,
 }
 
+/// The login attempts counted against one key (an account, or a name that is nobody's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginAttempts {
+    /// Attempts in the current series, this one included.
+    pub count: u32,
+    /// Set once, when the series reached the threshold.
+    pub locked_until: Option<OffsetDateTime>,
+}
+
+/// A key's attempts as SQLite and the memory double keep them; MongoDB keeps the same
+/// fields and reaches the same next state with its own atomic operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StoredAttempts {
+    count: u32,
+    last_at: OffsetDateTime,
+    locked_until: Option<OffsetDateTime>,
+}
+
+impl StoredAttempts {
+    /// The state after one more attempt at `at`.
+    fn next(
+        previous: Option<Self>,
+        at: OffsetDateTime,
+        threshold: u32,
+        lock_for: Duration,
+    ) -> Self {
+        let ongoing = previous.filter(|p| match p.locked_until {
+            Some(until) => until > at,
+            None => p.last_at + lock_for > at,
+        });
+        let count = ongoing.map_or(0, |p| p.count) + 1;
+        let locked_until = ongoing
+            .and_then(|p| p.locked_until)
+            .or((count == threshold).then(|| at + lock_for));
+        Self {
+            count,
+            last_at: at,
+            locked_until,
+        }
+    }
+
+    /// When the record may be removed: its lock is over and it has been idle for `lock_for`.
+    fn expires_at(&self, lock_for: Duration) -> OffsetDateTime {
+        let idle = self.last_at + lock_for;
+        self.locked_until.map_or(idle, |until| until.max(idle))
+    }
+
+    fn public(&self) -> LoginAttempts {
+        LoginAttempts {
+            count: self.count,
+            locked_until: self.locked_until,
+        }
+    }
+}
+
 /// A password-reset token as stored: only the SHA-256 of the secret is kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResetTokenRecord {
@@ -136,6 +191,21 @@ pub trait Repository: Send + Sync + 'static {
     /// user. Like [`Repository::update_user`], refuses to delete the last active admin.
     async fn delete_user(&self, id: &UserId) -> StorageResult<bool>;
     async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>>;
+
+    /// Counts one login attempt against `key`, before its password is checked, in one atomic
+    /// step: of any number of simultaneous attempts each gets its own count. When the count
+    /// reaches `threshold`, the key is locked until `at + lock_for` (set once per series). A
+    /// series starts again once its lock has ended, or after `lock_for` without attempts;
+    /// such idle counts are removed in time.
+    async fn count_login_attempt(
+        &self,
+        key: &str,
+        at: OffsetDateTime,
+        threshold: u32,
+        lock_for: Duration,
+    ) -> StorageResult<LoginAttempts>;
+    /// Ends the series of `key` (a successful login, a reset, an admin's unlock).
+    async fn clear_login_attempts(&self, key: &str) -> StorageResult<()>;
 
     /// Stores a token of the family (session) `record.family_id`, starting the family if it
     /// is new. A token added to a family that has ended is dead from the start.

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{
-    RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError, StorageResult,
-    UniqueField, role_from_stored, stored_role,
+    LoginAttempts, RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError,
+    StorageResult, UniqueField, role_from_stored, stored_role,
 };
 use crate::domain::{
     self, DisplayName, Email, ListQuery, Page, Role, SortField, SortOrder, User, UserField,
@@ -60,6 +60,9 @@ struct UserDocument {
     updated_at: BsonDateTime,
     last_login_at: Option<BsonDateTime>,
     password_changed_at: BsonDateTime,
+    /// Absent on users stored before login locks.
+    #[serde(default)]
+    locked_until: Option<BsonDateTime>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,6 +76,17 @@ struct RefreshTokenDocument {
     /// A TTL index removes the document once this has passed.
     expires_at: BsonDateTime,
     spent_at: Option<BsonDateTime>,
+}
+
+/// Login attempts counted against one key. A TTL index removes idle ones.
+#[derive(Debug, Serialize, Deserialize)]
+struct LoginAttemptsDocument {
+    #[serde(rename = "_id")]
+    key: String,
+    count: i64,
+    last_at: BsonDateTime,
+    locked_until: Option<BsonDateTime>,
+    expires_at: BsonDateTime,
 }
 
 /// A refresh-token family (a session). A TTL index removes it after its last token.
@@ -113,6 +127,7 @@ impl From<&User> for UserDocument {
             created_at: bson_time(user.created_at),
             updated_at: bson_time(user.updated_at),
             last_login_at: user.last_login_at.map(bson_time),
+            locked_until: user.locked_until.map(bson_time),
             password_changed_at: bson_time(user.password_changed_at),
         }
     }
@@ -138,6 +153,7 @@ impl TryFrom<UserDocument> for User {
             created_at: doc.created_at.to_time_0_3(),
             updated_at: doc.updated_at.to_time_0_3(),
             last_login_at: doc.last_login_at.map(BsonDateTime::to_time_0_3),
+            locked_until: doc.locked_until.map(BsonDateTime::to_time_0_3),
             password_changed_at: doc.password_changed_at.to_time_0_3(),
         })
     }
@@ -370,6 +386,7 @@ fn set_document(patch: &UserPatch) -> Document {
             UserField::PasswordChangedAt(at) => set.insert("password_changed_at", bson_time(*at)),
             UserField::UpdatedAt(at) => set.insert("updated_at", bson_time(*at)),
             UserField::LastLoginAt(at) => set.insert("last_login_at", bson_time(*at)),
+            UserField::LockedUntil(until) => set.insert("locked_until", until.map(bson_time)),
         };
     }
     set
@@ -413,6 +430,7 @@ pub struct MongoRepository {
     refresh_tokens: Collection<RefreshTokenDocument>,
     refresh_families: Collection<RefreshFamilyDocument>,
     reset_tokens: Collection<ResetTokenDocument>,
+    login_attempts: Collection<LoginAttemptsDocument>,
 }
 
 /// Users who hold the admin role and are active.
@@ -459,6 +477,7 @@ impl MongoRepository {
             refresh_tokens: db.collection("refresh_tokens"),
             refresh_families: db.collection("refresh_families"),
             reset_tokens: db.collection("password_reset_tokens"),
+            login_attempts: db.collection("login_attempts"),
             db,
         };
         retry_until(deadline, "MongoDB", || repository.ping()).await?;
@@ -518,6 +537,9 @@ impl MongoRepository {
                 named(doc! { "user_id": 1 }, "user_id"),
                 expiring("expires_at_ttl"),
             ])
+            .await?;
+        self.login_attempts
+            .create_index(expiring("expires_at_ttl"))
             .await?;
         self.refresh_families
             .create_indexes([
@@ -852,6 +874,98 @@ impl Repository for MongoRepository {
         .map(User::try_from)
         .collect::<Result<_, _>>()?;
         Ok(Page { items, total })
+    }
+
+    /// Three atomic steps, each safe against the others running at once: a series whose lock
+    /// ended, or idle for `lock_for`, starts again; the count goes up by one (`$inc`, so
+    /// each attempt gets its own number); the attempt that reached the threshold sets the
+    /// lock, once. No pipeline updates or transactions, so compatible servers can run it.
+    async fn count_login_attempt(
+        &self,
+        key: &str,
+        at: OffsetDateTime,
+        threshold: u32,
+        lock_for: Duration,
+    ) -> StorageResult<LoginAttempts> {
+        let now = bson_time(at);
+        let idle_before = bson_time(at - lock_for);
+        let later = bson_time(at + lock_for);
+        let stale = doc! {
+            "_id": key,
+            "$or": [
+                { "locked_until": { "$lte": now } },
+                { "locked_until": Bson::Null, "last_at": { "$lte": idle_before } },
+            ],
+        };
+        let restart = doc! { "$set": { "count": 0_i64, "locked_until": Bson::Null } };
+        run(|| {
+            self.login_attempts
+                .update_one(stale.clone(), restart.clone())
+                .into_future()
+        })
+        .await?;
+        let count_one = doc! {
+            "$inc": { "count": 1_i64 },
+            "$set": { "last_at": now },
+            "$max": { "expires_at": later },
+        };
+        let mut counted = None;
+        // Two first attempts may upsert at once: the loser counts again, on the winner's record.
+        for _ in 0..3 {
+            let attempt = run(|| {
+                self.login_attempts
+                    .find_one_and_update(doc! { "_id": key }, count_one.clone())
+                    .upsert(true)
+                    .return_document(ReturnDocument::After)
+                    .into_future()
+            })
+            .await;
+            match attempt {
+                Err(Failure::Server(error))
+                    if matches!(diagnose(&error), Diagnosis::Duplicate(_)) => {}
+                other => {
+                    counted = other?;
+                    break;
+                }
+            }
+        }
+        let Some(counted) = counted else {
+            return Err(StorageError::internal(anyhow::anyhow!(
+                "an upsert returned nothing"
+            )));
+        };
+        let count = u32::try_from(counted.count).unwrap_or(u32::MAX);
+        let mut locked_until = counted.locked_until.map(BsonDateTime::to_time_0_3);
+        if count == threshold && locked_until.is_none() {
+            let lock = doc! {
+                "$set": { "locked_until": later },
+                "$max": { "expires_at": later },
+            };
+            run(|| {
+                self.login_attempts
+                    .update_one(
+                        doc! { "_id": key, "locked_until": Bson::Null },
+                        lock.clone(),
+                    )
+                    .into_future()
+            })
+            .await?;
+            locked_until = Some(later.to_time_0_3());
+        }
+        Ok(LoginAttempts {
+            count,
+            locked_until,
+        })
+    }
+
+    async fn clear_login_attempts(&self, key: &str) -> StorageResult<()> {
+        run(|| {
+            self.login_attempts
+                .delete_one(doc! { "_id": key })
+                .into_future()
+        })
+        .await?;
+        Ok(())
     }
 
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> StorageResult<()> {

@@ -13,8 +13,8 @@ use rusqlite::{
 use time::OffsetDateTime;
 
 use super::{
-    RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError, StorageResult,
-    UniqueField, role_from_stored, stored_role,
+    LoginAttempts, RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError,
+    StorageResult, StoredAttempts, UniqueField, role_from_stored, stored_role,
 };
 use crate::{
     domain::{
@@ -82,10 +82,22 @@ INSERT INTO refresh_families (family_id, user_id, expires_at, ended)
     FROM refresh_tokens GROUP BY family_id;
 ALTER TABLE refresh_tokens DROP COLUMN revoked;
 "#,
+    // Login attempts counted per key, for the login lock.
+    r#"
+CREATE TABLE login_attempts (
+    key          TEXT PRIMARY KEY,
+    count        INTEGER NOT NULL,
+    last_at      INTEGER NOT NULL,
+    locked_until INTEGER,
+    expires_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX login_attempts_expires ON login_attempts (expires_at);
+ALTER TABLE users ADD COLUMN locked_until INTEGER;
+"#,
 ];
 
 const USER_COLUMNS: &str = "id, name, username, email, role, active, password_hash, \
-     created_at, updated_at, last_login_at, password_changed_at";
+     created_at, updated_at, last_login_at, password_changed_at, locked_until";
 
 /// How often a call that met `SQLITE_BUSY` (another process held the write lock for longer
 /// than the busy timeout) is tried again before the database counts as unavailable.
@@ -269,6 +281,10 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
         created_at: from_millis(row.get(7)?)?,
         updated_at: from_millis(row.get(8)?)?,
         last_login_at: row.get::<_, Option<i64>>(9)?.map(from_millis).transpose()?,
+        locked_until: row
+            .get::<_, Option<i64>>(11)?
+            .map(from_millis)
+            .transpose()?,
         password_changed_at: from_millis(row.get(10)?)?,
     })
 }
@@ -284,8 +300,8 @@ fn select_user(conn: &Connection, column: &str, value: &str) -> StorageResult<Op
 fn insert_user(conn: &Connection, user: &User) -> StorageResult<()> {
     conn.prepare_cached(
         "INSERT INTO users (id, name, username, email, role, active, password_hash, created_at, \
-         updated_at, last_login_at, password_changed_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         updated_at, last_login_at, password_changed_at, locked_until) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         user.id.to_hex(),
@@ -299,6 +315,7 @@ fn insert_user(conn: &Connection, user: &User) -> StorageResult<()> {
         unix_millis(user.updated_at),
         user.last_login_at.map(unix_millis),
         unix_millis(user.password_changed_at),
+        user.locked_until.map(unix_millis),
     ])?;
     Ok(())
 }
@@ -321,6 +338,10 @@ fn column(field: &UserField) -> (&'static str, Value) {
         }
         UserField::UpdatedAt(at) => ("updated_at", Value::Integer(unix_millis(*at))),
         UserField::LastLoginAt(at) => ("last_login_at", Value::Integer(unix_millis(*at))),
+        UserField::LockedUntil(until) => (
+            "locked_until",
+            until.map_or(Value::Null, |until| Value::Integer(unix_millis(until))),
+        ),
     }
 }
 
@@ -467,6 +488,61 @@ impl Repository for SqliteRepository {
                 .query_map(rusqlite::params_from_iter(values), user_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(Page { items, total })
+        })
+        .await
+    }
+
+    async fn count_login_attempt(
+        &self,
+        key: &str,
+        at: OffsetDateTime,
+        threshold: u32,
+        lock_for: std::time::Duration,
+    ) -> StorageResult<LoginAttempts> {
+        let key = key.to_owned();
+        self.call(move |conn| {
+            let tx = write_transaction(conn)?;
+            tx.execute(
+                "DELETE FROM login_attempts WHERE expires_at < ?1",
+                [unix_millis(at)],
+            )?;
+            let previous = tx
+                .prepare_cached(
+                    "SELECT count, last_at, locked_until FROM login_attempts WHERE key = ?1",
+                )?
+                .query_row([&key], |row| {
+                    Ok(StoredAttempts {
+                        count: row.get(0)?,
+                        last_at: from_millis(row.get(1)?)?,
+                        locked_until: row.get::<_, Option<i64>>(2)?.map(from_millis).transpose()?,
+                    })
+                })
+                .optional()?;
+            let next = StoredAttempts::next(previous, at, threshold, lock_for);
+            tx.prepare_cached(
+                "INSERT INTO login_attempts (key, count, last_at, locked_until, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO UPDATE SET \
+                 count = excluded.count, last_at = excluded.last_at, \
+                 locked_until = excluded.locked_until, expires_at = excluded.expires_at",
+            )?
+            .execute(params![
+                key,
+                next.count,
+                unix_millis(next.last_at),
+                next.locked_until.map(unix_millis),
+                unix_millis(next.expires_at(lock_for)),
+            ])?;
+            tx.commit()?;
+            Ok(next.public())
+        })
+        .await
+    }
+
+    async fn clear_login_attempts(&self, key: &str) -> StorageResult<()> {
+        let key = key.to_owned();
+        self.call(move |conn| {
+            conn.execute("DELETE FROM login_attempts WHERE key = ?1", [&key])?;
+            Ok(())
         })
         .await
     }

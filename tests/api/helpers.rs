@@ -377,7 +377,12 @@ impl TestApp {
             .await
     }
 
-    /// A PUT without a body, as the activate and deactivate routes take.
+    pub async fn unlock(&self, id: &str, token: &str) -> Reply {
+        self.put_empty(&format!("/api/users/{id}/unlock"), token)
+            .await
+    }
+
+    /// A PUT without a body, as the activate, deactivate and unlock routes take.
     async fn put_empty(&self, path: &str, token: &str) -> Reply {
         self.send(self.client.put(self.url(path)).bearer_auth(token))
             .await

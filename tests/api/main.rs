@@ -8,6 +8,7 @@ mod helpers;
 mod auth;
 mod errors;
 mod health;
+mod lockout;
 mod logs;
 mod password_reset;
 mod rate_limit;

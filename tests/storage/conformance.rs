@@ -14,8 +14,8 @@ use user_service::{
         UserId, UserPatch, Username, now, truncate_to_millis,
     },
     storage::{
-        DynRepository, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord, StorageError,
-        UniqueField,
+        DynRepository, LoginAttempts, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord,
+        StorageError, UniqueField,
     },
 };
 
@@ -56,6 +56,7 @@ fn new_user(display_name: &str, address: &str, handle: Option<&str>) -> User {
         updated_at: at,
         last_login_at: None,
         password_changed_at: at,
+        locked_until: None,
     }
 }
 
@@ -293,6 +294,7 @@ pub async fn created_user_round_trips_by_id_email_and_username(repo: DynReposito
         updated_at: moment(60),
         last_login_at: Some(moment(120)),
         password_changed_at: moment(30),
+        locked_until: Some(moment(90)),
     };
     repo.create_user(&given).await.expect("create");
 
@@ -742,7 +744,8 @@ pub async fn full_update_round_trips_every_field(repo: DynRepository) {
         .set(UserField::PasswordHash("new-hash".into()))
         .set(UserField::PasswordChangedAt(moment(10)))
         .set(UserField::UpdatedAt(moment(20)))
-        .set(UserField::LastLoginAt(moment(30)));
+        .set(UserField::LastLoginAt(moment(30)))
+        .set(UserField::LockedUntil(Some(moment(40))));
     // Every kind of field is in the patch: a new kind fails to compile here until it is
     // added above (and counted).
     for field in patch.fields() {
@@ -755,10 +758,11 @@ pub async fn full_update_round_trips_every_field(repo: DynRepository) {
             | UserField::PasswordHash(_)
             | UserField::PasswordChangedAt(_)
             | UserField::UpdatedAt(_)
-            | UserField::LastLoginAt(_) => {}
+            | UserField::LastLoginAt(_)
+            | UserField::LockedUntil(_) => {}
         }
     }
-    assert_eq!(patch.fields().len(), 9);
+    assert_eq!(patch.fields().len(), 10);
 
     let updated = update(&repo, &user.id, patch).await;
     let expected = User {
@@ -773,6 +777,7 @@ pub async fn full_update_round_trips_every_field(repo: DynRepository) {
         updated_at: moment(20),
         last_login_at: Some(moment(30)),
         password_changed_at: moment(10),
+        locked_until: Some(moment(40)),
     };
     assert_eq!(updated, expected);
     assert_eq!(fetch(&repo, &user.id).await, expected);
@@ -1929,4 +1934,113 @@ pub async fn concurrent_consumes_of_a_reset_token_succeed_once(repo: DynReposito
         }
     }
     assert_eq!(winners, 1);
+}
+
+const LOCK_FOR: Duration = Duration::from_secs(60);
+
+async fn attempt(repo: &DynRepository, key: &str, at: OffsetDateTime) -> LoginAttempts {
+    repo.count_login_attempt(key, at, 3, LOCK_FOR)
+        .await
+        .expect("count a login attempt")
+}
+
+pub async fn login_attempts_lock_at_the_threshold_and_start_again_after_the_lock(
+    repo: DynRepository,
+) {
+    let at = now();
+    assert_eq!(
+        attempt(&repo, "k", at).await,
+        LoginAttempts {
+            count: 1,
+            locked_until: None
+        }
+    );
+    assert_eq!(attempt(&repo, "k", at).await.count, 2);
+    let locked = attempt(&repo, "k", at).await;
+    assert_eq!(
+        locked,
+        LoginAttempts {
+            count: 3,
+            locked_until: Some(at + LOCK_FOR)
+        }
+    );
+    // Attempts while locked still count, and leave the lock as it was.
+    let later = at + time::Duration::seconds(30);
+    assert_eq!(
+        attempt(&repo, "k", later).await,
+        LoginAttempts {
+            count: 4,
+            locked_until: Some(at + LOCK_FOR)
+        }
+    );
+    // Other keys are their own.
+    assert_eq!(attempt(&repo, "other", at).await.count, 1);
+    // Once the lock has ended, a new series starts.
+    let after = at + LOCK_FOR + time::Duration::seconds(1);
+    assert_eq!(
+        attempt(&repo, "k", after).await,
+        LoginAttempts {
+            count: 1,
+            locked_until: None
+        }
+    );
+    // A series left idle for the lock's length starts again too.
+    assert_eq!(attempt(&repo, "k", after).await.count, 2);
+    let idle = after + LOCK_FOR + time::Duration::seconds(1);
+    assert_eq!(attempt(&repo, "k", idle).await.count, 1);
+    // Clearing ends the series.
+    assert_eq!(attempt(&repo, "k", idle).await.count, 2);
+    repo.clear_login_attempts("k").await.expect("clear");
+    assert_eq!(
+        attempt(&repo, "k", idle).await,
+        LoginAttempts {
+            count: 1,
+            locked_until: None
+        }
+    );
+    repo.clear_login_attempts("nobody")
+        .await
+        .expect("clearing an unknown key");
+}
+
+/// 50 simultaneous attempts through two handles, as two instances would make them: each
+/// gets its own count, 1 to 50, and the lock is set once, by the attempt that reached the
+/// threshold.
+pub async fn concurrent_login_attempts_are_counted_exactly_and_lock_once(
+    repo: DynRepository,
+    twin: DynRepository,
+) {
+    let at = now();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let repo = if i % 2 == 0 {
+                repo.clone()
+            } else {
+                twin.clone()
+            };
+            tokio::spawn(async move {
+                repo.count_login_attempt("burst", at, 10, LOCK_FOR)
+                    .await
+                    .expect("count")
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("task"));
+    }
+    let mut counts: Vec<u32> = results.iter().map(|r| r.count).collect();
+    counts.sort();
+    assert_eq!(counts, (1..=50).collect::<Vec<_>>());
+    let tenth = results.iter().find(|r| r.count == 10).unwrap();
+    assert_eq!(tenth.locked_until, Some(at + LOCK_FOR));
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.count < 10)
+            .all(|r| r.locked_until.is_none())
+    );
+    let locks: HashSet<_> = results.iter().filter_map(|r| r.locked_until).collect();
+    assert_eq!(locks.len(), 1, "the lock was set once");
+    assert_eq!(attempt(&repo, "burst", at).await.count, 51);
 }

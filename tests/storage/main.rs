@@ -157,6 +157,7 @@ macro_rules! conformance_suite {
             the_last_active_admin_cannot_be_demoted_deactivated_or_deleted,
             reset_token_is_consumed_once,
             a_reset_tokens_owner_is_told_without_spending_it,
+            login_attempts_lock_at_the_threshold_and_start_again_after_the_lock,
             expired_or_unknown_reset_token_is_refused,
             consuming_a_reset_token_voids_the_users_other_reset_tokens,
             concurrent_consumes_of_a_reset_token_succeed_once,
@@ -166,6 +167,7 @@ macro_rules! conformance_suite {
             concurrent_creates_with_one_email_yield_exactly_one_user,
             concurrent_uses_of_one_refresh_token_leave_no_live_token_in_its_family,
             concurrent_removals_of_the_last_two_admins_leave_one,
+            concurrent_login_attempts_are_counted_exactly_and_lock_once,
         );
     };
     (@pairs $backend:path, $attrs:tt, $($test:ident),+ $(,)?) => {

@@ -12,7 +12,9 @@ use url::Url;
 use crate::{
     domain::{DisplayName, Email, Password, Secret},
     mail::{MailSettings, MailTransport, SmtpRelay},
-    services::{AccountSettings, Lockout, NewAccount, ServiceSettings, TokenSettings},
+    services::{
+        AccountSettings, Lockout, NewAccount, ServiceSettings, TokenSettings, VerificationSettings,
+    },
     storage::DatabaseSettings,
     telemetry::LogFormat,
 };
@@ -31,6 +33,10 @@ struct RawSettings {
     refresh_token_ttl_secs: Option<String>,
     reset_token_ttl_secs: Option<String>,
     lockout_threshold: Option<String>,
+    verification_token_ttl_secs: Option<String>,
+    email_verification_url: Option<String>,
+    require_verified_email: Option<String>,
+    mail_throttle_secs: Option<String>,
     lockout_secs: Option<String>,
     bcrypt_cost: Option<String>,
     rate_limit_per_second: Option<String>,
@@ -411,6 +417,31 @@ impl RawSettings {
                 )?,
                 password_reset_url,
                 lockout: parse_lockout(self.lockout_threshold, self.lockout_secs)?,
+                verification: VerificationSettings {
+                    url: parse_http_url(
+                        "EMAIL_VERIFICATION_URL",
+                        self.email_verification_url,
+                        "http://localhost:8080/verify-email",
+                    )?,
+                    token_ttl: parse_secs(
+                        "VERIFICATION_TOKEN_TTL_SECS",
+                        self.verification_token_ttl_secs,
+                        86_400,
+                    )?,
+                },
+                require_verified_email: parse_bool(
+                    "REQUIRE_VERIFIED_EMAIL",
+                    self.require_verified_email,
+                    false,
+                )?,
+                // 0 turns the throttle off.
+                mail_throttle: Some(Duration::from_secs(parse_number(
+                    "MAIL_THROTTLE_SECS",
+                    self.mail_throttle_secs,
+                    60,
+                    0..=86_400,
+                )?))
+                .filter(|window| !window.is_zero()),
             },
             mail: MailSettings { transport, from },
         };

@@ -1,4 +1,4 @@
-//! Outgoing mail: the password-reset link.
+//! Outgoing mail: links (password reset, email verification) and security notices.
 
 use std::fmt;
 
@@ -7,7 +7,7 @@ use lettre::{
     transport::smtp::AsyncSmtpTransportBuilder,
 };
 
-use crate::domain::Email;
+use crate::{domain::Email, metrics};
 
 /// An SMTP relay parsed from `SMTP_URL`. Its debug output hides the URL's credentials.
 #[derive(Clone)]
@@ -69,37 +69,100 @@ impl Mailer {
         }
     }
 
-    /// Sends the reset link. Failures are logged, never shown to the requester, who gets
-    /// the same answer whether or not the address is known.
-    pub async fn send_reset_link(&self, to: &Email, link: &str) {
+    /// Sends `mail` to `to`. A failure is logged and counted, never shown to whoever caused
+    /// the mail: their answer was given before it went out.
+    pub async fn send(&self, to: &Email, mail: Mail<'_>) {
+        let kind = mail.kind();
         match &self.transport {
             Transport::Smtp(transport) => {
                 let result = async {
                     let message = Message::builder()
                         .from(self.from.clone())
                         .to(to.as_str().parse()?)
-                        .subject("Reset your password")
-                        .body(format!(
-                            "Someone asked to reset the password of this account.\n\n\
-                             To choose a new password, open:\n{link}\n\n\
-                             If it was not you, ignore this message.\n"
-                        ))?;
+                        .subject(mail.subject())
+                        .body(mail.body())?;
                     transport.send(message).await?;
                     anyhow::Ok(())
                 }
                 .await;
                 match result {
-                    Ok(()) => tracing::info!("password reset mail sent"),
+                    Ok(()) => tracing::info!(kind, "mail sent"),
                     Err(e) => {
-                        tracing::error!(error = format!("{e:#}"), "password reset mail failed")
+                        metrics::record_mail_failure(kind);
+                        tracing::error!(kind, error = format!("{e:#}"), "mail failed");
                     }
                 }
             }
-            // Development only: the link is a secret, which is why production never logs it.
-            Transport::Log => tracing::info!(link, "no SMTP_URL: password reset link"),
+            // Development only: a link is a secret, which is why production never logs it.
+            Transport::Log => match mail.link() {
+                Some(link) => tracing::info!(kind, link, "no SMTP_URL: the mail's link"),
+                None => tracing::info!(kind, "no SMTP_URL: a mail was not sent"),
+            },
             Transport::Disabled => {
-                tracing::error!("a password reset was requested but SMTP_URL is not set");
+                metrics::record_mail_failure(kind);
+                tracing::error!(kind, "a mail was to go out but SMTP_URL is not set");
             }
+        }
+    }
+}
+
+/// What the service mails. Security notices carry no token, no password and no link that
+/// signs anyone in.
+#[derive(Debug, Clone, Copy)]
+pub enum Mail<'a> {
+    ResetLink(&'a str),
+    VerificationLink(&'a str),
+    PasswordChanged,
+    /// To the old address.
+    EmailChanged,
+}
+
+impl Mail<'_> {
+    /// The kind, as logs and metrics name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Mail::ResetLink(_) => "password_reset",
+            Mail::VerificationLink(_) => "email_verification",
+            Mail::PasswordChanged => "password_changed",
+            Mail::EmailChanged => "email_changed",
+        }
+    }
+
+    fn link(&self) -> Option<&str> {
+        match self {
+            Mail::ResetLink(link) | Mail::VerificationLink(link) => Some(link),
+            Mail::PasswordChanged | Mail::EmailChanged => None,
+        }
+    }
+
+    fn subject(&self) -> &'static str {
+        match self {
+            Mail::ResetLink(_) => "Reset your password",
+            Mail::VerificationLink(_) => "Confirm your email address",
+            Mail::PasswordChanged => "Your password was changed",
+            Mail::EmailChanged => "The email address of your account was changed",
+        }
+    }
+
+    fn body(&self) -> String {
+        let unless_you = "If it was not you, reset your password at once and tell us.";
+        match self {
+            Mail::ResetLink(link) => format!(
+                "Someone asked to reset the password of this account.\n\n\
+                 To choose a new password, open:\n{link}\n\n\
+                 If it was not you, ignore this message.\n"
+            ),
+            Mail::VerificationLink(link) => format!(
+                "To confirm that this address is yours, open:\n{link}\n\n\
+                 If you did not sign up or change your address, ignore this message.\n"
+            ),
+            Mail::PasswordChanged => {
+                format!("The password of your account was just changed.\n\n{unless_you}\n")
+            }
+            Mail::EmailChanged => format!(
+                "The email address of your account was just changed; mail for it now goes \
+                 to the new address, not to this one.\n\n{unless_you}\n"
+            ),
         }
     }
 }

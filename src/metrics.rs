@@ -16,6 +16,7 @@ struct Metrics {
     rate_limited: IntCounter,
     database_errors: IntCounterVec,
     background_failures: IntCounterVec,
+    mail_failures: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -61,7 +62,25 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["task"],
     )
     .expect("valid metric");
-    background_failures.with_label_values(&["password_reset"]);
+    for task in ["password_reset", "email_verification", "security_notice"] {
+        background_failures.with_label_values(&[task]);
+    }
+    let mail_failures = IntCounterVec::new(
+        Opts::new(
+            "user_service_mail_failures_total",
+            "Mails that could not be sent, by kind",
+        ),
+        &["kind"],
+    )
+    .expect("valid metric");
+    for kind in [
+        "password_reset",
+        "email_verification",
+        "password_changed",
+        "email_changed",
+    ] {
+        mail_failures.with_label_values(&[kind]);
+    }
     // Every known label value starts at 0, so that rates and alerts work from the start.
     for outcome in ["success", "failure", "locked"] {
         logins.with_label_values(&[outcome]);
@@ -76,6 +95,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(rate_limited.clone()),
         Box::new(database_errors.clone()),
         Box::new(background_failures.clone()),
+        Box::new(mail_failures.clone()),
     ] {
         registry
             .register(collector)
@@ -89,6 +109,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         rate_limited,
         database_errors,
         background_failures,
+        mail_failures,
     }
 });
 
@@ -98,6 +119,10 @@ pub fn record_login(outcome: &'static str) {
 
 pub fn record_background_failure(task: &'static str) {
     METRICS.background_failures.with_label_values(&[task]).inc();
+}
+
+pub fn record_mail_failure(kind: &'static str) {
+    METRICS.mail_failures.with_label_values(&[kind]).inc();
 }
 
 pub fn record_rate_limited() {

@@ -17,7 +17,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("telemetry", &[]),
     ("metrics", &[]),
     ("serde_fields", &[]),
-    ("mail", &["domain"]),
+    ("mail", &["domain", "metrics"]),
     ("storage", &["domain", "telemetry"]),
     (
         "services",

@@ -87,6 +87,8 @@ pub struct User {
     pub password_changed_at: OffsetDateTime,
     /// The end of the login lock last set on the account, if any (it may have passed).
     pub locked_until: Option<OffsetDateTime>,
+    /// Whether the user showed they receive mail at `email`.
+    pub email_verified: bool,
 }
 
 impl User {
@@ -115,6 +117,7 @@ pub enum UserField {
     LastLoginAt(OffsetDateTime),
     /// The end of a login lock, or `None` when it was lifted.
     LockedUntil(Option<OffsetDateTime>),
+    EmailVerified(bool),
 }
 
 /// Concrete values to store, in the order they were set. The services decide every value
@@ -169,6 +172,7 @@ impl UserPatch {
                 UserField::UpdatedAt(at) => user.updated_at = at,
                 UserField::LastLoginAt(at) => user.last_login_at = Some(at),
                 UserField::LockedUntil(until) => user.locked_until = until,
+                UserField::EmailVerified(verified) => user.email_verified = verified,
             }
         }
     }
@@ -266,6 +270,7 @@ mod tests {
             last_login_at: None,
             password_changed_at: at,
             locked_until: None,
+            email_verified: false,
         };
         let later = at + time::Duration::seconds(1);
         let patch = UserPatch::new()

@@ -13,7 +13,7 @@ use super::{
     error::{ApiError, Problem},
     json::{FieldErrors, JsonBody, nullable, text},
     schemas,
-    users::{UserResponse, created, new_account},
+    users::{UserResponse, created, new_account, ok},
 };
 use crate::{
     domain::{Email, ParseError, Password, Username},
@@ -26,6 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(refresh)
         .service(logout)
         .service(forgot_password)
+        .service(verify_email)
+        .service(resend_verification)
         .service(reset_password);
 }
 
@@ -152,7 +154,7 @@ impl ToSchema for LoginRequest {}
 #[utoipa::path(
     context_path = "/api", tag = "auth", operation_id = "login", summary = "Log in by email or username",
     request_body = LoginRequest,
-    responses((status = 200, description = "Tokens", body = TokenResponse), (status = 401, description = "Invalid credentials (one body for every reason)", body = Problem, content_type = "application/problem+json"))
+    responses((status = 200, description = "Tokens", body = TokenResponse), (status = 401, description = "Invalid credentials (one body for every reason)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "REQUIRE_VERIFIED_EMAIL is on and the address is not verified yet (problem type ending in email-not-verified)", body = Problem, content_type = "application/problem+json"))
 )]
 #[post("/auth/login")]
 pub(crate) async fn login(
@@ -211,7 +213,7 @@ fn non_empty(s: &str) -> Result<String, ParseError> {
 #[utoipa::path(
     context_path = "/api", tag = "auth", operation_id = "refresh", summary = "Rotate a refresh token for a new pair",
     request_body = RefreshRequest,
-    responses((status = 200, description = "A new pair; the old refresh token stops working", body = TokenResponse), (status = 401, description = "Invalid, expired or revoked refresh token", body = Problem, content_type = "application/problem+json"))
+    responses((status = 200, description = "A new pair; the old refresh token stops working", body = TokenResponse), (status = 401, description = "Invalid, expired or revoked refresh token", body = Problem, content_type = "application/problem+json"), (status = 403, description = "REQUIRE_VERIFIED_EMAIL is on and the address is not verified yet (problem type ending in email-not-verified)", body = Problem, content_type = "application/problem+json"))
 )]
 #[post("/auth/refresh")]
 pub(crate) async fn refresh(
@@ -240,7 +242,7 @@ pub(crate) async fn logout(
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ForgotPasswordRequest {
+pub(crate) struct EmailRequest {
     #[schema(schema_with = schemas::email, required = true)]
     email: Option<String>,
 }
@@ -252,7 +254,7 @@ pub struct AcceptedResponse {
 
 #[utoipa::path(
     context_path = "/api", tag = "auth", operation_id = "forgot_password", summary = "Mail a password-reset link",
-    request_body = ForgotPasswordRequest,
+    request_body = EmailRequest,
     responses((status = 202, description = "The same answer whether or not the address is known", body = AcceptedResponse))
 )]
 #[post("/auth/forgot-password")]
@@ -260,14 +262,63 @@ pub(crate) async fn forgot_password(
     state: web::Data<AppState>,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.parse::<ForgotPasswordRequest>()?;
-    let mut errors = FieldErrors::default();
-    let email = errors.required("email", request.email.as_deref(), Email::parse);
-    let email = errors.finish(|| email)?;
-    state.accounts.forgot_password(email);
+    state
+        .accounts
+        .forgot_password(body.parse::<EmailRequest>()?.email()?);
     Ok(HttpResponse::Accepted().json(AcceptedResponse {
         message: "if the address belongs to an account, a reset link is on its way",
     }))
+}
+
+impl EmailRequest {
+    fn email(self) -> Result<Email, ApiError> {
+        let mut errors = FieldErrors::default();
+        let email = errors.required("email", self.email.as_deref(), Email::parse);
+        errors.finish(|| email)
+    }
+}
+
+#[utoipa::path(
+    context_path = "/api", tag = "auth", operation_id = "resend_verification", summary = "Mail a fresh email-verification link",
+    request_body = EmailRequest,
+    responses((status = 202, description = "The same answer whether or not the address is known or verified", body = AcceptedResponse))
+)]
+#[post("/auth/resend-verification")]
+pub(crate) async fn resend_verification(
+    state: web::Data<AppState>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .accounts
+        .resend_verification(body.parse::<EmailRequest>()?.email()?);
+    Ok(HttpResponse::Accepted().json(AcceptedResponse {
+        message: "if the address belongs to an account not verified yet, a link is on its way",
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyEmailRequest {
+    /// The token from the mailed link.
+    #[schema(required = true, nullable = false, min_length = 1)]
+    token: Option<String>,
+}
+
+#[utoipa::path(
+    context_path = "/api", tag = "auth", operation_id = "verify_email", summary = "Confirm an email address with the mailed token",
+    request_body = VerifyEmailRequest,
+    responses((status = 200, description = "The user, now with email_verified true", body = UserResponse), (status = 401, description = "Invalid, expired or used verification token", body = Problem, content_type = "application/problem+json"))
+)]
+#[post("/auth/verify-email")]
+pub(crate) async fn verify_email(
+    state: web::Data<AppState>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.parse::<VerifyEmailRequest>()?;
+    let mut errors = FieldErrors::default();
+    let token = errors.required("token", request.token.as_deref(), non_empty);
+    let token = errors.finish(|| token)?;
+    Ok(ok(state.accounts.verify_email(&token).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

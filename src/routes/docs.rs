@@ -25,7 +25,7 @@ use super::{auth, health, users};
     paths(
         health::health, health::ready, health::metrics, openapi_json, docs,
         auth::register, auth::login, auth::refresh, auth::logout, auth::forgot_password,
-        auth::reset_password,
+        auth::reset_password, auth::verify_email, auth::resend_verification,
         users::list_users, users::create_user, users::get_me, users::put_me, users::patch_me,
         users::delete_me, users::get_user, users::put_user, users::patch_user, users::delete_user,
         users::activate_user, users::deactivate_user, users::unlock_user,
@@ -254,7 +254,7 @@ mod tests {
             }
         }
         assert_eq!(
-            checked, 24,
+            checked, 26,
             "the number of routes changed: check this test's sources"
         );
     }

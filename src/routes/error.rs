@@ -105,7 +105,7 @@ fn service_status(error: &ServiceError) -> StatusCode {
         ServiceError::Unauthenticated | ServiceError::InvalidCredentials(_) => {
             StatusCode::UNAUTHORIZED
         }
-        ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+        ServiceError::Forbidden(_) | ServiceError::EmailNotVerified => StatusCode::FORBIDDEN,
         ServiceError::NotFound => StatusCode::NOT_FOUND,
         ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ServiceError::Taken(_) | ServiceError::LastAdmin => StatusCode::CONFLICT,
@@ -118,6 +118,7 @@ fn service_status(error: &ServiceError) -> StatusCode {
 /// Problem types that clients tell apart by their last word (RFC 9457 suggests a tag URI
 /// for a type that is not meant to be looked up).
 pub const LOGIN_LOCKED: &str = "tag:user-service,2026:problems/login-locked";
+pub const EMAIL_NOT_VERIFIED: &str = "tag:user-service,2026:problems/email-not-verified";
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
@@ -162,6 +163,9 @@ impl ResponseError for ApiError {
             _ => self.to_string(),
         };
         let mut problem = Problem::new(self.status_code(), detail).with_errors(errors);
+        if let ApiError::Service(ServiceError::EmailNotVerified) = self {
+            problem.kind = EMAIL_NOT_VERIFIED;
+        }
         if let ApiError::Service(ServiceError::LoginLocked { retry_after }) = self {
             problem.kind = LOGIN_LOCKED;
             let mut response = problem.response();

@@ -66,7 +66,7 @@ impl From<ApiRole> for Role {
 /// A user as every endpoint returns it: never the password or its hash.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"id": "65f0c1e2a4b5c6d7e8f90123", "name": "Mario Rossi", "username": "mario",
-    "email": "mario@example.com", "role": "user", "active": true, "created_at": "2026-11-22T07:00:00Z",
+    "email": "mario@example.com", "email_verified": false, "role": "user", "active": true, "created_at": "2026-11-22T07:00:00Z",
     "updated_at": "2026-11-22T07:00:00Z", "last_login_at": null, "locked_until": null}))]
 pub struct UserResponse {
     #[schema(pattern = "^[0-9a-f]{24}$")]
@@ -74,6 +74,7 @@ pub struct UserResponse {
     pub name: String,
     pub username: Option<String>,
     pub email: String,
+    pub email_verified: bool,
     pub role: ApiRole,
     pub active: bool,
     #[serde(with = "time::serde::rfc3339")]
@@ -99,6 +100,7 @@ impl From<User> for UserResponse {
             name: user.name.as_str().to_owned(),
             username: user.username.map(|u| u.as_str().to_owned()),
             email: user.email.as_str().to_owned(),
+            email_verified: user.email_verified,
             role: user.role.into(),
             active: user.active,
             created_at: user.created_at,
@@ -116,7 +118,7 @@ pub fn created(user: User) -> HttpResponse {
         .json(UserResponse::from(user))
 }
 
-fn ok(user: User) -> HttpResponse {
+pub(super) fn ok(user: User) -> HttpResponse {
     HttpResponse::Ok().json(UserResponse::from(user))
 }
 
@@ -270,6 +272,8 @@ pub struct CreateUserRequest {
     role: Option<ApiRole>,
     /// `true` when left out (or `null`).
     active: Option<bool>,
+    /// `false` when left out (or `null`): the user is mailed a verification link.
+    email_verified: Option<bool>,
 }
 
 /// The fields every new account has, parsed with each bad one reported; registration and
@@ -294,7 +298,7 @@ pub(super) fn new_account(
 }
 
 impl CreateUserRequest {
-    fn into_domain(self) -> Result<(NewAccount, Role, bool), ApiError> {
+    fn into_domain(self) -> Result<(NewAccount, Role, bool, bool), ApiError> {
         let mut errors = FieldErrors::default();
         let account = new_account(
             &mut errors,
@@ -308,6 +312,7 @@ impl CreateUserRequest {
                 account?,
                 self.role.map_or(Role::User, Role::from),
                 self.active.unwrap_or(true),
+                self.email_verified.unwrap_or(false),
             ))
         })
     }
@@ -332,10 +337,12 @@ pub(crate) async fn create_user(
 ) -> Result<HttpResponse, ApiError> {
     // 403 before 422: a non-admin learns nothing about the body.
     let admin = actor.admin()?;
-    let (account, role, active) = body.parse_then(CreateUserRequest::into_domain)?;
-    Ok(created(
-        state.users.create(admin, account, role, active).await?,
-    ))
+    let (account, role, active, verified) = body.parse_then(CreateUserRequest::into_domain)?;
+    let user = state
+        .users
+        .create(admin, account, role, active, verified)
+        .await?;
+    Ok(created(user))
 }
 
 /// PUT and PATCH alike: fields left out stay as they are. `username: null` removes it;
@@ -365,10 +372,15 @@ pub(crate) struct UpdateUserRequest {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = bool, nullable = false)]
     active: Option<Option<bool>>,
+    /// For admins. A new `email` is unverified unless this says otherwise.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = bool, nullable = false)]
+    email_verified: Option<Option<bool>>,
 }
 
-/// The body of PUT and PATCH `/users/me`: an [`UpdateUserRequest`] that, as a new password for
-/// oneself needs the current one, has `current_password` whenever it has `password`. (Through
+/// The body of PUT and PATCH `/users/me`: an [`UpdateUserRequest`] that, as a new password or
+/// email for oneself needs the current password, has `current_password` whenever it has
+/// `password` or `email`. (Through
 /// `/users/{id}` that depends on whose id it is, which no schema can know.) The handlers read
 /// an `UpdateUserRequest`; this type only describes it.
 pub(crate) struct UpdateMeRequest;
@@ -379,14 +391,14 @@ impl utoipa::PartialSchema for UpdateMeRequest {
         // `dependentRequired` (JSON Schema 2020-12) is a keyword utoipa has no field for.
         let dependent: Extensions = [(
             "dependentRequired",
-            serde_json::json!({"password": ["current_password"]}),
+            serde_json::json!({"password": ["current_password"], "email": ["current_password"]}),
         )]
         .into_iter()
         .collect();
         AllOfBuilder::new()
             .schema_type(Type::Object)
             .description(Some(
-                "As for any user, and `current_password` is required with `password`.",
+                "As for any user, and `current_password` is required with `password` or `email`.",
             ))
             .item(Ref::from_schema_name(UpdateUserRequest::name()))
             .item(
@@ -433,6 +445,7 @@ impl UpdateUserRequest {
         };
         let role = errors.not_null_value("role", self.role);
         let active = errors.not_null_value("active", self.active);
+        let email_verified = errors.not_null_value("email_verified", self.email_verified);
         errors.finish(|| {
             Some(UserChanges {
                 name: name?,
@@ -442,6 +455,7 @@ impl UpdateUserRequest {
                 current_password: current?,
                 role: role?.map(Role::from),
                 active: active?,
+                email_verified: email_verified?,
             })
         })
     }

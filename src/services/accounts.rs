@@ -3,8 +3,9 @@ use std::time::Duration;
 use url::Url;
 
 use super::{
-    Actor, AdminAccess, ServiceError, UserService,
+    Actor, AdminAccess, ServiceError, UserService, VerificationSettings,
     error::{Credential, Refusal},
+    outbox::{self, Outbox},
     password_policy::{self, AccountWords},
     passwords::PasswordHasher,
     tokens::{OpaqueToken, TokenService, hash_token},
@@ -14,7 +15,7 @@ use crate::{
     domain::{
         self, Email, Password, Role, User, UserField, UserId, UserPatch, Username, unix_millis,
     },
-    mail::Mailer,
+    mail::{Mail, Mailer},
     metrics,
     storage::{DynRepository, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord},
 };
@@ -38,6 +39,11 @@ pub struct AccountSettings {
     pub password_reset_url: Url,
     /// `None`: logins are never locked.
     pub lockout: Option<Lockout>,
+    pub verification: VerificationSettings,
+    /// Refuse login and refresh (403) to users whose address is not verified.
+    pub require_verified_email: bool,
+    /// At most one mail of a kind (reset, verification) per address per this long.
+    pub mail_throttle: Option<Duration>,
 }
 
 /// How long a password reset asked for while the database is away keeps being tried.
@@ -102,16 +108,18 @@ pub struct AccountService {
     hasher: PasswordHasher,
     tokens: TokenService,
     mailer: Mailer,
+    outbox: Outbox,
     settings: AccountSettings,
 }
 
 impl AccountService {
-    pub fn new(
+    pub(super) fn new(
         repo: DynRepository,
         users: UserService,
         hasher: PasswordHasher,
         tokens: TokenService,
         mailer: Mailer,
+        outbox: Outbox,
         settings: AccountSettings,
     ) -> Self {
         Self {
@@ -120,6 +128,7 @@ impl AccountService {
             hasher,
             tokens,
             mailer,
+            outbox,
             settings,
         }
     }
@@ -129,7 +138,51 @@ impl AccountService {
         if !self.settings.allow_registration {
             return Err(ServiceError::Forbidden(Refusal::RegistrationClosed));
         }
-        self.users.insert(account, Role::User, true).await
+        let user = self.users.insert(account, Role::User, true, false).await?;
+        self.outbox.verify_later(&user);
+        Ok(user)
+    }
+
+    /// Mails a fresh verification link, after the answer, when `email` belongs to an active
+    /// user whose address is not verified; the caller learns nothing either way.
+    pub fn resend_verification(&self, email: Email) {
+        let accounts = self.clone();
+        outbox::background("email_verification", async move {
+            match accounts.repo.user_by_email(&email).await? {
+                Some(user) if user.active && !user.email_verified => {
+                    accounts.outbox.send_verification(&user).await
+                }
+                _ => Ok(()),
+            }
+        });
+    }
+
+    /// Spends a verification token: its address is now verified, if it is still the user's.
+    pub async fn verify_email(&self, token: &str) -> Result<User, ServiceError> {
+        let refused = || ServiceError::InvalidCredentials(Credential::VerificationToken);
+        let now = domain::now();
+        let Some((id, email)) = self
+            .repo
+            .consume_verification_token(&hash_token(token), now)
+            .await?
+        else {
+            return Err(refused());
+        };
+        match self.repo.user_by_id(&id).await? {
+            Some(user) if user.email == email => {
+                if user.email_verified {
+                    return Ok(user);
+                }
+                let verified = UserPatch::new()
+                    .set(UserField::EmailVerified(true))
+                    .set(UserField::UpdatedAt(now));
+                self.repo
+                    .update_user(&id, &verified)
+                    .await?
+                    .ok_or_else(refused)
+            }
+            _ => Err(refused()),
+        }
     }
 
     /// The actor behind an access token. The token must be well signed and unexpired, and
@@ -218,6 +271,7 @@ impl AccountService {
         if self.settings.lockout.is_some() {
             self.repo.clear_login_attempts(&key).await?;
         }
+        self.ensure_verified(&user)?;
         // Neither the login time nor a stronger hash of the same password is a change of
         // the profile or the password: `updated_at` and `password_changed_at` stay.
         let mut patch = UserPatch::new().set(UserField::LastLoginAt(now));
@@ -237,6 +291,15 @@ impl AccountService {
         // A new session: every token rotated from this one shares its family id.
         let family_id = hex::encode(rand::random::<[u8; 16]>());
         self.issue_pair(&user, family_id).await
+    }
+
+    /// `REQUIRE_VERIFIED_EMAIL`: no tokens for an address not yet verified.
+    fn ensure_verified(&self, user: &User) -> Result<(), ServiceError> {
+        if self.settings.require_verified_email && !user.email_verified {
+            Err(ServiceError::EmailNotVerified)
+        } else {
+            Ok(())
+        }
     }
 
     /// An admin ends a user's login lock, and the failures counted toward one.
@@ -266,6 +329,7 @@ impl AccountService {
                     // A token older than the password would survive a reset that raced it
                     // (the reset revokes, then this refresh issues anew): refuse it.
                     Some(user) if user.active && record.created_at >= user.password_changed_at => {
+                        self.ensure_verified(&user)?;
                         self.issue_pair(&user, record.family_id).await
                     }
                     _ => Err(refused),
@@ -316,7 +380,7 @@ impl AccountService {
         let Some(user) = self.repo.user_by_email(email).await? else {
             return Ok(());
         };
-        if !user.active {
+        if !user.active || !self.outbox.may_send("reset", &user.email).await? {
             return Ok(());
         }
         let token = OpaqueToken::generate();
@@ -332,7 +396,7 @@ impl AccountService {
         let mut link = self.settings.password_reset_url.clone();
         link.query_pairs_mut().append_pair("token", &token.secret);
         self.mailer
-            .send_reset_link(&user.email, link.as_str())
+            .send(&user.email, Mail::ResetLink(link.as_str()))
             .await;
         Ok(())
     }
@@ -379,7 +443,9 @@ impl AccountService {
             return Err(refused());
         }
         // A reset also ends a login lock.
-        self.end_lock(&user_id).await?;
+        if let Some(user) = self.end_lock(&user_id).await? {
+            self.outbox.notify_later(&user.email, Mail::PasswordChanged);
+        }
         // Access tokens die with the password change (they carry the old change time);
         // refresh tokens are revoked here.
         self.repo.revoke_user_refresh_tokens(&user_id).await?;

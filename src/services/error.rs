@@ -9,6 +9,7 @@ pub enum Credential {
     Login,
     RefreshToken,
     ResetToken,
+    VerificationToken,
 }
 
 impl Credential {
@@ -17,6 +18,9 @@ impl Credential {
             Credential::Login => "invalid credentials",
             Credential::RefreshToken => "the refresh token is invalid, expired or revoked",
             Credential::ResetToken => "the reset token is invalid, expired or already used",
+            Credential::VerificationToken => {
+                "the verification token is invalid, expired or already used"
+            }
         }
     }
 }
@@ -36,7 +40,7 @@ impl Refusal {
         match self {
             Refusal::NotAdmin => "this needs the admin role",
             Refusal::NotTheirAccount => "you may only access your own account",
-            Refusal::AdminOnlyFields => "only an admin may set role or active",
+            Refusal::AdminOnlyFields => "only an admin may set role, active or email_verified",
             Refusal::CurrentPasswordWrong => "current_password is missing or wrong",
             Refusal::RegistrationClosed => "registration is closed",
         }
@@ -66,6 +70,9 @@ pub enum ServiceError {
     Taken(UniqueField),
     #[error("the last active admin cannot be removed, deactivated or demoted")]
     LastAdmin,
+    /// `REQUIRE_VERIFIED_EMAIL`: the password was right, the address is not verified.
+    #[error("the email address of this account is not verified yet")]
+    EmailNotVerified,
     /// Too many failed logins in a row: no login until the lock ends.
     #[error("too many failed logins: this account is locked for now")]
     LoginLocked { retry_after: std::time::Duration },

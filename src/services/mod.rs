@@ -4,6 +4,7 @@
 mod accounts;
 mod actor;
 mod error;
+mod outbox;
 mod password_policy;
 mod passwords;
 mod tokens;
@@ -16,6 +17,7 @@ pub use crate::storage::UniqueField;
 pub use accounts::{AccountService, AccountSettings, Lockout, LoginId, TokenPair};
 pub use actor::{AccountAccess, Actor, AdminAccess};
 pub use error::{Credential, Refusal, ServiceError};
+pub use outbox::VerificationSettings;
 pub use passwords::PasswordHasher;
 pub use tokens::{AccessClaims, OpaqueToken, TokenRole, TokenService, TokenSettings, hash_token};
 pub use users::{NewAccount, UserChanges, UserService};
@@ -46,13 +48,21 @@ impl Services {
     /// starts its connection pool).
     pub async fn new(settings: ServiceSettings, repo: DynRepository) -> anyhow::Result<Self> {
         let hasher = PasswordHasher::new(settings.bcrypt_cost).await?;
-        let users = UserService::new(repo.clone(), hasher.clone());
+        let mailer = Mailer::new(settings.mail);
+        let outbox = outbox::Outbox::new(
+            repo.clone(),
+            mailer.clone(),
+            settings.accounts.verification.clone(),
+            settings.accounts.mail_throttle,
+        );
+        let users = UserService::new(repo.clone(), hasher.clone(), outbox.clone());
         let accounts = AccountService::new(
             repo.clone(),
             users.clone(),
             hasher,
             TokenService::new(&settings.tokens),
-            Mailer::new(settings.mail),
+            mailer,
+            outbox,
             settings.accounts,
         );
         Ok(Self {

@@ -28,6 +28,12 @@ fn settings(allow_registration: bool) -> ServiceSettings {
             refresh_token_ttl: Duration::from_secs(3600),
             reset_token_ttl: Duration::from_secs(1800),
             password_reset_url: "http://localhost/reset".parse().unwrap(),
+            verification: VerificationSettings {
+                url: "http://localhost/verify".parse().unwrap(),
+                token_ttl: Duration::from_secs(3600),
+            },
+            require_verified_email: false,
+            mail_throttle: Some(Duration::from_secs(60)),
             lockout: Some(Lockout {
                 threshold: 3,
                 duration: Duration::from_secs(60),
@@ -65,7 +71,7 @@ impl Harness {
         let user = self
             .services
             .users
-            .insert(account(email), role, true)
+            .insert(account(email), role, true, false)
             .await
             .unwrap();
         Actor::new(user)
@@ -581,7 +587,13 @@ async fn common_passwords_and_the_accounts_own_words_are_refused_wherever_a_pass
     refused(
         h.services
             .users
-            .create(admin.admin().unwrap(), weak("iloveyou"), Role::User, true)
+            .create(
+                admin.admin().unwrap(),
+                weak("iloveyou"),
+                Role::User,
+                true,
+                false,
+            )
             .await,
         "password",
     );

@@ -143,6 +143,7 @@ mod tests {
             last_login_at: None,
             password_changed_at: at,
             locked_until: None,
+            email_verified: false,
         }
     }
 

@@ -1,6 +1,7 @@
 use super::{
     AccountAccess, AdminAccess, ServiceError,
     error::Refusal,
+    outbox::Outbox,
     password_policy::{self, AccountWords},
     passwords::PasswordHasher,
 };
@@ -9,6 +10,7 @@ use crate::{
         self, DisplayName, Email, ListQuery, Page, Password, Role, User, UserField, UserId,
         UserPatch, Username,
     },
+    mail::Mail,
     storage::DynRepository,
 };
 
@@ -28,10 +30,11 @@ pub struct UserChanges {
     pub email: Option<Email>,
     pub username: Option<Option<Username>>,
     pub password: Option<Password>,
-    /// Needed when users change their own password.
+    /// Needed when users change their own password or email.
     pub current_password: Option<String>,
     pub role: Option<Role>,
     pub active: Option<bool>,
+    pub email_verified: Option<bool>,
 }
 
 impl UserChanges {
@@ -42,6 +45,7 @@ impl UserChanges {
             && self.password.is_none()
             && self.role.is_none()
             && self.active.is_none()
+            && self.email_verified.is_none()
     }
 }
 
@@ -51,22 +55,33 @@ impl UserChanges {
 pub struct UserService {
     repo: DynRepository,
     hasher: PasswordHasher,
+    outbox: Outbox,
 }
 
 impl UserService {
-    pub fn new(repo: DynRepository, hasher: PasswordHasher) -> Self {
-        Self { repo, hasher }
+    pub(super) fn new(repo: DynRepository, hasher: PasswordHasher, outbox: Outbox) -> Self {
+        Self {
+            repo,
+            hasher,
+            outbox,
+        }
     }
 
-    /// An admin creates a user with any role and state.
+    /// An admin creates a user with any role and state; an address not marked verified gets
+    /// a verification link.
     pub async fn create(
         &self,
         _: AdminAccess<'_>,
         account: NewAccount,
         role: Role,
         active: bool,
+        email_verified: bool,
     ) -> Result<User, ServiceError> {
-        self.insert(account, role, active).await
+        let user = self.insert(account, role, active, email_verified).await?;
+        if !user.email_verified {
+            self.outbox.verify_later(&user);
+        }
+        Ok(user)
     }
 
     /// Stores a new user: a fresh id, every timestamp now, the password hashed.
@@ -75,6 +90,7 @@ impl UserService {
         account: NewAccount,
         role: Role,
         active: bool,
+        email_verified: bool,
     ) -> Result<User, ServiceError> {
         let words = AccountWords {
             email: &account.email,
@@ -101,6 +117,7 @@ impl UserService {
             last_login_at: None,
             password_changed_at: at,
             locked_until: None,
+            email_verified,
         };
         self.repo.create_user(&user).await?;
         Ok(user)
@@ -130,10 +147,24 @@ impl UserService {
         access: AccountAccess<'_>,
         changes: UserChanges,
     ) -> Result<User, ServiceError> {
-        if !access.by_admin() && (changes.role.is_some() || changes.active.is_some()) {
+        let admin_only =
+            changes.role.is_some() || changes.active.is_some() || changes.email_verified.is_some();
+        if !access.by_admin() && admin_only {
             return Err(ServiceError::Forbidden(Refusal::AdminOnlyFields));
         }
-        if let (Some(_), Some(own)) = (&changes.password, access.own_record()) {
+        if changes.is_empty() {
+            // Nothing to change: not even `updated_at` moves.
+            return self.get(access).await;
+        }
+        let target = self.get(access).await?;
+        let new_email = changes
+            .email
+            .as_ref()
+            .filter(|email| **email != target.email);
+        if let Some(own) = access.own_record()
+            && (changes.password.is_some() || new_email.is_some())
+        {
+            // A new password or address for oneself needs the current password.
             let current = changes.current_password.as_deref().unwrap_or_default();
             if !self
                 .hasher
@@ -144,13 +175,8 @@ impl UserService {
                 return Err(ServiceError::Forbidden(Refusal::CurrentPasswordWrong));
             }
         }
-        if changes.is_empty() {
-            // Nothing to change: not even `updated_at` moves.
-            return self.get(access).await;
-        }
         if let Some(password) = &changes.password {
             // Judged against the account as it will be once changed.
-            let target = self.get(access).await?;
             let words = AccountWords {
                 email: changes.email.as_ref().unwrap_or(&target.email),
                 username: match &changes.username {
@@ -161,7 +187,8 @@ impl UserService {
             };
             password_policy::check(password, &words, "password")?;
         }
-        let patch = self.patch(changes).await?;
+        let email_changed = new_email.is_some();
+        let patch = self.patch(changes, email_changed).await?;
         let user = self
             .repo
             .update_user(&access.target(), &patch)
@@ -174,6 +201,13 @@ impl UserService {
         {
             // A new password ends every session that the old one opened.
             self.repo.revoke_user_refresh_tokens(&user.id).await?;
+            self.outbox.notify_later(&user.email, Mail::PasswordChanged);
+        }
+        if email_changed {
+            self.outbox.notify_later(&target.email, Mail::EmailChanged);
+            if !user.email_verified {
+                self.outbox.verify_later(&user);
+            }
         }
         Ok(user)
     }
@@ -181,15 +215,25 @@ impl UserService {
     /// The values a change stores: every field asked for, `updated_at`, and for a new
     /// password its hash and `password_changed_at`. Hashed last, so that a request refused
     /// earlier costs no bcrypt work.
-    async fn patch(&self, changes: UserChanges) -> Result<UserPatch, ServiceError> {
+    /// A new address is unverified, unless an admin says otherwise in the same change.
+    async fn patch(
+        &self,
+        changes: UserChanges,
+        email_changed: bool,
+    ) -> Result<UserPatch, ServiceError> {
         let at = domain::now();
         let mut patch = UserPatch::new();
+        let email_verified = match (email_changed, changes.email_verified) {
+            (true, verified) => Some(verified.unwrap_or(false)),
+            (false, verified) => verified,
+        };
         let fields = [
             changes.name.map(UserField::Name),
             changes.username.map(UserField::Username),
             changes.email.map(UserField::Email),
             changes.role.map(UserField::Role),
             changes.active.map(UserField::Active),
+            email_verified.map(UserField::EmailVerified),
         ];
         for field in fields.into_iter().flatten() {
             patch = patch.set(field);
@@ -234,7 +278,8 @@ impl UserService {
         if self.repo.user_by_email(&account.email).await?.is_some() {
             return Ok(false);
         }
-        match self.insert(account, Role::Admin, true).await {
+        // The operator who configured it vouches for the address.
+        match self.insert(account, Role::Admin, true, true).await {
             Ok(_) => Ok(true),
             // Another instance created it between our read and our write.
             Err(ServiceError::Taken(_)) => Ok(false),

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::{
     LoginAttempts, RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError,
-    StorageResult, StoredAttempts, UniqueField,
+    StorageResult, StoredAttempts, UniqueField, VerificationTokenRecord,
 };
 use crate::domain::{
     Email, ListQuery, Page, SortField, SortOrder, User, UserFilter, UserId, UserPatch, Username,
@@ -40,6 +40,9 @@ struct Data {
     ended_families: HashSet<String>,
     reset: HashMap<String, StoredReset>,
     login_attempts: HashMap<String, StoredAttempts>,
+    verification: HashMap<String, (VerificationTokenRecord, bool)>,
+    /// When a mail of a kind last went to an address.
+    mail_log: HashMap<(String, String), OffsetDateTime>,
 }
 
 impl Data {
@@ -202,6 +205,8 @@ impl Repository for MemoryRepository {
         }
         data.refresh.retain(|_, token| token.record.user_id != *id);
         data.reset.retain(|_, token| token.record.user_id != *id);
+        data.verification
+            .retain(|_, (token, _)| token.user_id != *id);
         Ok(true)
     }
 
@@ -366,5 +371,61 @@ impl Repository for MemoryRepository {
             }
         }
         Ok(Some(user_id))
+    }
+
+    async fn insert_verification_token(
+        &self,
+        mut record: VerificationTokenRecord,
+    ) -> StorageResult<()> {
+        record.created_at = truncate_to_millis(record.created_at);
+        record.expires_at = truncate_to_millis(record.expires_at);
+        let mut data = self.data();
+        if data.verification.contains_key(&record.token_hash) {
+            return Err(duplicate_key("a verification token with this hash"));
+        }
+        for (token, used) in data.verification.values_mut() {
+            if token.user_id == record.user_id {
+                *used = true;
+            }
+        }
+        data.verification
+            .insert(record.token_hash.clone(), (record, false));
+        Ok(())
+    }
+
+    async fn consume_verification_token(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<(UserId, Email)>> {
+        let mut data = self.data();
+        Ok(match data.verification.get_mut(token_hash) {
+            Some((token, used)) if !*used && token.expires_at > at => {
+                *used = true;
+                Some((token.user_id, token.email.clone()))
+            }
+            _ => None,
+        })
+    }
+
+    async fn claim_mail(
+        &self,
+        kind: &str,
+        address: &Email,
+        at: OffsetDateTime,
+        window: std::time::Duration,
+    ) -> StorageResult<bool> {
+        let at = truncate_to_millis(at);
+        let mut data = self.data();
+        let key = (kind.to_owned(), address.as_str().to_owned());
+        if data
+            .mail_log
+            .get(&key)
+            .is_some_and(|sent| *sent > at - window)
+        {
+            return Ok(false);
+        }
+        data.mail_log.insert(key, at);
+        Ok(true)
     }
 }

@@ -170,6 +170,17 @@ pub struct ResetTokenRecord {
     pub expires_at: OffsetDateTime,
 }
 
+/// An email-verification token as stored: only the SHA-256 of the secret is kept, with the
+/// address it verifies (a later change of address leaves it verifying nothing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerificationTokenRecord {
+    pub token_hash: String,
+    pub user_id: UserId,
+    pub email: Email,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
 #[async_trait]
 pub trait Repository: Send + Sync + 'static {
     /// A trivial round trip, for readiness.
@@ -239,6 +250,29 @@ pub trait Repository: Send + Sync + 'static {
         token_hash: &str,
         at: OffsetDateTime,
     ) -> StorageResult<Option<UserId>>;
+
+    /// Stores a verification token and voids the user's earlier ones: only the newest link
+    /// works.
+    async fn insert_verification_token(&self, record: VerificationTokenRecord)
+    -> StorageResult<()>;
+    /// Spends a live, unexpired verification token atomically; whose it was and the address
+    /// it verifies.
+    async fn consume_verification_token(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<(UserId, Email)>>;
+
+    /// Claims the sending of a mail of `kind` to `address` at `at`: `true`, and the claim
+    /// counts as a mail sent, when none of that kind went to it within `window`; else
+    /// `false` and nothing changes. Atomic, so it holds across instances.
+    async fn claim_mail(
+        &self,
+        kind: &str,
+        address: &Email,
+        at: OffsetDateTime,
+        window: Duration,
+    ) -> StorageResult<bool>;
 }
 
 /// How long start-up waits for MongoDB (as when it starts beside us in `docker compose`)

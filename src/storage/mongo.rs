@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::{
     LoginAttempts, RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError,
-    StorageResult, UniqueField, role_from_stored, stored_role,
+    StorageResult, UniqueField, VerificationTokenRecord, role_from_stored, stored_role,
 };
 use crate::domain::{
     self, DisplayName, Email, ListQuery, Page, Role, SortField, SortOrder, User, UserField,
@@ -63,6 +63,9 @@ struct UserDocument {
     /// Absent on users stored before login locks.
     #[serde(default)]
     locked_until: Option<BsonDateTime>,
+    /// Absent on users stored before email verification: not verified.
+    #[serde(default)]
+    email_verified: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,6 +79,17 @@ struct RefreshTokenDocument {
     /// A TTL index removes the document once this has passed.
     expires_at: BsonDateTime,
     spent_at: Option<BsonDateTime>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct VerificationTokenDocument {
+    #[serde(rename = "_id")]
+    token_hash: String,
+    user_id: ObjectId,
+    email: String,
+    created_at: BsonDateTime,
+    expires_at: BsonDateTime,
+    used_at: Option<BsonDateTime>,
 }
 
 /// Login attempts counted against one key. A TTL index removes idle ones.
@@ -128,6 +142,7 @@ impl From<&User> for UserDocument {
             updated_at: bson_time(user.updated_at),
             last_login_at: user.last_login_at.map(bson_time),
             locked_until: user.locked_until.map(bson_time),
+            email_verified: user.email_verified,
             password_changed_at: bson_time(user.password_changed_at),
         }
     }
@@ -154,6 +169,7 @@ impl TryFrom<UserDocument> for User {
             updated_at: doc.updated_at.to_time_0_3(),
             last_login_at: doc.last_login_at.map(BsonDateTime::to_time_0_3),
             locked_until: doc.locked_until.map(BsonDateTime::to_time_0_3),
+            email_verified: doc.email_verified,
             password_changed_at: doc.password_changed_at.to_time_0_3(),
         })
     }
@@ -387,6 +403,7 @@ fn set_document(patch: &UserPatch) -> Document {
             UserField::UpdatedAt(at) => set.insert("updated_at", bson_time(*at)),
             UserField::LastLoginAt(at) => set.insert("last_login_at", bson_time(*at)),
             UserField::LockedUntil(until) => set.insert("locked_until", until.map(bson_time)),
+            UserField::EmailVerified(verified) => set.insert("email_verified", *verified),
         };
     }
     set
@@ -431,6 +448,10 @@ pub struct MongoRepository {
     refresh_families: Collection<RefreshFamilyDocument>,
     reset_tokens: Collection<ResetTokenDocument>,
     login_attempts: Collection<LoginAttemptsDocument>,
+    verification_tokens: Collection<VerificationTokenDocument>,
+    /// `{_id: "kind address", sent_at, expires_at}`: when a mail of a kind last went to an
+    /// address. A TTL index removes it once the throttle window is over.
+    mail_log: Collection<Document>,
 }
 
 /// Users who hold the admin role and are active.
@@ -478,6 +499,8 @@ impl MongoRepository {
             refresh_families: db.collection("refresh_families"),
             reset_tokens: db.collection("password_reset_tokens"),
             login_attempts: db.collection("login_attempts"),
+            verification_tokens: db.collection("email_verification_tokens"),
+            mail_log: db.collection("mail_log"),
             db,
         };
         retry_until(deadline, "MongoDB", || repository.ping()).await?;
@@ -539,6 +562,15 @@ impl MongoRepository {
             ])
             .await?;
         self.login_attempts
+            .create_index(expiring("expires_at_ttl"))
+            .await?;
+        self.verification_tokens
+            .create_indexes([
+                named(doc! { "user_id": 1 }, "user_id"),
+                expiring("expires_at_ttl"),
+            ])
+            .await?;
+        self.mail_log
             .create_index(expiring("expires_at_ttl"))
             .await?;
         self.refresh_families
@@ -702,6 +734,12 @@ impl MongoRepository {
         })
         .await?;
         run(|| self.reset_tokens.delete_many(owned.clone()).into_future()).await?;
+        run(|| {
+            self.verification_tokens
+                .delete_many(owned.clone())
+                .into_future()
+        })
+        .await?;
         Ok(true)
     }
 
@@ -1138,6 +1176,86 @@ impl Repository for MongoRepository {
         })
         .await?;
         Ok(Some(doc.user_id.into()))
+    }
+
+    async fn insert_verification_token(
+        &self,
+        record: VerificationTokenRecord,
+    ) -> StorageResult<()> {
+        let at = bson_time(record.created_at);
+        run(|| {
+            self.verification_tokens
+                .update_many(
+                    doc! { "user_id": record.user_id.object_id(), "used_at": Bson::Null },
+                    doc! { "$set": { "used_at": at } },
+                )
+                .into_future()
+        })
+        .await?;
+        let token = VerificationTokenDocument {
+            token_hash: record.token_hash.clone(),
+            user_id: record.user_id.object_id(),
+            email: record.email.as_str().to_owned(),
+            created_at: at,
+            expires_at: bson_time(record.expires_at),
+            used_at: None,
+        };
+        run(|| self.verification_tokens.insert_one(&token).into_future()).await?;
+        Ok(())
+    }
+
+    async fn consume_verification_token(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<(UserId, Email)>> {
+        let live = doc! {
+            "_id": token_hash,
+            "used_at": Bson::Null,
+            "expires_at": { "$gt": bson_time(at) },
+        };
+        let spend = doc! { "$set": { "used_at": bson_time(at) } };
+        let spent = run(|| {
+            self.verification_tokens
+                .find_one_and_update(live.clone(), spend.clone())
+                .into_future()
+        })
+        .await?;
+        spent
+            .map(|token| {
+                let email = Email::parse(&token.email).map_err(StorageError::internal)?;
+                Ok((token.user_id.into(), email))
+            })
+            .transpose()
+    }
+
+    /// One conditional upsert: a record still inside the window does not match, so the
+    /// upsert tries to insert its `_id` again and fails as a duplicate: no claim.
+    async fn claim_mail(
+        &self,
+        kind: &str,
+        address: &Email,
+        at: OffsetDateTime,
+        window: Duration,
+    ) -> StorageResult<bool> {
+        let key = format!("{kind} {address}");
+        let past = doc! { "_id": &key, "sent_at": { "$lte": bson_time(at - window) } };
+        let sent =
+            doc! { "$set": { "sent_at": bson_time(at), "expires_at": bson_time(at + window) } };
+        let claimed = run(|| {
+            self.mail_log
+                .update_one(past.clone(), sent.clone())
+                .upsert(true)
+                .into_future()
+        })
+        .await;
+        match claimed {
+            Ok(_) => Ok(true),
+            Err(Failure::Server(error)) if matches!(diagnose(&error), Diagnosis::Duplicate(_)) => {
+                Ok(false)
+            }
+            Err(failure) => Err(failure.into()),
+        }
     }
 }
 

@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 
 use super::{
     LoginAttempts, RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError,
-    StorageResult, StoredAttempts, UniqueField, role_from_stored, stored_role,
+    StorageResult, StoredAttempts, UniqueField, VerificationTokenRecord, role_from_stored,
+    stored_role,
 };
 use crate::{
     domain::{
@@ -94,10 +95,31 @@ CREATE TABLE login_attempts (
 CREATE INDEX login_attempts_expires ON login_attempts (expires_at);
 ALTER TABLE users ADD COLUMN locked_until INTEGER;
 "#,
+    // Email verification and the mail throttle.
+    r#"
+ALTER TABLE users ADD COLUMN email_verified INTEGER NOT NULL DEFAULT 0
+    CHECK (email_verified IN (0, 1));
+CREATE TABLE verification_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    email      TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+) STRICT;
+CREATE INDEX verification_tokens_user ON verification_tokens (user_id);
+CREATE TABLE mail_log (
+    kind    TEXT NOT NULL,
+    address TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    PRIMARY KEY (kind, address)
+) STRICT;
+CREATE INDEX mail_log_sent ON mail_log (sent_at);
+"#,
 ];
 
 const USER_COLUMNS: &str = "id, name, username, email, role, active, password_hash, \
-     created_at, updated_at, last_login_at, password_changed_at, locked_until";
+     created_at, updated_at, last_login_at, password_changed_at, locked_until, email_verified";
 
 /// How often a call that met `SQLITE_BUSY` (another process held the write lock for longer
 /// than the busy timeout) is tried again before the database counts as unavailable.
@@ -285,6 +307,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
             .get::<_, Option<i64>>(11)?
             .map(from_millis)
             .transpose()?,
+        email_verified: row.get(12)?,
         password_changed_at: from_millis(row.get(10)?)?,
     })
 }
@@ -300,8 +323,8 @@ fn select_user(conn: &Connection, column: &str, value: &str) -> StorageResult<Op
 fn insert_user(conn: &Connection, user: &User) -> StorageResult<()> {
     conn.prepare_cached(
         "INSERT INTO users (id, name, username, email, role, active, password_hash, created_at, \
-         updated_at, last_login_at, password_changed_at, locked_until) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         updated_at, last_login_at, password_changed_at, locked_until, email_verified) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         user.id.to_hex(),
@@ -316,6 +339,7 @@ fn insert_user(conn: &Connection, user: &User) -> StorageResult<()> {
         user.last_login_at.map(unix_millis),
         unix_millis(user.password_changed_at),
         user.locked_until.map(unix_millis),
+        user.email_verified,
     ])?;
     Ok(())
 }
@@ -338,6 +362,9 @@ fn column(field: &UserField) -> (&'static str, Value) {
         }
         UserField::UpdatedAt(at) => ("updated_at", Value::Integer(unix_millis(*at))),
         UserField::LastLoginAt(at) => ("last_login_at", Value::Integer(unix_millis(*at))),
+        UserField::EmailVerified(verified) => {
+            ("email_verified", Value::Integer(i64::from(*verified)))
+        }
         UserField::LockedUntil(until) => (
             "locked_until",
             until.map_or(Value::Null, |until| Value::Integer(unix_millis(until))),
@@ -451,6 +478,7 @@ impl Repository for SqliteRepository {
             tx.execute("DELETE FROM refresh_tokens WHERE user_id = ?1", [&id])?;
             tx.execute("DELETE FROM refresh_families WHERE user_id = ?1", [&id])?;
             tx.execute("DELETE FROM reset_tokens WHERE user_id = ?1", [&id])?;
+            tx.execute("DELETE FROM verification_tokens WHERE user_id = ?1", [&id])?;
             if was_active_admin {
                 ensure_an_active_admin(&tx)?;
             }
@@ -736,6 +764,88 @@ impl Repository for SqliteRepository {
             Ok(Some(
                 UserId::parse(&user_id).map_err(StorageError::internal)?,
             ))
+        })
+        .await
+    }
+    async fn insert_verification_token(
+        &self,
+        record: VerificationTokenRecord,
+    ) -> StorageResult<()> {
+        self.call(move |conn| {
+            let tx = write_transaction(conn)?;
+            let at = unix_millis(record.created_at);
+            tx.execute(
+                "UPDATE verification_tokens SET used_at = ?2 WHERE user_id = ?1 AND used_at IS NULL",
+                params![record.user_id.to_hex(), at],
+            )?;
+            tx.execute("DELETE FROM verification_tokens WHERE expires_at < ?1", [at])?;
+            tx.execute(
+                "INSERT INTO verification_tokens (token_hash, user_id, email, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    record.token_hash,
+                    record.user_id.to_hex(),
+                    record.email.as_str(),
+                    at,
+                    unix_millis(record.expires_at),
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn consume_verification_token(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<(UserId, Email)>> {
+        let token_hash = token_hash.to_owned();
+        self.call(move |conn| {
+            let spent: Option<(String, String)> = conn
+                .prepare_cached(
+                    "UPDATE verification_tokens SET used_at = ?2 \
+                     WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2 \
+                     RETURNING user_id, email",
+                )?
+                .query_row(params![token_hash, unix_millis(at)], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .optional()?;
+            spent
+                .map(|(user_id, email)| {
+                    Ok((
+                        UserId::parse(&user_id).map_err(StorageError::internal)?,
+                        Email::parse(&email).map_err(StorageError::internal)?,
+                    ))
+                })
+                .transpose()
+        })
+        .await
+    }
+
+    async fn claim_mail(
+        &self,
+        kind: &str,
+        address: &Email,
+        at: OffsetDateTime,
+        window: std::time::Duration,
+    ) -> StorageResult<bool> {
+        let (kind, address) = (kind.to_owned(), address.as_str().to_owned());
+        let (at, since) = (unix_millis(at), unix_millis(at - window));
+        self.call(move |conn| {
+            let tx = write_transaction(conn)?;
+            tx.execute("DELETE FROM mail_log WHERE sent_at <= ?1", [since])?;
+            // Inserted, or updated past the window: a row changed, and the claim holds.
+            let claimed = tx.execute(
+                "INSERT INTO mail_log (kind, address, sent_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (kind, address) DO UPDATE SET sent_at = excluded.sent_at \
+                 WHERE sent_at <= ?4",
+                params![kind, address, at, since],
+            )? == 1;
+            tx.commit()?;
+            Ok(claimed)
         })
         .await
     }

@@ -44,6 +44,8 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         ("JWT_SECRET", JWT_SECRET),
         ("APP_ENV", "development"),
         ("RATE_LIMIT_PER_SECOND", "0"),
+        // Tests that ask for mails quickly; the throttle's own tests turn it on.
+        ("MAIL_THROTTLE_SECS", "0"),
         ("ADMIN_EMAIL", ADMIN_EMAIL),
         ("ADMIN_PASSWORD", ADMIN_PASSWORD),
         ("ADMIN_NAME", "Admin"),
@@ -458,6 +460,12 @@ impl TestApp {
 
 // --- an in-process SMTP server ---
 
+/// The subjects of the service's mails.
+pub const RESET_MAIL: &str = "Reset your password";
+pub const VERIFICATION_MAIL: &str = "Confirm your email address";
+pub const PASSWORD_NOTICE: &str = "Your password was changed";
+pub const EMAIL_NOTICE: &str = "The email address of your account was changed";
+
 /// Every message the SMTP server received, as raw text.
 #[derive(Clone, Default)]
 pub struct Mailbox {
@@ -469,17 +477,26 @@ impl Mailbox {
         self.messages.lock().unwrap().clone()
     }
 
-    /// Waits up to ten seconds for the `n`-th message (1-based).
-    pub async fn wait_for(&self, n: usize) -> String {
+    /// The messages of one kind, by their subject (e.g. [`RESET_MAIL`]).
+    pub fn of_kind(&self, subject: &str) -> Vec<String> {
+        let header = format!("Subject: {subject}");
+        self.messages()
+            .into_iter()
+            .filter(|message| message.lines().any(|line| line == header))
+            .collect()
+    }
+
+    /// Waits up to ten seconds for the `n`-th message (1-based) of a kind.
+    pub async fn wait_for(&self, subject: &str, n: usize) -> String {
         for _ in 0..100 {
-            if let Some(message) = self.messages().get(n - 1) {
+            if let Some(message) = self.of_kind(subject).get(n - 1) {
                 return message.clone();
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!(
-            "no message number {n} within 10 s; got {}",
-            self.messages().len()
+            "no message number {n} of {subject:?} within 10 s; got {}",
+            self.of_kind(subject).len()
         );
     }
 }
@@ -529,7 +546,8 @@ pub fn start_smtp_server() -> (u16, Mailbox) {
         .with_name("smtp.test")
         .with_ssl(mailin_embedded::SslConfig::None)
         .expect("no TLS")
-        .with_num_threads(2)
+        // The service pools its SMTP connections, and each open one holds a thread here.
+        .with_num_threads(16)
         .with_tcp_listener(listener);
     std::thread::spawn(move || {
         let _ = server.serve();
@@ -588,11 +606,19 @@ fn decode_quoted_printable(body: &str) -> String {
 
 /// The reset token from the link in a reset mail.
 pub fn reset_token_from_mail(raw: &str) -> String {
+    token_from_mail(raw, "http://localhost:8080/reset-password?token=")
+}
+
+/// The verification token from the link in a verification mail.
+pub fn verification_token_from_mail(raw: &str) -> String {
+    token_from_mail(raw, "http://localhost:8080/verify-email?token=")
+}
+
+fn token_from_mail(raw: &str, marker: &str) -> String {
     let body = decoded_body(raw);
-    let marker = "http://localhost:8080/reset-password?token=";
     let start = body
         .find(marker)
-        .unwrap_or_else(|| panic!("no reset link in the mail: {body}"))
+        .unwrap_or_else(|| panic!("no {marker} link in the mail: {body}"))
         + marker.len();
     let token: String = body[start..]
         .chars()

@@ -14,3 +14,4 @@ mod password_reset;
 mod rate_limit;
 mod startup;
 mod users;
+mod verification;

@@ -3,7 +3,8 @@
 use serde_json::json;
 
 use crate::helpers::{
-    Mailbox, PASSWORD, TestApp, reset_token_from_mail, spawn_app, spawn_app_with, start_smtp_server,
+    Mailbox, PASSWORD, RESET_MAIL, TestApp, reset_token_from_mail, spawn_app, spawn_app_with,
+    start_smtp_server,
 };
 
 const NEW_PASSWORD: &str = "a brand new password";
@@ -65,10 +66,10 @@ async fn no_mail_is_sent_for_an_unknown_address() {
     app.forgot_password("alice@example.com")
         .await
         .assert_status(202);
-    let mail = mailbox.wait_for(1).await;
+    let mail = mailbox.wait_for(RESET_MAIL, 1).await;
     assert!(mail.contains("alice@example.com"), "{mail}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(mailbox.messages().len(), 1);
+    assert_eq!(mailbox.of_kind(RESET_MAIL).len(), 1);
 }
 
 #[tokio::test]
@@ -81,7 +82,7 @@ async fn full_password_reset_flow_through_smtp() {
     app.forgot_password("Alice@Example.com")
         .await
         .assert_status(202);
-    let mail = mailbox.wait_for(1).await;
+    let mail = mailbox.wait_for(RESET_MAIL, 1).await;
     assert!(
         mail.to_ascii_lowercase().contains("to: alice@example.com")
             || mail.contains("<alice@example.com>"),
@@ -134,11 +135,11 @@ async fn each_reset_mail_carries_a_fresh_working_token() {
     app.forgot_password("alice@example.com")
         .await
         .assert_status(202);
-    let first = reset_token_from_mail(&mailbox.wait_for(1).await);
+    let first = reset_token_from_mail(&mailbox.wait_for(RESET_MAIL, 1).await);
     app.forgot_password("alice@example.com")
         .await
         .assert_status(202);
-    let second = reset_token_from_mail(&mailbox.wait_for(2).await);
+    let second = reset_token_from_mail(&mailbox.wait_for(RESET_MAIL, 2).await);
     assert_ne!(first, second);
     app.reset_password(&second, NEW_PASSWORD)
         .await
@@ -160,7 +161,7 @@ async fn deactivated_user_gets_no_reset_mail() {
         .await
         .assert_status(202);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert!(mailbox.messages().is_empty());
+    assert!(mailbox.of_kind(RESET_MAIL).is_empty());
 }
 
 #[tokio::test]
@@ -170,7 +171,7 @@ async fn a_common_new_password_is_refused_and_the_token_still_works() {
     app.forgot_password("alice@example.com")
         .await
         .assert_status(202);
-    let token = reset_token_from_mail(&mailbox.wait_for(1).await);
+    let token = reset_token_from_mail(&mailbox.wait_for(RESET_MAIL, 1).await);
     for refused in ["iloveyou", "ALICE@example.com"] {
         app.reset_password(&token, refused)
             .await

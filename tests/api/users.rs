@@ -142,7 +142,7 @@ async fn patch_leaves_other_fields_alone() {
     let reply = app
         .patch(
             &alice.id,
-            &json!({"email": "  Alice@Wonder.land "}),
+            &json!({"email": "  Alice@Wonder.land ", "current_password": PASSWORD}),
             &alice.access_token,
         )
         .await;
@@ -230,7 +230,7 @@ async fn update_returns_409_for_an_email_or_username_already_taken() {
     let alice = app.register_and_login("Alice", "alice@example.com").await;
     app.patch(
         &alice.id,
-        &json!({"email": "BOB@example.com"}),
+        &json!({"email": "BOB@example.com", "current_password": PASSWORD}),
         &alice.access_token,
     )
     .await

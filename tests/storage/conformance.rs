@@ -15,7 +15,7 @@ use user_service::{
     },
     storage::{
         DynRepository, LoginAttempts, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord,
-        StorageError, UniqueField,
+        StorageError, UniqueField, VerificationTokenRecord,
     },
 };
 
@@ -57,6 +57,7 @@ fn new_user(display_name: &str, address: &str, handle: Option<&str>) -> User {
         last_login_at: None,
         password_changed_at: at,
         locked_until: None,
+        email_verified: false,
     }
 }
 
@@ -295,6 +296,7 @@ pub async fn created_user_round_trips_by_id_email_and_username(repo: DynReposito
         last_login_at: Some(moment(120)),
         password_changed_at: moment(30),
         locked_until: Some(moment(90)),
+        email_verified: true,
     };
     repo.create_user(&given).await.expect("create");
 
@@ -745,7 +747,8 @@ pub async fn full_update_round_trips_every_field(repo: DynRepository) {
         .set(UserField::PasswordChangedAt(moment(10)))
         .set(UserField::UpdatedAt(moment(20)))
         .set(UserField::LastLoginAt(moment(30)))
-        .set(UserField::LockedUntil(Some(moment(40))));
+        .set(UserField::LockedUntil(Some(moment(40))))
+        .set(UserField::EmailVerified(true));
     // Every kind of field is in the patch: a new kind fails to compile here until it is
     // added above (and counted).
     for field in patch.fields() {
@@ -759,10 +762,11 @@ pub async fn full_update_round_trips_every_field(repo: DynRepository) {
             | UserField::PasswordChangedAt(_)
             | UserField::UpdatedAt(_)
             | UserField::LastLoginAt(_)
-            | UserField::LockedUntil(_) => {}
+            | UserField::LockedUntil(_)
+            | UserField::EmailVerified(_) => {}
         }
     }
-    assert_eq!(patch.fields().len(), 10);
+    assert_eq!(patch.fields().len(), 11);
 
     let updated = update(&repo, &user.id, patch).await;
     let expected = User {
@@ -778,6 +782,7 @@ pub async fn full_update_round_trips_every_field(repo: DynRepository) {
         last_login_at: Some(moment(30)),
         password_changed_at: moment(10),
         locked_until: Some(moment(40)),
+        email_verified: true,
     };
     assert_eq!(updated, expected);
     assert_eq!(fetch(&repo, &user.id).await, expected);
@@ -2043,4 +2048,115 @@ pub async fn concurrent_login_attempts_are_counted_exactly_and_lock_once(
     let locks: HashSet<_> = results.iter().filter_map(|r| r.locked_until).collect();
     assert_eq!(locks.len(), 1, "the lock was set once");
     assert_eq!(attempt(&repo, "burst", at).await.count, 51);
+}
+
+fn verification(token_hash: &str, user: &User, at: OffsetDateTime) -> VerificationTokenRecord {
+    VerificationTokenRecord {
+        token_hash: token_hash.to_owned(),
+        user_id: user.id,
+        email: user.email.clone(),
+        created_at: at,
+        expires_at: at + time::Duration::hours(1),
+    }
+}
+
+pub async fn a_verification_token_works_once_within_its_time_and_a_newer_one_voids_it(
+    repo: DynRepository,
+) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    let at = now();
+    let consume = |token: &'static str, at: OffsetDateTime| {
+        let repo = repo.clone();
+        async move {
+            repo.consume_verification_token(token, at)
+                .await
+                .expect("consume")
+        }
+    };
+    repo.insert_verification_token(verification("first", &user, at))
+        .await
+        .expect("insert");
+    assert_eq!(
+        consume("first", at + time::Duration::hours(2)).await,
+        None,
+        "expired"
+    );
+    assert_eq!(
+        consume("first", at).await,
+        Some((user.id, user.email.clone()))
+    );
+    assert_eq!(consume("first", at).await, None, "used");
+    assert_eq!(consume("unknown", at).await, None);
+    // Only the newest link works.
+    repo.insert_verification_token(verification("older", &user, at))
+        .await
+        .expect("insert");
+    repo.insert_verification_token(verification("newer", &user, at))
+        .await
+        .expect("insert");
+    assert_eq!(consume("older", at).await, None);
+    assert_eq!(
+        consume("newer", at).await,
+        Some((user.id, user.email.clone()))
+    );
+    // Deleting the user deletes their tokens.
+    repo.insert_verification_token(verification("left", &user, at))
+        .await
+        .expect("insert");
+    assert!(repo.delete_user(&user.id).await.expect("delete"));
+    assert_eq!(consume("left", at).await, None);
+}
+
+pub async fn a_mail_claim_holds_for_its_window_per_kind_and_address(repo: DynRepository) {
+    let (at, window) = (now(), Duration::from_secs(60));
+    let address = email("mario@example.com");
+    let claim = |kind: &'static str, address: Email, at: OffsetDateTime| {
+        let repo = repo.clone();
+        async move {
+            repo.claim_mail(kind, &address, at, window)
+                .await
+                .expect("claim")
+        }
+    };
+    assert!(claim("reset", address.clone(), at).await);
+    assert!(!claim("reset", address.clone(), at + time::Duration::seconds(30)).await);
+    assert!(
+        claim("verification", address.clone(), at).await,
+        "another kind"
+    );
+    assert!(
+        claim("reset", email("luigi@example.com"), at).await,
+        "another address"
+    );
+    assert!(claim("reset", address.clone(), at + time::Duration::seconds(61)).await);
+    assert!(!claim("reset", address, at + time::Duration::seconds(62)).await);
+}
+
+/// Through two handles, as two instances: of 20 simultaneous claims, one holds.
+pub async fn concurrent_mail_claims_hold_once(repo: DynRepository, twin: DynRepository) {
+    let at = now();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let repo = if i % 2 == 0 {
+                repo.clone()
+            } else {
+                twin.clone()
+            };
+            tokio::spawn(async move {
+                repo.claim_mail(
+                    "reset",
+                    &email("race@example.com"),
+                    at,
+                    Duration::from_secs(60),
+                )
+                .await
+                .expect("claim")
+            })
+        })
+        .collect();
+    let mut held = 0;
+    for task in tasks {
+        held += usize::from(task.await.expect("task"));
+    }
+    assert_eq!(held, 1);
 }

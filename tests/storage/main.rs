@@ -158,6 +158,8 @@ macro_rules! conformance_suite {
             reset_token_is_consumed_once,
             a_reset_tokens_owner_is_told_without_spending_it,
             login_attempts_lock_at_the_threshold_and_start_again_after_the_lock,
+            a_verification_token_works_once_within_its_time_and_a_newer_one_voids_it,
+            a_mail_claim_holds_for_its_window_per_kind_and_address,
             expired_or_unknown_reset_token_is_refused,
             consuming_a_reset_token_voids_the_users_other_reset_tokens,
             concurrent_consumes_of_a_reset_token_succeed_once,
@@ -168,6 +170,7 @@ macro_rules! conformance_suite {
             concurrent_uses_of_one_refresh_token_leave_no_live_token_in_its_family,
             concurrent_removals_of_the_last_two_admins_leave_one,
             concurrent_login_attempts_are_counted_exactly_and_lock_once,
+            concurrent_mail_claims_hold_once,
         );
     };
     (@pairs $backend:path, $attrs:tt, $($test:ident),+ $(,)?) => {

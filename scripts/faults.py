@@ -15,6 +15,10 @@ Scenarios (each bounded in rounds and time; standard library only):
   duplicates     50 concurrent registrations with one email; a round fails unless exactly
                  one answers 201 and every other 409.
   json-keys      a body with a duplicate key; fails unless 400.
+  login-burst    two service processes on one SQLite file, LOCKOUT_THRESHOLD=10, and 50
+                 simultaneous wrong logins for one account split between them; a round fails
+                 when more than 10 were checked against the password (answered 401 rather
+                 than 429).
 """
 
 import argparse
@@ -58,7 +62,7 @@ def request(port, method, path, body=None, token=None, raw=None):
 
 
 class Service:
-    def __init__(self, binary, db, admin_email=None):
+    def __init__(self, binary, db, admin_email=None, extra=None):
         self.port = free_port()
         env = dict(os.environ)
         env.update(
@@ -72,6 +76,7 @@ class Service:
         )
         if admin_email:
             env.update(ADMIN_EMAIL=admin_email, ADMIN_PASSWORD=PASSWORD, ADMIN_NAME="Admin")
+        env.update(extra or {})
         self.process = subprocess.Popen(
             [binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -225,11 +230,37 @@ def json_keys(binary, rounds, work):
     return (0 if status == 400 else 1), f"answered {status}"
 
 
+def login_burst(binary, rounds, work):
+    failed = 0
+    checked_counts = []
+    for round_ in range(rounds):
+        db = os.path.join(work, f"burst-{round_}.db")
+        lockout = {"LOCKOUT_THRESHOLD": "10", "LOCKOUT_SECS": "600"}
+        first = Service(binary, db, "burst@example.com", lockout)
+        second = Service(binary, db, None, lockout)
+        try:
+            body = {"email": "burst@example.com", "password": "a wrong password"}
+            results = at_once(*[
+                (lambda port=(first.port if i % 2 == 0 else second.port):
+                    request(port, "POST", "/api/auth/login", body))
+                for i in range(50)
+            ])
+        finally:
+            first.stop()
+            second.stop()
+        checked = sum(1 for status, _ in results if status == 401)
+        checked_counts.append(checked)
+        if checked > 10 or any(status not in (401, 429) for status, _ in results):
+            failed += 1
+    return failed, f"checked per round (threshold 10): {checked_counts}"
+
+
 SCENARIOS = {
     "last-admin": last_admin,
     "refresh-reuse": refresh_reuse,
     "duplicates": duplicates,
     "json-keys": json_keys,
+    "login-burst": login_burst,
 }
 
 
@@ -243,7 +274,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         for name in args.scenarios:
             rounds = 1 if name == "json-keys" else args.rounds
-            if name == "duplicates":
+            if name in ("duplicates", "login-burst"):
                 rounds = max(1, rounds // 6)
             started = time.time()
             failed, note = SCENARIOS[name](args.binary, rounds, work)

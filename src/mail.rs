@@ -115,6 +115,9 @@ pub enum Mail<'a> {
     PasswordChanged,
     /// To the old address.
     EmailChanged,
+    /// Two-factor sign-in switched on, or off (by the user or an admin).
+    MfaEnabled,
+    MfaDisabled,
 }
 
 impl Mail<'_> {
@@ -125,13 +128,17 @@ impl Mail<'_> {
             Mail::VerificationLink(_) => "email_verification",
             Mail::PasswordChanged => "password_changed",
             Mail::EmailChanged => "email_changed",
+            Mail::MfaEnabled => "mfa_enabled",
+            Mail::MfaDisabled => "mfa_disabled",
         }
     }
 
     fn link(&self) -> Option<&str> {
         match self {
             Mail::ResetLink(link) | Mail::VerificationLink(link) => Some(link),
-            Mail::PasswordChanged | Mail::EmailChanged => None,
+            Mail::PasswordChanged | Mail::EmailChanged | Mail::MfaEnabled | Mail::MfaDisabled => {
+                None
+            }
         }
     }
 
@@ -141,6 +148,8 @@ impl Mail<'_> {
             Mail::VerificationLink(_) => "Confirm your email address",
             Mail::PasswordChanged => "Your password was changed",
             Mail::EmailChanged => "The email address of your account was changed",
+            Mail::MfaEnabled => "Two-factor sign-in was switched on",
+            Mail::MfaDisabled => "Two-factor sign-in was switched off",
         }
     }
 
@@ -163,6 +172,40 @@ impl Mail<'_> {
                 "The email address of your account was just changed; mail for it now goes \
                  to the new address, not to this one.\n\n{unless_you}\n"
             ),
+            Mail::MfaEnabled => format!(
+                "Two-factor sign-in was just switched on for your account: signing in now \
+                 also asks for a code.\n\n{unless_you}\n"
+            ),
+            Mail::MfaDisabled => format!(
+                "Two-factor sign-in was just switched off for your account: signing in now \
+                 needs the password only.\n\n{unless_you}\n"
+            ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_carry_no_link_and_links_appear_only_in_their_mails() {
+        let notices = [
+            Mail::PasswordChanged,
+            Mail::EmailChanged,
+            Mail::MfaEnabled,
+            Mail::MfaDisabled,
+        ];
+        for notice in notices {
+            let body = notice.body();
+            assert!(notice.link().is_none(), "{notice:?}");
+            assert!(!body.contains("http") && !body.contains("token"), "{body}");
+        }
+        let link = "https://example.com/verify-email?token=secret";
+        for mail in [Mail::ResetLink(link), Mail::VerificationLink(link)] {
+            assert!(mail.body().contains(link), "{mail:?}");
+        }
+        let kinds: std::collections::HashSet<_> = notices.iter().map(Mail::kind).collect();
+        assert_eq!(kinds.len(), notices.len());
     }
 }

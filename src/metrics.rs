@@ -78,6 +78,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "email_verification",
         "password_changed",
         "email_changed",
+        "mfa_enabled",
+        "mfa_disabled",
     ] {
         mail_failures.with_label_values(&[kind]);
     }

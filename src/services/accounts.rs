@@ -362,17 +362,9 @@ impl AccountService {
     /// dropped; the user asks again.)
     pub fn forgot_password(&self, email: Email) {
         let accounts = self.clone();
-        tokio::spawn(tracing::Instrument::in_current_span(async move {
-            let started =
-                retry_while_unavailable(RESET_RETRY_BUDGET, || accounts.start_reset(&email));
-            if let Err(e) = started.await {
-                if let Some(kind) = e.database_failure() {
-                    metrics::record_database_error(kind);
-                }
-                metrics::record_background_failure("password_reset");
-                tracing::error!(error = format!("{e:#}"), "password reset could not start");
-            }
-        }));
+        outbox::background("password_reset", async move {
+            retry_while_unavailable(RESET_RETRY_BUDGET, || accounts.start_reset(&email)).await
+        });
     }
 
     /// Stores a reset token for an active user with that address and mails the link.

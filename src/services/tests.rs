@@ -81,6 +81,22 @@ impl Harness {
         self.repo.user_by_id(&user.id).await.unwrap().unwrap()
     }
 
+    /// A live reset token for `user`, as a mailed link would carry it.
+    async fn reset_token(&self, user: &Actor) -> String {
+        let token = OpaqueToken::generate();
+        let now = crate::domain::now();
+        self.repo
+            .insert_reset_token(crate::storage::ResetTokenRecord {
+                token_hash: token.hash,
+                user_id: user.id(),
+                created_at: now,
+                expires_at: now + Duration::from_secs(600),
+            })
+            .await
+            .unwrap();
+        token.secret
+    }
+
     async fn login(&self, email: &str, password: &str) -> Result<TokenPair, ServiceError> {
         let id = LoginId::Email(Email::parse(email).unwrap());
         self.services.accounts.login(id, password).await
@@ -642,20 +658,10 @@ async fn common_passwords_and_the_accounts_own_words_are_refused_wherever_a_pass
 async fn a_refused_new_password_does_not_spend_the_reset_token() {
     let h = harness().await;
     let user = h.user("user@example.com", Role::User).await;
-    let token = OpaqueToken::generate();
-    let now = crate::domain::now();
-    h.repo
-        .insert_reset_token(crate::storage::ResetTokenRecord {
-            token_hash: token.hash.clone(),
-            user_id: user.id(),
-            created_at: now,
-            expires_at: now + Duration::from_secs(600),
-        })
-        .await
-        .unwrap();
+    let token = h.reset_token(&user).await;
     let accounts = &h.services.accounts;
     let result = accounts
-        .reset_password(&token.secret, &Password::parse("user@example.com").unwrap())
+        .reset_password(&token, &Password::parse("user@example.com").unwrap())
         .await;
     assert!(
         matches!(
@@ -668,10 +674,7 @@ async fn a_refused_new_password_does_not_spend_the_reset_token() {
         "{result:?}"
     );
     accounts
-        .reset_password(
-            &token.secret,
-            &Password::parse("a fine new password").unwrap(),
-        )
+        .reset_password(&token, &Password::parse("a fine new password").unwrap())
         .await
         .unwrap();
     assert!(
@@ -779,23 +782,10 @@ async fn a_password_reset_ends_the_lock() {
         let _ = h.login("user@example.com", "wrong password").await;
     }
     assert!(locked(&h.login("user@example.com", PASSWORD).await));
-    let token = OpaqueToken::generate();
-    let now = crate::domain::now();
-    h.repo
-        .insert_reset_token(crate::storage::ResetTokenRecord {
-            token_hash: token.hash.clone(),
-            user_id: user.id(),
-            created_at: now,
-            expires_at: now + Duration::from_secs(600),
-        })
-        .await
-        .unwrap();
+    let token = h.reset_token(&user).await;
     h.services
         .accounts
-        .reset_password(
-            &token.secret,
-            &Password::parse("a fine new password").unwrap(),
-        )
+        .reset_password(&token, &Password::parse("a fine new password").unwrap())
         .await
         .unwrap();
     assert!(

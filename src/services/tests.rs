@@ -81,6 +81,14 @@ impl Harness {
         self.repo.user_by_id(&user.id).await.unwrap().unwrap()
     }
 
+    async fn update(
+        &self,
+        access: AccountAccess<'_>,
+        changes: UserChanges,
+    ) -> Result<User, ServiceError> {
+        self.services.users.update(access, changes).await
+    }
+
     /// A live reset token for `user`, as a mailed link would carry it.
     async fn reset_token(&self, user: &Actor) -> String {
         let token = OpaqueToken::generate();
@@ -175,11 +183,7 @@ async fn only_admins_may_set_role_or_active() {
             ..changes()
         },
     ] {
-        let refused = h
-            .services
-            .users
-            .update(user.access(user.id()).unwrap(), change)
-            .await;
+        let refused = h.update(user.access(user.id()).unwrap(), change).await;
         assert!(matches!(
             refused,
             Err(ServiceError::Forbidden(Refusal::AdminOnlyFields))
@@ -196,8 +200,6 @@ async fn a_new_own_password_needs_the_current_one_and_ends_every_session() {
     let new_password = || Some(Password::parse("second password").unwrap());
     for current in [None, Some("wrong password".to_owned())] {
         let refused = h
-            .services
-            .users
             .update(
                 user.access(user.id()).unwrap(),
                 UserChanges {
@@ -213,8 +215,6 @@ async fn a_new_own_password_needs_the_current_one_and_ends_every_session() {
         ));
     }
     let changed = h
-        .services
-        .users
         .update(
             user.access(user.id()).unwrap(),
             UserChanges {
@@ -239,17 +239,15 @@ async fn an_admin_sets_another_users_password_without_theirs() {
     let h = harness().await;
     let user = h.user("user@example.com", Role::User).await;
     let admin = h.user("admin@example.com", Role::Admin).await;
-    h.services
-        .users
-        .update(
-            admin.access(user.id()).unwrap(),
-            UserChanges {
-                password: Some(Password::parse("set by admin").unwrap()),
-                ..changes()
-            },
-        )
-        .await
-        .unwrap();
+    h.update(
+        admin.access(user.id()).unwrap(),
+        UserChanges {
+            password: Some(Password::parse("set by admin").unwrap()),
+            ..changes()
+        },
+    )
+    .await
+    .unwrap();
     assert!(h.login("user@example.com", "set by admin").await.is_ok());
 }
 
@@ -259,15 +257,11 @@ async fn an_empty_change_writes_nothing_and_a_profile_change_moves_only_updated_
     let user = h.user("user@example.com", Role::User).await;
     tokio::time::sleep(Duration::from_millis(2)).await;
     let unchanged = h
-        .services
-        .users
         .update(user.access(user.id()).unwrap(), changes())
         .await
         .unwrap();
     assert_eq!(unchanged, *user.user());
     let renamed = h
-        .services
-        .users
         .update(
             user.access(user.id()).unwrap(),
             UserChanges {
@@ -630,9 +624,7 @@ async fn common_passwords_and_the_accounts_own_words_are_refused_wherever_a_pass
         ..changes()
     };
     refused(
-        h.services
-            .users
-            .update(user.access(user.id()).unwrap(), rename_to_password)
+        h.update(user.access(user.id()).unwrap(), rename_to_password)
             .await,
         "password",
     );
@@ -641,10 +633,7 @@ async fn common_passwords_and_the_accounts_own_words_are_refused_wherever_a_pass
         ..changes()
     };
     refused(
-        h.services
-            .users
-            .update(admin.access(user.id()).unwrap(), by_admin)
-            .await,
+        h.update(admin.access(user.id()).unwrap(), by_admin).await,
         "password",
     );
     assert_eq!(
@@ -713,17 +702,15 @@ async fn failed_logins_lock_the_account_and_then_even_the_right_password_is_refu
     assert!(stored.lock_in_force(crate::domain::now()).is_some());
     // The username shares the count of the email.
     let by_username = LoginId::Username(crate::domain::Username::parse("someone").unwrap());
-    h.services
-        .users
-        .update(
-            user.access(user.id()).unwrap(),
-            UserChanges {
-                username: Some(Some(crate::domain::Username::parse("someone").unwrap())),
-                ..changes()
-            },
-        )
-        .await
-        .unwrap();
+    h.update(
+        user.access(user.id()).unwrap(),
+        UserChanges {
+            username: Some(Some(crate::domain::Username::parse("someone").unwrap())),
+            ..changes()
+        },
+    )
+    .await
+    .unwrap();
     assert!(locked(
         &h.services.accounts.login(by_username, PASSWORD).await
     ));

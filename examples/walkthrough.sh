@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A walk through the API with curl: register, log in, read yourself, list users as the
-# admin, update, reset the password, delete. Every step checks its status code, so the
+# admin, update, switch on two-factor sign-in and log in with it, see your sessions and
+# security events, reset the password, delete. Every step checks its status code, so the
 # script fails at the first step that does not behave as documented.
+#
+# Needs curl, python3 and oathtool (TOTP codes; Debian/Ubuntu: apt-get install oathtool).
 #
 #   BASE_URL      where the service listens (default http://localhost:8080)
 #   ADMIN_EMAIL / ADMIN_PASSWORD   an existing admin (as seeded by the service's variables)
@@ -39,6 +42,12 @@ call() {
 # json FIELD: reads one top-level field of the JSON on standard input.
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 
+command -v oathtool >/dev/null || { echo "needs oathtool (apt-get install oathtool)" >&2; exit 1; }
+# totp SECRET [SECONDS_AHEAD]: the authenticator's code, now or that many seconds ahead.
+totp() {
+  oathtool --totp --base32 --now "$(date -u -d "@$(($(date +%s) + ${2:-0}))" '+%Y-%m-%d %H:%M:%S UTC')" "$1"
+}
+
 echo "== register"
 user_id=$(call 201 POST /api/auth/register \
   "{\"name\":\"Walker\",\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\",\"username\":\"walker$suffix\"}" | json id)
@@ -56,6 +65,28 @@ call 200 GET "/api/users?q=walker$suffix&per_page=5&sort=name" "" "$admin" | jso
 
 echo "== update (PATCH: fields left out stay)"
 call 200 PATCH "/api/users/$user_id" '{"name":"Walker Renamed"}' "$token" | json name
+
+echo "== switch on two-factor sign-in (TOTP)"
+secret=$(call 200 POST /api/users/me/mfa/totp "{\"current_password\":\"$PASSWORD\"}" "$token" | json secret)
+recovery=$(call 200 POST /api/users/me/mfa/totp/confirm "{\"code\":\"$(totp "$secret")\"}" "$token" |
+  python3 -c "import json,sys; print(json.load(sys.stdin)['recovery_codes'][0])")
+call 200 GET /api/users/me "" "$token" | json mfa_enabled
+
+echo "== log in with two steps: password, then a code"
+mfa_token=$(call 200 POST /api/auth/login "{\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\"}" | json mfa_token)
+# The code that confirmed is used up; the next step's code is accepted (one step either way).
+token=$(call 200 POST /api/auth/login/mfa "{\"mfa_token\":\"$mfa_token\",\"code\":\"$(totp "$secret" 30)\"}" | json access_token)
+echo "   (a recovery code works once instead of a code)"
+mfa_token=$(call 200 POST /api/auth/login "{\"email\":\"$EMAIL\",\"password\":\"$PASSWORD\"}" | json mfa_token)
+call 200 POST /api/auth/login/mfa "{\"mfa_token\":\"$mfa_token\",\"code\":\"$recovery\"}" >/dev/null
+
+echo "== sessions and security events"
+call 200 GET /api/users/me/sessions "" "$token" | python3 -c "import json,sys; print(len(json.load(sys.stdin)['items']), 'live sessions')"
+call 200 GET "/api/users/me/audit-events?per_page=5" "" "$token" | json total
+call 200 GET "/api/audit-events?user_id=$user_id&type=login.succeeded" "" "$admin" | json total
+
+echo "== switch two-factor sign-in off"
+call 204 POST /api/users/me/mfa/disable "{\"current_password\":\"$PASSWORD\"}" "$token" >/dev/null
 
 echo "== forgot and reset the password"
 call 202 POST /api/auth/forgot-password "{\"email\":\"$EMAIL\"}" >/dev/null

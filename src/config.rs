@@ -38,6 +38,8 @@ struct RawSettings {
     require_verified_email: Option<String>,
     mail_throttle_secs: Option<String>,
     lockout_secs: Option<String>,
+    mfa_issuer: Option<String>,
+    audit_retention_days: Option<String>,
     bcrypt_cost: Option<String>,
     rate_limit_per_second: Option<String>,
     rate_limit_burst: Option<String>,
@@ -444,6 +446,16 @@ impl RawSettings {
                 .filter(|window| !window.is_zero()),
             },
             mail: MailSettings { transport, from },
+            mfa_issuer: parse_mfa_issuer(self.mfa_issuer)?,
+            audit_retention: Duration::from_secs(
+                86_400
+                    * parse_number::<u64>(
+                        "AUDIT_RETENTION_DAYS",
+                        self.audit_retention_days,
+                        365,
+                        1..=36_500,
+                    )?,
+            ),
         };
         Ok(Settings {
             database: parse_database(self.database_url, self.database_name)?,
@@ -467,6 +479,23 @@ impl RawSettings {
             log_format,
         })
     }
+}
+
+/// The issuer authenticator apps show: 1 to 64 characters, no colon (it separates issuer and
+/// account in the app's label) and no control characters.
+fn parse_mfa_issuer(raw: Option<String>) -> Result<String, ConfigError> {
+    let issuer = raw.as_deref().map(str::trim).unwrap_or("user-service");
+    if issuer.is_empty()
+        || issuer.chars().count() > 64
+        || issuer.contains(':')
+        || issuer.chars().any(char::is_control)
+    {
+        return Err(ConfigError::new(
+            "MFA_ISSUER",
+            "must be 1 to 64 characters with no colon or control character",
+        ));
+    }
+    Ok(issuer.to_owned())
 }
 
 /// `LOCKOUT_THRESHOLD` failed logins lock an account for `LOCKOUT_SECS`; a threshold of 0

@@ -106,7 +106,7 @@ fn admin_from_args(email: &str, name: &str) -> anyhow::Result<NewAccount> {
 }
 
 async fn create_admin(settings: Settings, admin: NewAccount) -> anyhow::Result<()> {
-    let repo = storage::connect(&settings.database).await?;
+    let repo = storage::connect(&settings.database, settings.services.audit_retention).await?;
     let services = Services::new(settings.services, repo).await?;
     let email = admin.email.clone();
     if services.users.ensure_admin(admin).await? {

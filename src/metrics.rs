@@ -17,6 +17,7 @@ struct Metrics {
     database_errors: IntCounterVec,
     background_failures: IntCounterVec,
     mail_failures: IntCounterVec,
+    audit_failures: IntCounter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -83,6 +84,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     ] {
         mail_failures.with_label_values(&[kind]);
     }
+    let audit_failures = IntCounter::new(
+        "user_service_audit_write_failures_total",
+        "Audit events that could not be written (the actions they describe stand)",
+    )
+    .expect("valid metric");
     // Every known label value starts at 0, so that rates and alerts work from the start.
     for outcome in ["success", "failure", "locked"] {
         logins.with_label_values(&[outcome]);
@@ -98,6 +104,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         Box::new(database_errors.clone()),
         Box::new(background_failures.clone()),
         Box::new(mail_failures.clone()),
+        Box::new(audit_failures.clone()),
     ] {
         registry
             .register(collector)
@@ -112,6 +119,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         database_errors,
         background_failures,
         mail_failures,
+        audit_failures,
     }
 });
 
@@ -125,6 +133,10 @@ pub fn record_background_failure(task: &'static str) {
 
 pub fn record_mail_failure(kind: &'static str) {
     METRICS.mail_failures.with_label_values(&[kind]).inc();
+}
+
+pub fn record_audit_failure() {
+    METRICS.audit_failures.inc();
 }
 
 pub fn record_rate_limited() {

@@ -1,6 +1,6 @@
 //! The application: storage, state, middleware and routes, bound to its own listener.
 
-use std::{net::TcpListener, sync::Arc};
+use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use actix_cors::Cors;
 use actix_web::{
@@ -18,7 +18,7 @@ use crate::{
     mail::MailTransport,
     middleware::{self, ClientIp, RateLimit, RequestSpan},
     routes::{self, ApiError, AppState, json::MAX_BODY_BYTES},
-    services::Services,
+    services::{AuditLog, Services},
     storage::{self, DynRepository},
 };
 
@@ -30,7 +30,7 @@ pub struct Application {
 impl Application {
     /// Connects to the configured database and binds `HOST:PORT` (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let repo = storage::connect(&settings.database).await?;
+        let repo = storage::connect(&settings.database, settings.services.audit_retention).await?;
         Self::build_with_repository(settings, repo).await
     }
 
@@ -49,6 +49,7 @@ impl Application {
             tracing::warn!("SMTP_URL is not set: password reset links go to the log");
         }
         let state = web::Data::new(Services::new(settings.services.clone(), repo).await?);
+        sweep_audit_log(state.audit.clone());
         if let Some(admin) = settings.admin.clone() {
             let email = admin.email.clone();
             let created = state
@@ -77,6 +78,25 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// How often audit events past their retention are removed.
+const AUDIT_SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Removes old audit events now and then every [`AUDIT_SWEEP_INTERVAL`], for as long as the
+/// process runs. (MongoDB's TTL index does the same; there the sweep finds little.)
+fn sweep_audit_log(audit: AuditLog) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(AUDIT_SWEEP_INTERVAL);
+        loop {
+            every.tick().await;
+            match audit.sweep().await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "removed audit events past their retention"),
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "the audit sweep failed"),
+            }
+        }
+    });
 }
 
 fn cors(origins: &[String]) -> Cors {

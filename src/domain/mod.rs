@@ -1,18 +1,22 @@
 //! Domain types: once you hold one, it is valid.
 
+mod audit;
 mod email;
 mod names;
 mod password;
 mod role;
 mod secret;
+mod session;
 pub mod text;
 mod user;
 
+pub use audit::{AuditEvent, AuditFilter, AuditQuery, EventDetails, EventId, EventKind};
 pub use email::Email;
 pub use names::{DisplayName, Username};
 pub use password::Password;
 pub use role::Role;
 pub use secret::Secret;
+pub use session::{Origin, Session, SessionId};
 pub use user::{
     ListQuery, Page, SortField, SortOrder, User, UserField, UserFilter, UserId, UserPatch, now,
     truncate_to_millis, unix_millis,

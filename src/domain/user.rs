@@ -89,6 +89,8 @@ pub struct User {
     pub locked_until: Option<OffsetDateTime>,
     /// Whether the user showed they receive mail at `email`.
     pub email_verified: bool,
+    /// Whether a login needs a second factor (TOTP), as the repository's MFA operations set it.
+    pub mfa_enabled: bool,
 }
 
 impl User {
@@ -271,6 +273,7 @@ mod tests {
             password_changed_at: at,
             locked_until: None,
             email_verified: false,
+            mfa_enabled: false,
         };
         let later = at + time::Duration::seconds(1);
         let patch = UserPatch::new()

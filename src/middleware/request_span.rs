@@ -8,6 +8,7 @@ use tracing::{Span, field::Empty};
 use tracing_actix_web::{DefaultRootSpanBuilder, RequestId, RootSpanBuilder};
 
 use super::ClientIp;
+use crate::routes::ClientAddress;
 
 /// The span around each request: tracing-actix-web's fields, except that the target is the
 /// path without its query string (a link such as `?token=…` must not reach the logs) and the
@@ -23,9 +24,12 @@ impl RootSpanBuilder for RequestSpan {
             .unwrap_or_default();
         let client_ip = request
             .app_data::<ClientIp>()
-            .and_then(|resolver| resolver.of(request))
-            .map(|ip| ip.to_string())
-            .unwrap_or_default();
+            .and_then(|resolver| resolver.of(request));
+        if let Some(ip) = client_ip {
+            // Resolved once here; handlers read it for sessions and the audit log.
+            request.extensions_mut().insert(ClientAddress(ip));
+        }
+        let client_ip = client_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let route = request
             .match_pattern()
             .unwrap_or_else(|| "default".to_owned());

@@ -11,18 +11,20 @@ use utoipa::{
 use super::{
     AppState,
     error::{ApiError, Problem},
+    extract::RequestOrigin,
     json::{FieldErrors, JsonBody, nullable, text},
     schemas,
     users::{UserResponse, created, new_account, ok},
 };
 use crate::{
     domain::{Email, ParseError, Password, Username},
-    services::{LoginId, TokenPair},
+    services::{LoginId, LoginOutcome, TokenPair},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(register)
         .service(login)
+        .service(login_mfa)
         .service(refresh)
         .service(logout)
         .service(forgot_password)
@@ -64,6 +66,7 @@ impl From<TokenPair> for TokenResponse {
 #[post("/auth/register")]
 pub(crate) async fn register(
     state: web::Data<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let account = body.parse_then(|r: RegisterRequest| {
@@ -77,7 +80,7 @@ pub(crate) async fn register(
         );
         errors.finish(|| account)
     })?;
-    Ok(created(state.accounts.register(account).await?))
+    Ok(created(state.accounts.register(account, &origin).await?))
 }
 
 /// Registration takes no role or active flag.
@@ -154,11 +157,12 @@ impl ToSchema for LoginRequest {}
 #[utoipa::path(
     context_path = "/api", tag = "auth", operation_id = "login", summary = "Log in by email or username",
     request_body = LoginRequest,
-    responses((status = 200, description = "Tokens", body = TokenResponse), (status = 401, description = "Invalid credentials (one body for every reason)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "REQUIRE_VERIFIED_EMAIL is on and the address is not verified yet (problem type ending in email-not-verified)", body = Problem, content_type = "application/problem+json"))
+    responses((status = 200, description = "Tokens, or with MFA on the second step (`mfa_required`)", body = LoginResponse), (status = 401, description = "Invalid credentials (one body for every reason)", body = Problem, content_type = "application/problem+json"), (status = 403, description = "REQUIRE_VERIFIED_EMAIL is on and the address is not verified yet (problem type ending in email-not-verified)", body = Problem, content_type = "application/problem+json"))
 )]
 #[post("/auth/login")]
 pub(crate) async fn login(
     state: web::Data<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.parse::<LoginRequest>()?;
@@ -183,8 +187,77 @@ pub(crate) async fn login(
     // Any non-empty string may be tried: length rules apply when a password is set.
     let password = errors.required("password", request.password.as_deref(), non_empty);
     let (id, password) = errors.finish(|| Some((id?, password?)))?;
-    let pair = state.accounts.login(id, &password).await?;
+    let response = match state.accounts.login(id, &password, &origin).await? {
+        LoginOutcome::Tokens(pair) => LoginResponse::Tokens(pair.into()),
+        LoginOutcome::MfaRequired {
+            mfa_token,
+            expires_in,
+        } => LoginResponse::MfaRequired(MfaRequiredResponse {
+            mfa_required: true,
+            mfa_token,
+            expires_in,
+        }),
+    };
+    Ok(HttpResponse::Ok().json(response))
+}
+
+/// The first step of a login with MFA on.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"mfa_required": true, "mfa_token": "Jq3v...", "expires_in": 300}))]
+pub struct MfaRequiredResponse {
+    /// Always `true`.
+    pub mfa_required: bool,
+    /// For `POST /api/auth/login/mfa`; works once, for `expires_in` seconds.
+    pub mfa_token: String,
+    pub expires_in: u64,
+}
+
+/// A login's answer: the token pair, or (MFA on) the second step.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum LoginResponse {
+    Tokens(TokenResponse),
+    MfaRequired(MfaRequiredResponse),
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginMfaRequest {
+    /// From the login's first step.
+    #[schema(required = true, nullable = false, min_length = 1)]
+    mfa_token: Option<String>,
+    /// The current 6-digit code of the authenticator, or an unused recovery code.
+    #[schema(required = true, nullable = false, min_length = 1, max_length = 64)]
+    code: Option<String>,
+}
+
+#[utoipa::path(
+    context_path = "/api", tag = "auth", operation_id = "login_mfa", summary = "Second step of a login with MFA on",
+    request_body = LoginMfaRequest,
+    responses((status = 200, description = "Tokens", body = TokenResponse), (status = 401, description = "Wrong code, or an invalid, expired, used or voided mfa_token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Login locked (problem type ending in login-locked)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until the lock ends"))))
+)]
+#[post("/auth/login/mfa")]
+pub(crate) async fn login_mfa(
+    state: web::Data<AppState>,
+    RequestOrigin(origin): RequestOrigin,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.parse::<LoginMfaRequest>()?;
+    let mut errors = FieldErrors::default();
+    let token = errors.required("mfa_token", request.mfa_token.as_deref(), non_empty);
+    let code = errors.required("code", request.code.as_deref(), code);
+    let (token, code) = errors.finish(|| Some((token?, code?)))?;
+    let pair = state.accounts.login_mfa(&token, &code, &origin).await?;
     Ok(HttpResponse::Ok().json(TokenResponse::from(pair)))
+}
+
+/// A TOTP or recovery code as sent: not empty, not long.
+pub(super) fn code(s: &str) -> Result<String, ParseError> {
+    match s.chars().count() {
+        0 => Err(ParseError::new("must not be empty")),
+        65.. => Err(ParseError::new("must be at most 64 characters")),
+        _ => Ok(s.to_owned()),
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -218,10 +291,11 @@ fn non_empty(s: &str) -> Result<String, ParseError> {
 #[post("/auth/refresh")]
 pub(crate) async fn refresh(
     state: web::Data<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let token = body.parse::<RefreshRequest>()?.token()?;
-    let pair = state.accounts.refresh(&token).await?;
+    let pair = state.accounts.refresh(&token, &origin).await?;
     Ok(HttpResponse::Ok().json(TokenResponse::from(pair)))
 }
 
@@ -233,10 +307,11 @@ pub(crate) async fn refresh(
 #[post("/auth/logout")]
 pub(crate) async fn logout(
     state: web::Data<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let token = body.parse::<RefreshRequest>()?.token()?;
-    state.accounts.logout(&token).await?;
+    state.accounts.logout(&token, &origin).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -260,11 +335,12 @@ pub struct AcceptedResponse {
 #[post("/auth/forgot-password")]
 pub(crate) async fn forgot_password(
     state: web::Data<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     state
         .accounts
-        .forgot_password(body.parse::<EmailRequest>()?.email()?);
+        .forgot_password(body.parse::<EmailRequest>()?.email()?, origin);
     Ok(HttpResponse::Accepted().json(AcceptedResponse {
         message: "if the address belongs to an account, a reset link is on its way",
     }))
@@ -312,13 +388,14 @@ pub(crate) struct VerifyEmailRequest {
 #[post("/auth/verify-email")]
 pub(crate) async fn verify_email(
     state: web::Data<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.parse::<VerifyEmailRequest>()?;
     let mut errors = FieldErrors::default();
     let token = errors.required("token", request.token.as_deref(), non_empty);
     let token = errors.finish(|| token)?;
-    Ok(ok(state.accounts.verify_email(&token).await?))
+    Ok(ok(state.accounts.verify_email(&token, &origin).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -339,6 +416,7 @@ pub(crate) struct ResetPasswordRequest {
 #[post("/auth/reset-password")]
 pub(crate) async fn reset_password(
     state: web::Data<AppState>,
+    RequestOrigin(origin): RequestOrigin,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.parse::<ResetPasswordRequest>()?;
@@ -350,6 +428,9 @@ pub(crate) async fn reset_password(
         Password::parse,
     );
     let (token, password) = errors.finish(|| Some((token?, password?)))?;
-    state.accounts.reset_password(&token, &password).await?;
+    state
+        .accounts
+        .reset_password(&token, &password, &origin)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -14,7 +14,7 @@ use utoipa::{
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::error;
-use super::{auth, health, users};
+use super::{audit, auth, health, mfa, sessions, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,17 +24,25 @@ use super::{auth, health, users};
     ),
     paths(
         health::health, health::ready, health::metrics, openapi_json, docs,
-        auth::register, auth::login, auth::refresh, auth::logout, auth::forgot_password,
+        auth::register, auth::login, auth::login_mfa, auth::refresh, auth::logout, auth::forgot_password,
         auth::reset_password, auth::verify_email, auth::resend_verification,
         users::list_users, users::create_user, users::get_me, users::put_me, users::patch_me,
         users::delete_me, users::get_user, users::put_user, users::patch_user, users::delete_user,
         users::activate_user, users::deactivate_user, users::unlock_user,
+        mfa::start_totp, mfa::confirm_totp, mfa::regenerate_recovery_codes, mfa::disable,
+        mfa::reset,
+        sessions::my_sessions, sessions::end_my_sessions, sessions::end_my_session,
+        sessions::user_sessions, sessions::end_user_sessions,
+        audit::list_events, audit::my_events,
     ),
     components(schemas(error::Problem, error::FieldError)),
     modifiers(&CommonResponses),
     tags(
         (name = "auth", description = "Registration, login, tokens, password reset"),
         (name = "users", description = "User CRUD and roles"),
+        (name = "mfa", description = "Two-factor sign-in with TOTP"),
+        (name = "sessions", description = "Signed-in sessions, and signing them out"),
+        (name = "audit", description = "Security events"),
         (name = "operations", description = "Health, readiness, metrics, docs"),
     )
 )]
@@ -229,6 +237,9 @@ mod tests {
         let sources = [
             ("/api", include_str!("auth.rs")),
             ("/api", include_str!("users.rs")),
+            ("/api", include_str!("mfa.rs")),
+            ("/api", include_str!("sessions.rs")),
+            ("/api", include_str!("audit.rs")),
             ("", include_str!("health.rs")),
             ("", include_str!("docs.rs")),
         ];
@@ -254,7 +265,7 @@ mod tests {
             }
         }
         assert_eq!(
-            checked, 26,
+            checked, 39,
             "the number of routes changed: check this test's sources"
         );
     }
@@ -296,7 +307,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 7);
+        assert_eq!(checked, 10);
     }
 
     #[test]

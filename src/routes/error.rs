@@ -107,8 +107,11 @@ fn service_status(error: &ServiceError) -> StatusCode {
         }
         ServiceError::Forbidden(_) | ServiceError::EmailNotVerified => StatusCode::FORBIDDEN,
         ServiceError::NotFound => StatusCode::NOT_FOUND,
+        ServiceError::BadQuery { .. } => StatusCode::BAD_REQUEST,
         ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        ServiceError::Taken(_) | ServiceError::LastAdmin => StatusCode::CONFLICT,
+        ServiceError::Taken(_) | ServiceError::LastAdmin | ServiceError::Conflict(_) => {
+            StatusCode::CONFLICT
+        }
         ServiceError::LoginLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
         ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

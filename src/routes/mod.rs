@@ -1,12 +1,16 @@
 //! HTTP routes: thin handlers that turn requests into domain calls and results into JSON.
 
+mod audit;
 mod auth;
 mod docs;
 mod error;
 mod extract;
 mod health;
 pub mod json;
+mod mfa;
+mod query;
 mod schemas;
+mod sessions;
 mod users;
 
 use actix_web::{
@@ -17,6 +21,7 @@ use actix_web::{
 
 pub use docs::{ApiDoc, document};
 pub use error::{ApiError, FieldError, Problem};
+pub use extract::ClientAddress;
 pub use users::UserResponse;
 
 /// What every handler reaches: the services.
@@ -31,6 +36,10 @@ pub fn configure_operations(cfg: &mut web::ServiceConfig) {
 /// The API routes under `/api`.
 pub fn configure_api(cfg: &mut web::ServiceConfig) {
     auth::configure(cfg);
+    // Before the users' `{id}` routes, which `me` would match too.
+    sessions::configure(cfg);
+    mfa::configure(cfg);
+    audit::configure(cfg);
     users::configure(cfg);
 }
 

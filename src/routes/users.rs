@@ -8,7 +8,7 @@ use super::{
     error::{ApiError, Problem},
     extract::SignedIn,
     json::{FieldErrors, JsonBody, nullable, text},
-    schemas,
+    query, schemas,
 };
 use crate::{
     domain::{
@@ -86,6 +86,8 @@ pub struct UserResponse {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub last_login_at: Option<OffsetDateTime>,
+    /// Whether login asks for a second factor (read-only).
+    pub mfa_enabled: bool,
     /// The end of a login lock in force, else `null`.
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
@@ -103,6 +105,7 @@ impl From<User> for UserResponse {
             email_verified: user.email_verified,
             role: user.role.into(),
             active: user.active,
+            mfa_enabled: user.mfa_enabled,
             created_at: user.created_at,
             updated_at: user.updated_at,
             last_login_at: user.last_login_at,
@@ -170,29 +173,19 @@ const SORTS: [(&str, SortField, SortOrder); 6] = [
 
 impl ListParams {
     fn parse(self) -> Result<ListQuery, ApiError> {
-        let bad =
-            |name: &str, rule: &str| ApiError::BadRequest(format!("query parameter {name} {rule}"));
-        let number = |name: &str, raw: Option<String>, default: u32, max: u32| match raw {
-            None => Ok(default),
-            Some(raw) => raw
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| bad(name, &format!("must be a whole number from 1 to {max}"))),
-        };
-        let page = number("page", self.page, 1, 1_000_000)?;
-        let per_page = number("per_page", self.per_page, 20, 100)?;
+        let page = query::number("page", self.page, 1, query::MAX_PAGE)?;
+        let per_page = query::number("per_page", self.per_page, 20, query::MAX_PER_PAGE)?;
         let role = match self.role.as_deref() {
             None => None,
             Some("user") => Some(Role::User),
             Some("admin") => Some(Role::Admin),
-            Some(_) => return Err(bad("role", "must be user or admin")),
+            Some(_) => return Err(query::bad("role", "must be user or admin")),
         };
         let active = match self.active.as_deref() {
             None => None,
             Some("true") => Some(true),
             Some("false") => Some(false),
-            Some(_) => return Err(bad("active", "must be true or false")),
+            Some(_) => return Err(query::bad("active", "must be true or false")),
         };
         let wanted = self.sort.as_deref().unwrap_or("-created_at");
         let (_, sort, order) = SORTS
@@ -200,7 +193,7 @@ impl ListParams {
             .find(|(name, _, _)| *name == wanted)
             .copied()
             .ok_or_else(|| {
-                bad(
+                query::bad(
                     "sort",
                     "must be one of created_at, -created_at, name, -name, email, -email",
                 )
@@ -210,11 +203,11 @@ impl ListParams {
             .map(|q| q.trim().to_owned())
             .filter(|q| !q.is_empty());
         if q.as_ref().is_some_and(|q| q.chars().count() > 254) {
-            return Err(bad("q", "must be at most 254 characters"));
+            return Err(query::bad("q", "must be at most 254 characters"));
         }
         // No stored name, email or username holds one, and MongoDB refuses NUL in a regex.
         if q.as_ref().is_some_and(|q| q.chars().any(char::is_control)) {
-            return Err(bad("q", "must not contain control characters"));
+            return Err(query::bad("q", "must not contain control characters"));
         }
         Ok(ListQuery {
             page,
@@ -467,11 +460,11 @@ impl UpdateUserRequest {
 pub(crate) struct UserPath {
     /// 24 lower-case hex characters; any other value is not found.
     #[param(pattern = "^[0-9a-f]{24}$")]
-    id: String,
+    pub(super) id: String,
 }
 
 /// A path id; a malformed one is simply not found.
-fn user_id(raw: &str) -> Result<UserId, ApiError> {
+pub(super) fn user_id(raw: &str) -> Result<UserId, ApiError> {
     UserId::parse(raw).map_err(|_| ServiceError::NotFound.into())
 }
 

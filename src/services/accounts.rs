@@ -3,8 +3,10 @@ use std::time::Duration;
 use url::Url;
 
 use super::{
-    Actor, AdminAccess, ServiceError, UserService, VerificationSettings,
+    AccountAccess, Actor, AdminAccess, ServiceError, UserService, VerificationSettings,
+    audit::{AuditLog, Event},
     error::{Credential, Refusal},
+    mfa::{CHALLENGE_TTL, MAX_CODE_ATTEMPTS, MfaService, SecondFactor},
     outbox::{self, Outbox},
     password_policy::{self, AccountWords},
     passwords::PasswordHasher,
@@ -13,11 +15,14 @@ use super::{
 };
 use crate::{
     domain::{
-        self, Email, Password, Role, User, UserField, UserId, UserPatch, Username, unix_millis,
+        self, Email, EventKind, Origin, Password, Role, Session, SessionId, User, UserField,
+        UserId, UserPatch, Username, unix_millis,
     },
     mail::{Mail, Mailer},
     metrics,
-    storage::{DynRepository, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord},
+    storage::{
+        DynRepository, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord,
+    },
 };
 
 /// How failed logins lock an account.
@@ -78,6 +83,11 @@ where
     }
 }
 
+fn format_time(at: time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// The key under which an account's login attempts are counted: one for its email and its
 /// username alike.
 fn account_key(id: &UserId) -> String {
@@ -99,46 +109,99 @@ pub struct TokenPair {
     pub refresh_token: String,
 }
 
+/// What a login with the right password leads to.
+#[derive(Debug, Clone)]
+pub enum LoginOutcome {
+    Tokens(TokenPair),
+    /// MFA is on: the pair comes from [`AccountService::login_mfa`] with this token.
+    MfaRequired {
+        mfa_token: String,
+        expires_in: u64,
+    },
+}
+
+/// A live session as its owner sees it.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub session: Session,
+    /// The session of the token that asked.
+    pub current: bool,
+}
+
+/// Why a login failed, as the audit log says it.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    /// Wrong password, unknown name or a deactivated user: one answer for all.
+    Password,
+    Locked,
+    MfaCode,
+}
+
 /// Registration, authentication, token rotation and password reset: every rule about
 /// credentials and tokens.
 #[derive(Clone)]
 pub struct AccountService {
     repo: DynRepository,
     users: UserService,
+    mfa: MfaService,
     hasher: PasswordHasher,
     tokens: TokenService,
     mailer: Mailer,
     outbox: Outbox,
+    audit: AuditLog,
     settings: AccountSettings,
 }
 
+/// What the account service works with.
+pub(super) struct AccountParts {
+    pub repo: DynRepository,
+    pub users: UserService,
+    pub mfa: MfaService,
+    pub hasher: PasswordHasher,
+    pub tokens: TokenService,
+    pub mailer: Mailer,
+    pub outbox: Outbox,
+    pub audit: AuditLog,
+}
+
 impl AccountService {
-    pub(super) fn new(
-        repo: DynRepository,
-        users: UserService,
-        hasher: PasswordHasher,
-        tokens: TokenService,
-        mailer: Mailer,
-        outbox: Outbox,
-        settings: AccountSettings,
-    ) -> Self {
-        Self {
+    pub(super) fn new(parts: AccountParts, settings: AccountSettings) -> Self {
+        let AccountParts {
             repo,
             users,
+            mfa,
             hasher,
             tokens,
             mailer,
             outbox,
+            audit,
+        } = parts;
+        Self {
+            repo,
+            users,
+            mfa,
+            hasher,
+            tokens,
+            mailer,
+            outbox,
+            audit,
             settings,
         }
     }
 
     /// Self-service sign-up: an active user with the user role.
-    pub async fn register(&self, account: NewAccount) -> Result<User, ServiceError> {
+    pub async fn register(
+        &self,
+        account: NewAccount,
+        origin: &Origin,
+    ) -> Result<User, ServiceError> {
         if !self.settings.allow_registration {
             return Err(ServiceError::Forbidden(Refusal::RegistrationClosed));
         }
         let user = self.users.insert(account, Role::User, true, false).await?;
+        self.audit
+            .record(Event::new(EventKind::UserRegistered).about(user.id), origin)
+            .await;
         self.outbox.verify_later(&user);
         Ok(user)
     }
@@ -158,7 +221,7 @@ impl AccountService {
     }
 
     /// Spends a verification token: its address is now verified, if it is still the user's.
-    pub async fn verify_email(&self, token: &str) -> Result<User, ServiceError> {
+    pub async fn verify_email(&self, token: &str, origin: &Origin) -> Result<User, ServiceError> {
         let refused = || ServiceError::InvalidCredentials(Credential::VerificationToken);
         let now = domain::now();
         let Some((id, email)) = self
@@ -176,19 +239,34 @@ impl AccountService {
                 let verified = UserPatch::new()
                     .set(UserField::EmailVerified(true))
                     .set(UserField::UpdatedAt(now));
-                self.repo
+                let user = self
+                    .repo
                     .update_user(&id, &verified)
                     .await?
-                    .ok_or_else(refused)
+                    .ok_or_else(refused)?;
+                self.audit
+                    .record(
+                        Event::new(EventKind::EmailVerified)
+                            .about(id)
+                            .detail("email", user.email.as_str()),
+                        origin,
+                    )
+                    .await;
+                Ok(user)
             }
             _ => Err(refused()),
         }
     }
 
-    /// The actor behind an access token. The token must be well signed and unexpired, and
-    /// its user must still exist, be active and have the password the token was issued
-    /// under. Every reason to refuse is the same error; the reason is logged at debug level.
-    pub async fn authenticate(&self, access_token: &str) -> Result<Actor, ServiceError> {
+    /// The actor behind an access token. The token must be well signed and unexpired, its
+    /// session live, and its user must still exist, be active and have the password the
+    /// token was issued under. The user and the session are read in one round trip. Every
+    /// reason to refuse is the same error; the reason is logged at debug level.
+    pub async fn authenticate(
+        &self,
+        access_token: &str,
+        origin: Origin,
+    ) -> Result<Actor, ServiceError> {
         let refuse = |reason: &str| {
             tracing::debug!(reason, "bearer token refused");
             ServiceError::Unauthenticated
@@ -201,9 +279,10 @@ impl AccountService {
             .sub
             .parse()
             .map_err(|_| refuse("malformed subject"))?;
-        let user = self
+        let session = SessionId::parse(&claims.sid).map_err(|_| refuse("malformed session"))?;
+        let (user, live) = self
             .repo
-            .user_by_id(&id)
+            .user_with_session(&id, &session, domain::now())
             .await?
             .ok_or_else(|| refuse("user no longer exists"))?;
         if !user.active {
@@ -212,42 +291,36 @@ impl AccountService {
         if claims.pwd != unix_millis(user.password_changed_at) {
             return Err(refuse("token predates a password change"));
         }
-        Ok(Actor::new(user))
+        if !live {
+            return Err(refuse("the session has ended"));
+        }
+        Ok(Actor::new(user, session, origin))
     }
 
     /// Logs in by email or username. With a lockout configured, the attempt is counted
     /// before the password is checked (see [`Repository::count_login_attempt`]): past the
     /// threshold the answer is [`ServiceError::LoginLocked`] and the password is not looked
     /// at, so that of any number of simultaneous attempts at most the threshold are checked.
-    /// A name that is nobody's is counted and locked the same way.
+    /// A name that is nobody's is counted and locked the same way. With MFA on, the right
+    /// password leads to the second step, and the count goes on until it is passed.
     ///
     /// [`Repository::count_login_attempt`]: crate::storage::Repository::count_login_attempt
-    pub async fn login(&self, id: LoginId, password: &str) -> Result<TokenPair, ServiceError> {
+    pub async fn login(
+        &self,
+        id: LoginId,
+        password: &str,
+        origin: &Origin,
+    ) -> Result<LoginOutcome, ServiceError> {
         let user = match &id {
             LoginId::Email(email) => self.repo.user_by_email(email).await?,
             LoginId::Username(username) => self.repo.user_by_username(username).await?,
         };
-        let now = domain::now();
         let key = match (&user, &id) {
             (Some(user), _) => account_key(&user.id),
             (None, LoginId::Email(email)) => format!("email:{email}"),
             (None, LoginId::Username(username)) => format!("username:{}", username.key()),
         };
-        let mut newly_locked = None;
-        if let Some(lockout) = self.settings.lockout {
-            let attempts = self
-                .repo
-                .count_login_attempt(&key, now, lockout.threshold, lockout.duration)
-                .await?;
-            if attempts.count > lockout.threshold {
-                metrics::record_login("locked");
-                let until = attempts.locked_until.unwrap_or(now + lockout.duration);
-                return Err(ServiceError::LoginLocked {
-                    retry_after: (until - now).try_into().unwrap_or_default(),
-                });
-            }
-            newly_locked = attempts.locked_until;
-        }
+        let newly_locked = self.count_attempt(&key, user.as_ref(), origin).await?;
         // Verify even for an unknown user (against a dummy hash), so both fail alike and in
         // about the same time.
         let matched = self
@@ -258,39 +331,192 @@ impl AccountService {
         let user = match user {
             Some(user) if matched && user.active => user,
             user => {
-                metrics::record_login("failure");
-                if let (Some(user), Some(until)) = (user, newly_locked) {
-                    // This failure locked the account: the user record shows until when.
-                    let lock = UserPatch::new().set(UserField::LockedUntil(Some(until)));
-                    self.repo.update_user(&user.id, &lock).await?;
-                }
+                self.failed(user.as_ref(), Failure::Password, newly_locked, origin)
+                    .await?;
                 return Err(ServiceError::InvalidCredentials(Credential::Login));
             }
         };
-        metrics::record_login("success");
-        if self.settings.lockout.is_some() {
-            self.repo.clear_login_attempts(&key).await?;
-        }
-        self.ensure_verified(&user)?;
-        // Neither the login time nor a stronger hash of the same password is a change of
-        // the profile or the password: `updated_at` and `password_changed_at` stay.
-        let mut patch = UserPatch::new().set(UserField::LastLoginAt(now));
-        if user.locked_until.is_some() {
-            patch = patch.set(UserField::LockedUntil(None));
-        }
         if self.hasher.needs_rehash(&user.password_hash) {
+            // A stronger hash of the same password is not a change of the password:
+            // `password_changed_at` stays.
             let password = Password::parse(password).map_err(ServiceError::internal)?;
             let hash = self
                 .hasher
                 .hash(&password)
                 .await
                 .map_err(ServiceError::Internal)?;
-            patch = patch.set(UserField::PasswordHash(hash));
+            let rehashed = UserPatch::new().set(UserField::PasswordHash(hash));
+            self.repo.update_user(&user.id, &rehashed).await?;
+        }
+        if user.mfa_enabled {
+            self.ensure_verified(&user)?;
+            let token = OpaqueToken::generate();
+            let now = domain::now();
+            self.repo
+                .insert_mfa_challenge(MfaChallengeRecord {
+                    token_hash: token.hash,
+                    user_id: user.id,
+                    created_at: now,
+                    expires_at: now + CHALLENGE_TTL,
+                })
+                .await?;
+            return Ok(LoginOutcome::MfaRequired {
+                mfa_token: token.secret,
+                expires_in: CHALLENGE_TTL.as_secs(),
+            });
+        }
+        self.signed_in(&user, None, origin)
+            .await
+            .map(LoginOutcome::Tokens)
+    }
+
+    /// The second step of a login with MFA on: the `mfa_token` of the first and a current
+    /// TOTP code or an unused recovery code. Each `mfa_token` takes
+    /// [`MAX_CODE_ATTEMPTS`] codes at most; each code counts toward the login lock.
+    pub async fn login_mfa(
+        &self,
+        mfa_token: &str,
+        code: &str,
+        origin: &Origin,
+    ) -> Result<TokenPair, ServiceError> {
+        let token_hash = hash_token(mfa_token);
+        let refused = || ServiceError::InvalidCredentials(Credential::MfaToken);
+        let Some(id) = self
+            .repo
+            .attempt_mfa_challenge(&token_hash, domain::now(), MAX_CODE_ATTEMPTS)
+            .await?
+        else {
+            return Err(refused());
+        };
+        let user = self
+            .repo
+            .user_by_id(&id)
+            .await?
+            .filter(|user| user.active && user.mfa_enabled)
+            .ok_or_else(refused)?;
+        let newly_locked = self
+            .count_attempt(&account_key(&user.id), Some(&user), origin)
+            .await?;
+        let Some(factor) = self.mfa.verify(&user, code).await? else {
+            self.failed(Some(&user), Failure::MfaCode, newly_locked, origin)
+                .await?;
+            return Err(ServiceError::InvalidCredentials(Credential::MfaCode));
+        };
+        if !self
+            .repo
+            .consume_mfa_challenge(&token_hash, domain::now())
+            .await?
+        {
+            return Err(refused());
+        }
+        self.signed_in(&user, Some(factor), origin).await
+    }
+
+    /// Counts a login attempt against `key` when a lockout is configured; past the
+    /// threshold, the attempt is refused without a look at the password or code. Returns
+    /// the end of the lock this attempt started, if it started one.
+    async fn count_attempt(
+        &self,
+        key: &str,
+        user: Option<&User>,
+        origin: &Origin,
+    ) -> Result<Option<time::OffsetDateTime>, ServiceError> {
+        let Some(lockout) = self.settings.lockout else {
+            return Ok(None);
+        };
+        let now = domain::now();
+        let attempts = self
+            .repo
+            .count_login_attempt(key, now, lockout.threshold, lockout.duration)
+            .await?;
+        if attempts.count > lockout.threshold {
+            self.failed(user, Failure::Locked, None, origin).await?;
+            let until = attempts.locked_until.unwrap_or(now + lockout.duration);
+            return Err(ServiceError::LoginLocked {
+                retry_after: (until - now).try_into().unwrap_or_default(),
+            });
+        }
+        Ok(attempts.locked_until)
+    }
+
+    /// Counts and records a failed login; when it locked the account, the user record
+    /// shows until when.
+    async fn failed(
+        &self,
+        user: Option<&User>,
+        failure: Failure,
+        newly_locked: Option<time::OffsetDateTime>,
+        origin: &Origin,
+    ) -> Result<(), ServiceError> {
+        let subject = user.map(|user| user.id);
+        let (outcome, reason) = match failure {
+            Failure::Password => ("failure", "invalid_credentials"),
+            Failure::Locked => ("locked", "locked"),
+            Failure::MfaCode => ("failure", "wrong_code"),
+        };
+        metrics::record_login(outcome);
+        let mut event = Event::new(EventKind::LoginFailed).detail("reason", reason);
+        if let Some(id) = subject {
+            event = event.about(id);
+            if let Failure::MfaCode = failure {
+                self.mfa.failed(None, id, "login", origin).await;
+            }
+        }
+        self.audit.record(event, origin).await;
+        if let (Some(id), Some(until)) = (subject, newly_locked) {
+            let lock = UserPatch::new().set(UserField::LockedUntil(Some(until)));
+            self.repo.update_user(&id, &lock).await?;
+            self.audit
+                .record(
+                    Event::new(EventKind::LoginLocked)
+                        .about(id)
+                        .detail("locked_until", format_time(until)),
+                    origin,
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    /// A login passed every check: the count of failures ends, the login is stamped, and
+    /// a new session starts.
+    async fn signed_in(
+        &self,
+        user: &User,
+        factor: Option<SecondFactor>,
+        origin: &Origin,
+    ) -> Result<TokenPair, ServiceError> {
+        metrics::record_login("success");
+        if self.settings.lockout.is_some() {
+            self.repo
+                .clear_login_attempts(&account_key(&user.id))
+                .await?;
+        }
+        self.ensure_verified(user)?;
+        let now = domain::now();
+        // The login time is not a change of the profile: `updated_at` stays.
+        let mut patch = UserPatch::new().set(UserField::LastLoginAt(now));
+        if user.locked_until.is_some() {
+            patch = patch.set(UserField::LockedUntil(None));
         }
         self.repo.update_user(&user.id, &patch).await?;
-        // A new session: every token rotated from this one shares its family id.
-        let family_id = hex::encode(rand::random::<[u8; 16]>());
-        self.issue_pair(&user, family_id).await
+        let session = Session {
+            id: SessionId::generate(),
+            user_id: user.id,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + self.settings.refresh_token_ttl,
+            origin: origin.clone(),
+        };
+        self.repo.create_session(&session).await?;
+        let mut event = Event::new(EventKind::LoginSucceeded)
+            .about(user.id)
+            .detail("session_id", session.id.as_str());
+        if let Some(factor) = factor {
+            event = event.detail("second_factor", factor.as_str());
+        }
+        self.audit.record(event, origin).await;
+        self.issue_pair(user, session.id).await
     }
 
     /// `REQUIRE_VERIFIED_EMAIL`: no tokens for an address not yet verified.
@@ -303,8 +529,18 @@ impl AccountService {
     }
 
     /// An admin ends a user's login lock, and the failures counted toward one.
-    pub async fn unlock(&self, _: AdminAccess<'_>, id: UserId) -> Result<User, ServiceError> {
-        self.end_lock(&id).await?.ok_or(ServiceError::NotFound)
+    pub async fn unlock(&self, admin: AdminAccess<'_>, id: UserId) -> Result<User, ServiceError> {
+        let user = self.end_lock(&id).await?.ok_or(ServiceError::NotFound)?;
+        let actor = admin.on(id).actor();
+        self.audit
+            .record(
+                Event::new(EventKind::UserUnlocked)
+                    .by(Some(actor.id()))
+                    .about(id),
+                actor.origin(),
+            )
+            .await;
+        Ok(user)
     }
 
     async fn end_lock(&self, id: &UserId) -> Result<Option<User>, ServiceError> {
@@ -315,7 +551,11 @@ impl AccountService {
 
     /// Rotates a refresh token: a live one is spent for a new pair of the same session; one
     /// presented again after it was spent ends that session.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, ServiceError> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        origin: &Origin,
+    ) -> Result<TokenPair, ServiceError> {
         let refused = ServiceError::InvalidCredentials(Credential::RefreshToken);
         let now = domain::now();
         match self
@@ -330,14 +570,25 @@ impl AccountService {
                     // (the reset revokes, then this refresh issues anew): refuse it.
                     Some(user) if user.active && record.created_at >= user.password_changed_at => {
                         self.ensure_verified(&user)?;
-                        self.issue_pair(&user, record.family_id).await
+                        self.issue_pair(&user, record.session_id).await
                     }
                     _ => Err(refused),
                 }
             }
-            RefreshTokenUse::Replayed { family_id } => {
-                tracing::warn!("a spent refresh token was presented again; revoking its session");
-                self.repo.revoke_refresh_family(&family_id).await?;
+            RefreshTokenUse::Replayed {
+                session_id,
+                user_id,
+            } => {
+                tracing::warn!("a spent refresh token was presented again; ending its session");
+                self.repo.end_session(&user_id, &session_id, now).await?;
+                self.audit
+                    .record(
+                        Event::new(EventKind::RefreshReused)
+                            .about(user_id)
+                            .detail("session_id", session_id.as_str()),
+                        origin,
+                    )
+                    .await;
                 Err(refused)
             }
             RefreshTokenUse::Spent(_) | RefreshTokenUse::Revoked | RefreshTokenUse::Unknown => {
@@ -346,13 +597,104 @@ impl AccountService {
         }
     }
 
-    /// Revokes one refresh token. Unknown tokens are accepted silently (RFC 7009 style):
-    /// the caller learns nothing about which tokens exist.
-    pub async fn logout(&self, refresh_token: &str) -> Result<(), ServiceError> {
+    /// Ends the session of a refresh token. Unknown tokens are accepted silently (RFC 7009
+    /// style): the caller learns nothing about which tokens exist.
+    pub async fn logout(&self, refresh_token: &str, origin: &Origin) -> Result<(), ServiceError> {
+        let ended = self
+            .repo
+            .end_session_of_token(&hash_token(refresh_token), domain::now())
+            .await?;
+        if let Some((user_id, session_id)) = ended {
+            self.session_ended(Some(user_id), user_id, &session_id, "logout", origin)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// The live sessions of an account, newest first.
+    pub async fn sessions(
+        &self,
+        access: AccountAccess<'_>,
+    ) -> Result<Vec<SessionView>, ServiceError> {
+        let id = self.existing(&access).await?;
+        let current = access.actor().session();
         Ok(self
             .repo
-            .revoke_refresh_token(&hash_token(refresh_token))
-            .await?)
+            .live_sessions(&id, domain::now())
+            .await?
+            .into_iter()
+            .map(|session| SessionView {
+                current: session.id == *current,
+                session,
+            })
+            .collect())
+    }
+
+    /// Ends one of the actor's own sessions; not found unless it is theirs and live.
+    pub async fn end_session(
+        &self,
+        actor: &Actor,
+        session: &SessionId,
+    ) -> Result<(), ServiceError> {
+        if !self
+            .repo
+            .end_session(&actor.id(), session, domain::now())
+            .await?
+        {
+            return Err(ServiceError::NotFound);
+        }
+        self.session_ended(
+            Some(actor.id()),
+            actor.id(),
+            session,
+            "signed_out",
+            actor.origin(),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Ends every session of an account (the asking one too, when it is the actor's own).
+    pub async fn end_sessions(&self, access: AccountAccess<'_>) -> Result<(), ServiceError> {
+        let id = self.existing(&access).await?;
+        let actor = access.actor();
+        self.users
+            .end_sessions(
+                id,
+                "signed_out_everywhere",
+                Some(actor.id()),
+                actor.origin(),
+            )
+            .await
+    }
+
+    /// The target of `access`, which must exist.
+    async fn existing(&self, access: &AccountAccess<'_>) -> Result<UserId, ServiceError> {
+        if access.own_record().is_none() && self.repo.user_by_id(&access.target()).await?.is_none()
+        {
+            return Err(ServiceError::NotFound);
+        }
+        Ok(access.target())
+    }
+
+    async fn session_ended(
+        &self,
+        by: Option<UserId>,
+        subject: UserId,
+        session: &SessionId,
+        reason: &str,
+        origin: &Origin,
+    ) {
+        self.audit
+            .record(
+                Event::new(EventKind::SessionEnded)
+                    .by(by)
+                    .about(subject)
+                    .detail("session_id", session.as_str())
+                    .detail("reason", reason),
+                origin,
+            )
+            .await;
     }
 
     /// Starts a reset in the background and returns at once: the caller learns nothing,
@@ -360,16 +702,23 @@ impl AccountService {
     /// database is unavailable the work is tried again for up to [`RESET_RETRY_BUDGET`];
     /// a failure for good is logged and counted. (A reset still in flight at shutdown is
     /// dropped; the user asks again.)
-    pub fn forgot_password(&self, email: Email) {
+    pub fn forgot_password(&self, email: Email, origin: Origin) {
         let accounts = self.clone();
         outbox::background("password_reset", async move {
-            retry_while_unavailable(RESET_RETRY_BUDGET, || accounts.start_reset(&email)).await
+            retry_while_unavailable(RESET_RETRY_BUDGET, || accounts.start_reset(&email, &origin))
+                .await
         });
     }
 
     /// Stores a reset token for an active user with that address and mails the link.
-    async fn start_reset(&self, email: &Email) -> Result<(), ServiceError> {
-        let Some(user) = self.repo.user_by_email(email).await? else {
+    async fn start_reset(&self, email: &Email, origin: &Origin) -> Result<(), ServiceError> {
+        let user = self.repo.user_by_email(email).await?;
+        let mut event = Event::new(EventKind::PasswordResetRequested);
+        if let Some(user) = &user {
+            event = event.about(user.id);
+        }
+        self.audit.record(event, origin).await;
+        let Some(user) = user else {
             return Ok(());
         };
         if !user.active || !self.outbox.may_send("reset", &user.email).await? {
@@ -397,6 +746,7 @@ impl AccountService {
         &self,
         token: &str,
         new_password: &Password,
+        origin: &Origin,
     ) -> Result<(), ServiceError> {
         let refused = || ServiceError::InvalidCredentials(Credential::ResetToken);
         let token_hash = hash_token(token);
@@ -438,23 +788,30 @@ impl AccountService {
         if let Some(user) = self.end_lock(&user_id).await? {
             self.outbox.notify_later(&user.email, Mail::PasswordChanged);
         }
-        // Access tokens die with the password change (they carry the old change time);
-        // refresh tokens are revoked here.
-        self.repo.revoke_user_refresh_tokens(&user_id).await?;
-        Ok(())
+        self.audit
+            .record(Event::new(EventKind::PasswordReset).about(user_id), origin)
+            .await;
+        // Every session ends with the password that opened it.
+        self.users
+            .end_sessions(user_id, "password_reset", None, origin)
+            .await
     }
 
-    async fn issue_pair(&self, user: &User, family_id: String) -> Result<TokenPair, ServiceError> {
+    async fn issue_pair(
+        &self,
+        user: &User,
+        session_id: SessionId,
+    ) -> Result<TokenPair, ServiceError> {
         let access_token = self
             .tokens
-            .issue_access(user)
+            .issue_access(user, &session_id)
             .map_err(ServiceError::Internal)?;
         let refresh = OpaqueToken::generate();
         let now = domain::now();
         self.repo
             .insert_refresh_token(RefreshTokenRecord {
                 token_hash: refresh.hash,
-                family_id,
+                session_id,
                 user_id: user.id,
                 created_at: now,
                 expires_at: now + self.settings.refresh_token_ttl,

@@ -4,21 +4,36 @@
 
 use super::ServiceError;
 use super::error::Refusal;
-use crate::domain::{Role, User, UserId};
+use crate::domain::{Origin, Role, SessionId, User, UserId};
 
-/// The signed-in user behind a request, as [`super::AccountService::authenticate`] found them.
+/// The signed-in user behind a request, as [`super::AccountService::authenticate`] found them,
+/// with the session their token belongs to and where the request came from.
 #[derive(Debug, Clone)]
 pub struct Actor {
     user: User,
+    session: SessionId,
+    origin: Origin,
 }
 
 impl Actor {
-    pub(super) fn new(user: User) -> Self {
-        Self { user }
+    pub(super) fn new(user: User, session: SessionId, origin: Origin) -> Self {
+        Self {
+            user,
+            session,
+            origin,
+        }
     }
 
     pub fn user(&self) -> &User {
         &self.user
+    }
+
+    pub fn session(&self) -> &SessionId {
+        &self.session
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     pub fn id(&self) -> UserId {

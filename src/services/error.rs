@@ -10,6 +10,10 @@ pub enum Credential {
     RefreshToken,
     ResetToken,
     VerificationToken,
+    /// The first step of a two-step login.
+    MfaToken,
+    /// A TOTP or recovery code at login.
+    MfaCode,
 }
 
 impl Credential {
@@ -21,6 +25,26 @@ impl Credential {
             Credential::VerificationToken => {
                 "the verification token is invalid, expired or already used"
             }
+            Credential::MfaToken => "the mfa_token is invalid, expired or already used",
+            Credential::MfaCode => "the code is wrong or was used already",
+        }
+    }
+}
+
+/// Why a request does not fit the state it met (409).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    MfaOn,
+    MfaOff,
+    NoEnrolment,
+}
+
+impl Conflict {
+    fn reason(self) -> &'static str {
+        match self {
+            Conflict::MfaOn => "two-factor sign-in is on already; disable it first",
+            Conflict::MfaOff => "two-factor sign-in is not on",
+            Conflict::NoEnrolment => "no enrolment was started: POST /api/users/me/mfa/totp first",
         }
     }
 }
@@ -66,10 +90,18 @@ pub enum ServiceError {
         field: &'static str,
         message: &'static str,
     },
+    /// A query parameter that is well-formed but does not fit (a cursor of another list).
+    #[error("{parameter} {message}")]
+    BadQuery {
+        parameter: &'static str,
+        message: &'static str,
+    },
     #[error("{0} is already taken")]
     Taken(UniqueField),
     #[error("the last active admin cannot be removed, deactivated or demoted")]
     LastAdmin,
+    #[error("{}", .0.reason())]
+    Conflict(Conflict),
     /// `REQUIRE_VERIFIED_EMAIL`: the password was right, the address is not verified.
     #[error("the email address of this account is not verified yet")]
     EmailNotVerified,

@@ -3,7 +3,9 @@
 
 mod accounts;
 mod actor;
+mod audit;
 mod error;
+mod mfa;
 mod outbox;
 mod password_policy;
 mod passwords;
@@ -14,9 +16,13 @@ mod users;
 mod tests;
 
 pub use crate::storage::UniqueField;
-pub use accounts::{AccountService, AccountSettings, Lockout, LoginId, TokenPair};
+pub use accounts::{
+    AccountService, AccountSettings, Lockout, LoginId, LoginOutcome, SessionView, TokenPair,
+};
 pub use actor::{AccountAccess, Actor, AdminAccess};
-pub use error::{Credential, Refusal, ServiceError};
+pub use audit::{AuditLog, AuditPage, Position};
+pub use error::{Conflict, Credential, Refusal, ServiceError};
+pub use mfa::{Enrolment, MfaService};
 pub use outbox::VerificationSettings;
 pub use passwords::PasswordHasher;
 pub use tokens::{AccessClaims, OpaqueToken, TokenRole, TokenService, TokenSettings, hash_token};
@@ -34,12 +40,18 @@ pub struct ServiceSettings {
     pub tokens: TokenSettings,
     pub accounts: AccountSettings,
     pub mail: MailSettings,
+    /// The issuer named in authenticator apps.
+    pub mfa_issuer: String,
+    /// How long audit events are kept.
+    pub audit_retention: std::time::Duration,
 }
 
 /// Every service, over one repository.
 pub struct Services {
     pub accounts: AccountService,
     pub users: UserService,
+    pub mfa: MfaService,
+    pub audit: AuditLog,
     repo: DynRepository,
 }
 
@@ -55,19 +67,33 @@ impl Services {
             settings.accounts.verification.clone(),
             settings.accounts.mail_throttle,
         );
-        let users = UserService::new(repo.clone(), hasher.clone(), outbox.clone());
-        let accounts = AccountService::new(
+        let audit = AuditLog::new(repo.clone(), settings.audit_retention);
+        let users = UserService::new(repo.clone(), hasher.clone(), outbox.clone(), audit.clone());
+        let mfa = MfaService::new(
             repo.clone(),
-            users.clone(),
-            hasher,
-            TokenService::new(&settings.tokens),
-            mailer,
-            outbox,
+            hasher.clone(),
+            audit.clone(),
+            outbox.clone(),
+            settings.mfa_issuer,
+        );
+        let accounts = AccountService::new(
+            accounts::AccountParts {
+                repo: repo.clone(),
+                users: users.clone(),
+                mfa: mfa.clone(),
+                hasher,
+                tokens: TokenService::new(&settings.tokens),
+                mailer,
+                outbox,
+                audit: audit.clone(),
+            },
             settings.accounts,
         );
         Ok(Self {
             accounts,
             users,
+            mfa,
+            audit,
             repo,
         })
     }

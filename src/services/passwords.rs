@@ -1,6 +1,10 @@
 use anyhow::Context;
 
-use crate::{domain::Password, telemetry::spawn_blocking_with_tracing};
+use super::{ServiceError, error::Refusal};
+use crate::{
+    domain::{Password, User},
+    telemetry::spawn_blocking_with_tracing,
+};
 
 /// bcrypt at the configured cost. Hashing takes hundreds of milliseconds at cost 12, so it
 /// runs on the blocking pool: on an async worker it would stall every request behind it.
@@ -41,6 +45,21 @@ impl PasswordHasher {
             spawn_blocking_with_tracing(move || bcrypt::verify(password, &hash).unwrap_or(false))
                 .await?;
         Ok(real && matched && !too_long)
+    }
+
+    /// The user's own current password, as a change of a credential asks for it: missing or
+    /// wrong is [`Refusal::CurrentPasswordWrong`].
+    pub async fn confirm_current(
+        &self,
+        user: &User,
+        given: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let given = given.unwrap_or_default();
+        match self.verify(given, Some(&user.password_hash)).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ServiceError::Forbidden(Refusal::CurrentPasswordWrong)),
+            Err(e) => Err(ServiceError::Internal(e)),
+        }
     }
 
     /// True when `hash` was made with a lower cost than configured now.

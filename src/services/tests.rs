@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use super::*;
 use crate::{
-    domain::{DisplayName, Email, Password, Role, Secret, User},
+    domain::{DisplayName, Email, Origin, Password, Role, Secret, SessionId, User},
     mail::{MailSettings, MailTransport},
     storage::{MemoryRepository, Repository},
 };
@@ -43,7 +43,14 @@ fn settings(allow_registration: bool) -> ServiceSettings {
             transport: MailTransport::Disabled,
             from: "no-reply@localhost".parse().unwrap(),
         },
+        mfa_issuer: "user-service".to_owned(),
+        audit_retention: Duration::from_secs(86_400),
     }
+}
+
+/// Where the tests' requests come from.
+fn here() -> Origin {
+    Origin::new(Some([127, 0, 0, 1].into()), Some("unit-test"))
 }
 
 async fn harness_with(settings: ServiceSettings) -> Harness {
@@ -74,7 +81,7 @@ impl Harness {
             .insert(account(email), role, true, false)
             .await
             .unwrap();
-        Actor::new(user)
+        Actor::new(user, SessionId::generate(), here())
     }
 
     async fn stored(&self, user: &User) -> User {
@@ -106,8 +113,19 @@ impl Harness {
     }
 
     async fn login(&self, email: &str, password: &str) -> Result<TokenPair, ServiceError> {
+        match self.login_outcome(email, password).await? {
+            LoginOutcome::Tokens(pair) => Ok(pair),
+            LoginOutcome::MfaRequired { .. } => panic!("MFA is not on for {email}"),
+        }
+    }
+
+    async fn login_outcome(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<LoginOutcome, ServiceError> {
         let id = LoginId::Email(Email::parse(email).unwrap());
-        self.services.accounts.login(id, password).await
+        self.services.accounts.login(id, password, &here()).await
     }
 }
 
@@ -148,15 +166,15 @@ async fn users_may_act_on_their_own_account_and_admins_on_any() {
 }
 
 #[tokio::test]
-async fn reading_ones_own_account_after_authentication_reads_the_user_once() {
+async fn an_authenticated_read_of_oneself_costs_one_round_trip_session_check_included() {
     let h = harness().await;
     h.user("me@example.com", Role::User).await;
     let pair = h.login("me@example.com", PASSWORD).await.unwrap();
-    let before = h.repo.user_reads();
+    let before = h.repo.round_trips();
     let actor = h
         .services
         .accounts
-        .authenticate(&pair.access_token)
+        .authenticate(&pair.access_token, here())
         .await
         .unwrap();
     let me = h
@@ -166,7 +184,8 @@ async fn reading_ones_own_account_after_authentication_reads_the_user_once() {
         .await
         .unwrap();
     assert_eq!(me.id, actor.id());
-    assert_eq!(h.repo.user_reads() - before, 1);
+    // The user and the session's state come in one round trip, and the read is reused.
+    assert_eq!(h.repo.round_trips() - before, 1);
 }
 
 #[tokio::test]
@@ -228,7 +247,10 @@ async fn a_new_own_password_needs_the_current_one_and_ends_every_session() {
     assert!(changed.password_changed_at > user.user().password_changed_at);
     assert_eq!(changed.updated_at, changed.password_changed_at);
     assert!(matches!(
-        h.services.accounts.refresh(&session.refresh_token).await,
+        h.services
+            .accounts
+            .refresh(&session.refresh_token, &here())
+            .await,
         Err(ServiceError::InvalidCredentials(Credential::RefreshToken))
     ));
     assert!(h.login("user@example.com", "second password").await.is_ok());
@@ -308,7 +330,11 @@ async fn a_weaker_hash_is_replaced_at_login_without_moving_password_changed_at()
     .await
     .unwrap();
     let id = LoginId::Email(old.email.clone());
-    stronger.accounts.login(id, PASSWORD).await.unwrap();
+    stronger
+        .accounts
+        .login(id, PASSWORD, &here())
+        .await
+        .unwrap();
     let upgraded = weak.stored(&old).await;
     assert!(upgraded.password_hash.starts_with("$2b$05$"));
     assert_eq!(upgraded.password_changed_at, old.password_changed_at);
@@ -359,14 +385,14 @@ async fn registration_makes_active_users_and_can_be_switched_off() {
     let user = open
         .services
         .accounts
-        .register(account("new@example.com"))
+        .register(account("new@example.com"), &here())
         .await
         .unwrap();
     assert_eq!((user.role, user.active), (Role::User, true));
     assert!(matches!(
         open.services
             .accounts
-            .register(account("NEW@example.com"))
+            .register(account("NEW@example.com"), &here())
             .await,
         Err(ServiceError::Taken(_))
     ));
@@ -375,7 +401,7 @@ async fn registration_makes_active_users_and_can_be_switched_off() {
         closed
             .services
             .accounts
-            .register(account("new@example.com"))
+            .register(account("new@example.com"), &here())
             .await,
         Err(ServiceError::Forbidden(Refusal::RegistrationClosed))
     ));
@@ -392,9 +418,12 @@ async fn access_tokens_die_with_their_user_its_deactivation_or_a_new_password() 
         .await
         .unwrap()
         .access_token;
-    assert_eq!(accounts.authenticate(&token).await.unwrap().id(), user.id());
+    assert_eq!(
+        accounts.authenticate(&token, here()).await.unwrap().id(),
+        user.id()
+    );
     assert!(matches!(
-        accounts.authenticate("not.a.token").await,
+        accounts.authenticate("not.a.token", here()).await,
         Err(ServiceError::Unauthenticated)
     ));
 
@@ -404,14 +433,23 @@ async fn access_tokens_die_with_their_user_its_deactivation_or_a_new_password() 
         .await
         .unwrap();
     assert!(matches!(
-        accounts.authenticate(&token).await,
+        accounts.authenticate(&token, here()).await,
         Err(ServiceError::Unauthenticated)
     ));
+    // Deactivation ended the session: reactivation does not bring the token back.
     users
         .set_active(admin.admin().unwrap(), user.id(), true)
         .await
         .unwrap();
-    assert!(accounts.authenticate(&token).await.is_ok());
+    assert!(matches!(
+        accounts.authenticate(&token, here()).await,
+        Err(ServiceError::Unauthenticated)
+    ));
+    let token = h
+        .login("user@example.com", PASSWORD)
+        .await
+        .unwrap()
+        .access_token;
 
     tokio::time::sleep(Duration::from_millis(2)).await;
     let new_password = UserChanges {
@@ -423,7 +461,7 @@ async fn access_tokens_die_with_their_user_its_deactivation_or_a_new_password() 
         .await
         .unwrap();
     assert!(matches!(
-        accounts.authenticate(&token).await,
+        accounts.authenticate(&token, here()).await,
         Err(ServiceError::Unauthenticated)
     ));
 
@@ -437,7 +475,7 @@ async fn access_tokens_die_with_their_user_its_deactivation_or_a_new_password() 
         .await
         .unwrap();
     assert!(matches!(
-        accounts.authenticate(&token).await,
+        accounts.authenticate(&token, here()).await,
         Err(ServiceError::Unauthenticated)
     ));
 }
@@ -448,17 +486,30 @@ async fn refresh_rotates_and_a_replay_ends_the_session() {
     h.user("user@example.com", Role::User).await;
     let accounts = &h.services.accounts;
     let first = h.login("user@example.com", PASSWORD).await.unwrap();
-    let second = accounts.refresh(&first.refresh_token).await.unwrap();
+    let second = accounts
+        .refresh(&first.refresh_token, &here())
+        .await
+        .unwrap();
     assert_ne!(second.refresh_token, first.refresh_token);
     // The first token again: a theft. The whole session ends, the newest token included.
-    assert!(accounts.refresh(&first.refresh_token).await.is_err());
+    assert!(
+        accounts
+            .refresh(&first.refresh_token, &here())
+            .await
+            .is_err()
+    );
     assert!(matches!(
-        accounts.refresh(&second.refresh_token).await,
+        accounts.refresh(&second.refresh_token, &here()).await,
         Err(ServiceError::InvalidCredentials(Credential::RefreshToken))
     ));
     // Another session of the same user lives on.
     let other = h.login("user@example.com", PASSWORD).await.unwrap();
-    assert!(accounts.refresh(&other.refresh_token).await.is_ok());
+    assert!(
+        accounts
+            .refresh(&other.refresh_token, &here())
+            .await
+            .is_ok()
+    );
 }
 
 /// A refresh that spends its token just before a reset revokes the user's tokens must not
@@ -477,7 +528,10 @@ async fn refresh_tokens_older_than_the_password_are_refused() {
         ));
     h.repo.update_user(&user.id(), &patch).await.unwrap();
     assert!(matches!(
-        h.services.accounts.refresh(&pair.refresh_token).await,
+        h.services
+            .accounts
+            .refresh(&pair.refresh_token, &here())
+            .await,
         Err(ServiceError::InvalidCredentials(Credential::RefreshToken))
     ));
 }
@@ -500,7 +554,7 @@ async fn a_deactivated_user_can_neither_log_in_nor_refresh() {
     assert!(
         h.services
             .accounts
-            .refresh(&pair.refresh_token)
+            .refresh(&pair.refresh_token, &here())
             .await
             .is_err()
     );
@@ -591,7 +645,7 @@ async fn common_passwords_and_the_accounts_own_words_are_refused_wherever_a_pass
         "Weakling",
         "someone else",
     ] {
-        refused(accounts.register(weak(password)).await, "password");
+        refused(accounts.register(weak(password), &here()).await, "password");
     }
     let admin = h.user("admin@example.com", Role::Admin).await;
     refused(
@@ -650,7 +704,11 @@ async fn a_refused_new_password_does_not_spend_the_reset_token() {
     let token = h.reset_token(&user).await;
     let accounts = &h.services.accounts;
     let result = accounts
-        .reset_password(&token, &Password::parse("user@example.com").unwrap())
+        .reset_password(
+            &token,
+            &Password::parse("user@example.com").unwrap(),
+            &here(),
+        )
         .await;
     assert!(
         matches!(
@@ -663,7 +721,11 @@ async fn a_refused_new_password_does_not_spend_the_reset_token() {
         "{result:?}"
     );
     accounts
-        .reset_password(&token, &Password::parse("a fine new password").unwrap())
+        .reset_password(
+            &token,
+            &Password::parse("a fine new password").unwrap(),
+            &here(),
+        )
         .await
         .unwrap();
     assert!(
@@ -673,11 +735,11 @@ async fn a_refused_new_password_does_not_spend_the_reset_token() {
     );
 }
 
-fn locked(result: &Result<TokenPair, ServiceError>) -> bool {
+fn locked<T>(result: &Result<T, ServiceError>) -> bool {
     matches!(result, Err(ServiceError::LoginLocked { .. }))
 }
 
-fn refused(result: &Result<TokenPair, ServiceError>) -> bool {
+fn refused<T>(result: &Result<T, ServiceError>) -> bool {
     matches!(
         result,
         Err(ServiceError::InvalidCredentials(Credential::Login))
@@ -712,7 +774,10 @@ async fn failed_logins_lock_the_account_and_then_even_the_right_password_is_refu
     .await
     .unwrap();
     assert!(locked(
-        &h.services.accounts.login(by_username, PASSWORD).await
+        &h.services
+            .accounts
+            .login(by_username, PASSWORD, &here())
+            .await
     ));
 
     // An admin's unlock ends it.
@@ -772,7 +837,11 @@ async fn a_password_reset_ends_the_lock() {
     let token = h.reset_token(&user).await;
     h.services
         .accounts
-        .reset_password(&token, &Password::parse("a fine new password").unwrap())
+        .reset_password(
+            &token,
+            &Password::parse("a fine new password").unwrap(),
+            &here(),
+        )
         .await
         .unwrap();
     assert!(
@@ -792,7 +861,7 @@ async fn of_many_simultaneous_wrong_attempts_only_the_threshold_are_checked() {
             let accounts = accounts.clone();
             tokio::spawn(async move {
                 let id = LoginId::Email(Email::parse("user@example.com").unwrap());
-                accounts.login(id, "wrong password").await
+                accounts.login(id, "wrong password", &here()).await
             })
         })
         .collect();

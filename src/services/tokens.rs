@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::domain::{Role, Secret, User, unix_millis};
+use crate::domain::{Role, Secret, SessionId, User, unix_millis};
 
 /// What the token service is configured with.
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub struct AccessClaims {
     /// a token whose value differs from the user's now predates a password change.
     /// Seconds (`iat`) are too coarse to order a change and a login in the same second.
     pub pwd: i64,
+    /// The session the token belongs to: it is refused once the session has ended.
+    pub sid: String,
 }
 
 /// Issues and checks HS256 access tokens.
@@ -79,7 +81,7 @@ impl TokenService {
         self.access_ttl
     }
 
-    pub fn issue_access(&self, user: &User) -> anyhow::Result<String> {
+    pub fn issue_access(&self, user: &User, session: &SessionId) -> anyhow::Result<String> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let claims = AccessClaims {
             sub: user.id.to_hex(),
@@ -87,6 +89,7 @@ impl TokenService {
             iat: now,
             exp: now + self.access_ttl.as_secs() as i64,
             pwd: unix_millis(user.password_changed_at),
+            sid: session.as_str().to_owned(),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -144,6 +147,7 @@ mod tests {
             password_changed_at: at,
             locked_until: None,
             email_verified: false,
+            mfa_enabled: false,
         }
     }
 
@@ -159,7 +163,7 @@ mod tests {
         let tokens = service("0123456789abcdef0123456789abcdef");
         let user = user();
         let claims = tokens
-            .verify_access(&tokens.issue_access(&user).unwrap())
+            .verify_access(&tokens.issue_access(&user, &SessionId::generate()).unwrap())
             .unwrap();
         assert_eq!(claims.sub, user.id.to_hex());
         assert_eq!(claims.role, TokenRole::Admin);
@@ -171,11 +175,15 @@ mod tests {
     fn other_keys_and_algorithms_are_refused() {
         let tokens = service("0123456789abcdef0123456789abcdef");
         let other = service("another secret, just as long as it");
-        let token = other.issue_access(&user()).unwrap();
+        let token = other.issue_access(&user(), &SessionId::generate()).unwrap();
         assert!(tokens.verify_access(&token).is_err());
 
         let claims = tokens
-            .verify_access(&tokens.issue_access(&user()).unwrap())
+            .verify_access(
+                &tokens
+                    .issue_access(&user(), &SessionId::generate())
+                    .unwrap(),
+            )
             .unwrap();
         let hs512 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS512),

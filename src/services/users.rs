@@ -1,5 +1,6 @@
 use super::{
     AccountAccess, AdminAccess, ServiceError,
+    audit::{AuditLog, Event},
     error::Refusal,
     outbox::Outbox,
     password_policy::{self, AccountWords},
@@ -7,8 +8,8 @@ use super::{
 };
 use crate::{
     domain::{
-        self, DisplayName, Email, ListQuery, Page, Password, Role, User, UserField, UserId,
-        UserPatch, Username,
+        self, DisplayName, Email, EventKind, ListQuery, Origin, Page, Password, Role, User,
+        UserField, UserId, UserPatch, Username,
     },
     mail::Mail,
     storage::DynRepository,
@@ -56,14 +57,39 @@ pub struct UserService {
     repo: DynRepository,
     hasher: PasswordHasher,
     outbox: Outbox,
+    audit: AuditLog,
+}
+
+/// The names of the profile fields that differ between two versions of a user.
+fn changed_fields(before: &User, after: &User) -> Vec<&'static str> {
+    [
+        ("name", before.name != after.name),
+        ("username", before.username != after.username),
+        ("email", before.email != after.email),
+        ("role", before.role != after.role),
+        (
+            "email_verified",
+            before.email_verified != after.email_verified,
+        ),
+        ("password", before.password_hash != after.password_hash),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
 }
 
 impl UserService {
-    pub(super) fn new(repo: DynRepository, hasher: PasswordHasher, outbox: Outbox) -> Self {
+    pub(super) fn new(
+        repo: DynRepository,
+        hasher: PasswordHasher,
+        outbox: Outbox,
+        audit: AuditLog,
+    ) -> Self {
         Self {
             repo,
             hasher,
             outbox,
+            audit,
         }
     }
 
@@ -71,13 +97,22 @@ impl UserService {
     /// a verification link.
     pub async fn create(
         &self,
-        _: AdminAccess<'_>,
+        admin: AdminAccess<'_>,
         account: NewAccount,
         role: Role,
         active: bool,
         email_verified: bool,
     ) -> Result<User, ServiceError> {
         let user = self.insert(account, role, active, email_verified).await?;
+        let actor = admin.on(user.id).actor();
+        self.audit
+            .record(
+                Event::new(EventKind::UserCreated)
+                    .by(Some(actor.id()))
+                    .about(user.id),
+                actor.origin(),
+            )
+            .await;
         if !user.email_verified {
             self.outbox.verify_later(&user);
         }
@@ -118,6 +153,7 @@ impl UserService {
             password_changed_at: at,
             locked_until: None,
             email_verified,
+            mfa_enabled: false,
         };
         self.repo.create_user(&user).await?;
         Ok(user)
@@ -165,15 +201,9 @@ impl UserService {
             && (changes.password.is_some() || new_email.is_some())
         {
             // A new password or address for oneself needs the current password.
-            let current = changes.current_password.as_deref().unwrap_or_default();
-            if !self
-                .hasher
-                .verify(current, Some(&own.password_hash))
-                .await
-                .map_err(ServiceError::Internal)?
-            {
-                return Err(ServiceError::Forbidden(Refusal::CurrentPasswordWrong));
-            }
+            self.hasher
+                .confirm_current(own, changes.current_password.as_deref())
+                .await?;
         }
         if let Some(password) = &changes.password {
             // Judged against the account as it will be once changed.
@@ -194,22 +224,83 @@ impl UserService {
             .update_user(&access.target(), &patch)
             .await?
             .ok_or(ServiceError::NotFound)?;
-        if patch
-            .fields()
-            .iter()
-            .any(|field| matches!(field, UserField::PasswordHash(_)))
-        {
-            // A new password ends every session that the old one opened.
-            self.repo.revoke_user_refresh_tokens(&user.id).await?;
-            self.outbox.notify_later(&user.email, Mail::PasswordChanged);
+        self.changed(&access, &target, &user).await?;
+        Ok(user)
+    }
+
+    /// What follows a change: audit events, notices, and the end of every session when the
+    /// password changed or the user was deactivated.
+    async fn changed(
+        &self,
+        access: &AccountAccess<'_>,
+        before: &User,
+        after: &User,
+    ) -> Result<(), ServiceError> {
+        let actor = access.actor();
+        let event = |kind| Event::new(kind).by(Some(actor.id())).about(after.id);
+        let fields = changed_fields(before, after);
+        if !fields.is_empty() {
+            let updated = event(EventKind::UserUpdated).detail("fields", fields.clone());
+            self.audit.record(updated, actor.origin()).await;
         }
-        if email_changed {
-            self.outbox.notify_later(&target.email, Mail::EmailChanged);
-            if !user.email_verified {
-                self.outbox.verify_later(&user);
+        if before.active != after.active {
+            let kind = if after.active {
+                EventKind::UserActivated
+            } else {
+                EventKind::UserDeactivated
+            };
+            self.audit.record(event(kind), actor.origin()).await;
+        }
+        if fields.contains(&"password") {
+            self.audit
+                .record(event(EventKind::PasswordChanged), actor.origin())
+                .await;
+            self.outbox
+                .notify_later(&after.email, Mail::PasswordChanged);
+            // A new password ends every session that the old one opened.
+            self.end_sessions(
+                after.id,
+                "password_changed",
+                Some(actor.id()),
+                actor.origin(),
+            )
+            .await?;
+        }
+        if before.active && !after.active {
+            self.end_sessions(after.id, "deactivated", Some(actor.id()), actor.origin())
+                .await?;
+        }
+        if fields.contains(&"email") {
+            self.outbox.notify_later(&before.email, Mail::EmailChanged);
+            if !after.email_verified {
+                self.outbox.verify_later(after);
             }
         }
-        Ok(user)
+        Ok(())
+    }
+
+    /// Ends every live session of a user, recording it when there were any.
+    pub(super) async fn end_sessions(
+        &self,
+        id: UserId,
+        reason: &str,
+        by: Option<UserId>,
+        origin: &Origin,
+    ) -> Result<(), ServiceError> {
+        let ended = self.repo.end_user_sessions(&id, domain::now()).await?;
+        if ended > 0 {
+            self.audit
+                .record(
+                    Event::new(EventKind::SessionEnded)
+                        .by(by)
+                        .about(id)
+                        .detail("reason", reason)
+                        .detail("sessions", ended),
+                    origin,
+                )
+                .await;
+        }
+        Ok(())
     }
 
     /// The values a change stores: every field asked for, `updated_at`, and for a new
@@ -264,12 +355,21 @@ impl UserService {
         self.update(admin.on(id), changes).await
     }
 
+    /// Deletes the user with their sessions; their audit events stay.
     pub async fn delete(&self, access: AccountAccess<'_>) -> Result<(), ServiceError> {
-        if self.repo.delete_user(&access.target()).await? {
-            Ok(())
-        } else {
-            Err(ServiceError::NotFound)
+        if !self.repo.delete_user(&access.target()).await? {
+            return Err(ServiceError::NotFound);
         }
+        let actor = access.actor();
+        self.audit
+            .record(
+                Event::new(EventKind::UserDeleted)
+                    .by(Some(actor.id()))
+                    .about(access.target()),
+                actor.origin(),
+            )
+            .await;
+        Ok(())
     }
 
     /// Creates the configured admin unless a user with that email exists already;

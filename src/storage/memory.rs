@@ -14,12 +14,13 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    LoginAttempts, RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError,
-    StorageResult, StoredAttempts, UniqueField, VerificationTokenRecord,
+    LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, Repository,
+    ResetTokenRecord, StorageError, StorageResult, StoredAttempts, TotpState, UniqueField,
+    VerificationTokenRecord,
 };
 use crate::domain::{
-    Email, ListQuery, Page, SortField, SortOrder, User, UserFilter, UserId, UserPatch, Username,
-    truncate_to_millis,
+    AuditEvent, AuditFilter, AuditQuery, Email, ListQuery, Page, Secret, Session, SessionId,
+    SortField, SortOrder, User, UserFilter, UserId, UserPatch, Username, truncate_to_millis,
 };
 
 struct StoredRefresh {
@@ -33,11 +34,22 @@ struct StoredReset {
 }
 
 #[derive(Default)]
+struct StoredTotp {
+    state: TotpState,
+    recovery: HashSet<String>,
+}
+
+#[derive(Default)]
 struct Data {
     users: HashMap<UserId, User>,
     refresh: HashMap<String, StoredRefresh>,
-    /// The families (sessions) that have ended.
-    ended_families: HashSet<String>,
+    sessions: HashMap<SessionId, Session>,
+    /// The sessions that have ended.
+    ended_sessions: HashSet<SessionId>,
+    totp: HashMap<UserId, StoredTotp>,
+    /// Challenges with their attempts so far and whether they were spent.
+    challenges: HashMap<String, (MfaChallengeRecord, u32, bool)>,
+    audit: Vec<AuditEvent>,
     reset: HashMap<String, StoredReset>,
     login_attempts: HashMap<String, StoredAttempts>,
     verification: HashMap<String, (VerificationTokenRecord, bool)>,
@@ -61,12 +73,38 @@ impl Data {
     fn has_an_active_admin(&self) -> bool {
         self.users.values().any(User::is_active_admin)
     }
+
+    fn session_live(&self, id: &SessionId, user_id: &UserId, at: OffsetDateTime) -> bool {
+        self.sessions
+            .get(id)
+            .is_some_and(|session| session.user_id == *user_id && session.expires_at > at)
+            && !self.ended_sessions.contains(id)
+    }
+
+    fn set_mfa(&mut self, user_id: &UserId, on: bool, at: OffsetDateTime) {
+        if let Some(user) = self.users.get_mut(user_id) {
+            user.mfa_enabled = on;
+            user.updated_at = truncate_to_millis(at);
+        }
+    }
+}
+
+fn audit_matches(event: &AuditEvent, filter: &AuditFilter) -> bool {
+    filter
+        .user_id
+        .is_none_or(|id| event.actor_id == Some(id) || event.subject_id == Some(id))
+        && filter
+            .subject_id
+            .is_none_or(|id| event.subject_id == Some(id))
+        && filter.kind.is_none_or(|kind| event.kind == kind)
+        && filter.since.is_none_or(|since| event.at >= since)
+        && filter.until.is_none_or(|until| event.at < until)
 }
 
 #[derive(Default)]
 pub struct MemoryRepository {
     data: Mutex<Data>,
-    user_reads: AtomicUsize,
+    round_trips: AtomicUsize,
 }
 
 impl MemoryRepository {
@@ -74,17 +112,14 @@ impl MemoryRepository {
         Self::default()
     }
 
-    /// How many times a user was looked up by id, email or username: tests count the
-    /// round trips a use case makes.
-    pub fn user_reads(&self) -> usize {
-        self.user_reads.load(AtomicOrdering::SeqCst)
-    }
-
-    fn count_read(&self) {
-        self.user_reads.fetch_add(1, AtomicOrdering::SeqCst);
+    /// How many calls reached the data (each trait method reaches it once, as a real backend
+    /// makes one round trip): tests count what a use case costs.
+    pub fn round_trips(&self) -> usize {
+        self.round_trips.load(AtomicOrdering::SeqCst)
     }
 
     fn data(&self) -> MutexGuard<'_, Data> {
+        self.round_trips.fetch_add(1, AtomicOrdering::SeqCst);
         // Every change below is made whole or not at all, so a poisoned lock is still sound.
         self.data
             .lock()
@@ -149,12 +184,10 @@ impl Repository for MemoryRepository {
     }
 
     async fn user_by_id(&self, id: &UserId) -> StorageResult<Option<User>> {
-        self.count_read();
         Ok(self.data().users.get(id).cloned())
     }
 
     async fn user_by_email(&self, email: &Email) -> StorageResult<Option<User>> {
-        self.count_read();
         Ok(self
             .data()
             .users
@@ -164,7 +197,6 @@ impl Repository for MemoryRepository {
     }
 
     async fn user_by_username(&self, username: &Username) -> StorageResult<Option<User>> {
-        self.count_read();
         let key = username.key();
         Ok(self
             .data()
@@ -204,6 +236,10 @@ impl Repository for MemoryRepository {
             return Err(StorageError::LastActiveAdmin);
         }
         data.refresh.retain(|_, token| token.record.user_id != *id);
+        data.sessions.retain(|_, session| session.user_id != *id);
+        data.totp.remove(id);
+        data.challenges
+            .retain(|_, (challenge, _, _)| challenge.user_id != *id);
         data.reset.retain(|_, token| token.record.user_id != *id);
         data.verification
             .retain(|_, (token, _)| token.user_id != *id);
@@ -256,6 +292,75 @@ impl Repository for MemoryRepository {
         Ok(())
     }
 
+    async fn create_session(&self, session: &Session) -> StorageResult<()> {
+        let mut session = session.clone();
+        session.created_at = truncate_to_millis(session.created_at);
+        session.last_used_at = truncate_to_millis(session.last_used_at);
+        session.expires_at = truncate_to_millis(session.expires_at);
+        let mut data = self.data();
+        if data.sessions.contains_key(&session.id) {
+            return Err(duplicate_key("a session with this id"));
+        }
+        data.sessions.insert(session.id.clone(), session);
+        Ok(())
+    }
+
+    async fn user_with_session(
+        &self,
+        id: &UserId,
+        session: &SessionId,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<(User, bool)>> {
+        let data = self.data();
+        Ok(data
+            .users
+            .get(id)
+            .map(|user| (user.clone(), data.session_live(session, id, at))))
+    }
+
+    async fn live_sessions(
+        &self,
+        user_id: &UserId,
+        at: OffsetDateTime,
+    ) -> StorageResult<Vec<Session>> {
+        let data = self.data();
+        let mut sessions: Vec<Session> = data
+            .sessions
+            .values()
+            .filter(|session| data.session_live(&session.id, user_id, at))
+            .cloned()
+            .collect();
+        sessions.sort_by(|a, b| (b.created_at, b.id.as_str()).cmp(&(a.created_at, a.id.as_str())));
+        Ok(sessions)
+    }
+
+    async fn end_session(
+        &self,
+        user_id: &UserId,
+        session: &SessionId,
+        at: OffsetDateTime,
+    ) -> StorageResult<bool> {
+        let mut data = self.data();
+        let live = data.session_live(session, user_id, at);
+        if live {
+            data.ended_sessions.insert(session.clone());
+        }
+        Ok(live)
+    }
+
+    async fn end_user_sessions(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<u64> {
+        let mut data = self.data();
+        let live: Vec<SessionId> = data
+            .sessions
+            .keys()
+            .filter(|id| data.session_live(id, user_id, at))
+            .cloned()
+            .collect();
+        let ended = live.len() as u64;
+        data.ended_sessions.extend(live);
+        Ok(ended)
+    }
+
     async fn insert_refresh_token(&self, mut record: RefreshTokenRecord) -> StorageResult<()> {
         record.created_at = truncate_to_millis(record.created_at);
         record.expires_at = truncate_to_millis(record.expires_at);
@@ -265,6 +370,12 @@ impl Repository for MemoryRepository {
             .retain(|_, token| token.record.expires_at >= record.created_at);
         if data.refresh.contains_key(&record.token_hash) {
             return Err(duplicate_key("a refresh token with this hash"));
+        }
+        if !data.ended_sessions.contains(&record.session_id)
+            && let Some(session) = data.sessions.get_mut(&record.session_id)
+        {
+            session.last_used_at = record.created_at;
+            session.expires_at = session.expires_at.max(record.expires_at);
         }
         let token = StoredRefresh {
             record,
@@ -284,45 +395,211 @@ impl Repository for MemoryRepository {
         let Some(token) = data.refresh.get_mut(token_hash) else {
             return Ok(RefreshTokenUse::Unknown);
         };
-        Ok(if data.ended_families.contains(&token.record.family_id) {
-            RefreshTokenUse::Revoked
-        } else if token.spent {
-            RefreshTokenUse::Replayed {
-                family_id: token.record.family_id.clone(),
+        let session = &token.record.session_id;
+        Ok(
+            if data.ended_sessions.contains(session) || !data.sessions.contains_key(session) {
+                RefreshTokenUse::Revoked
+            } else if token.spent {
+                RefreshTokenUse::Replayed {
+                    session_id: session.clone(),
+                    user_id: token.record.user_id,
+                }
+            } else {
+                token.spent = true;
+                RefreshTokenUse::Spent(token.record.clone())
+            },
+        )
+    }
+
+    async fn end_session_of_token(
+        &self,
+        token_hash: &str,
+        _at: OffsetDateTime,
+    ) -> StorageResult<Option<(UserId, SessionId)>> {
+        let mut data = self.data();
+        let Some(token) = data.refresh.get(token_hash).map(|t| t.record.clone()) else {
+            return Ok(None);
+        };
+        let known = data.sessions.contains_key(&token.session_id);
+        Ok(
+            (known && data.ended_sessions.insert(token.session_id.clone()))
+                .then_some((token.user_id, token.session_id)),
+        )
+    }
+
+    async fn totp_state(&self, user_id: &UserId) -> StorageResult<Option<TotpState>> {
+        let data = self.data();
+        Ok(data.users.contains_key(user_id).then(|| {
+            data.totp
+                .get(user_id)
+                .map(|totp| totp.state.clone())
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn set_pending_totp(&self, user_id: &UserId, secret: &Secret) -> StorageResult<bool> {
+        let mut data = self.data();
+        if data.users.get(user_id).is_none_or(|user| user.mfa_enabled) {
+            return Ok(false);
+        }
+        data.totp.entry(*user_id).or_default().state.pending = Some(secret.clone());
+        Ok(true)
+    }
+
+    async fn enable_totp(
+        &self,
+        user_id: &UserId,
+        secret: &Secret,
+        step: u64,
+        recovery_hashes: &[String],
+        at: OffsetDateTime,
+    ) -> StorageResult<bool> {
+        let mut data = self.data();
+        let off = data
+            .users
+            .get(user_id)
+            .is_some_and(|user| !user.mfa_enabled);
+        let Some(totp) = data.totp.get_mut(user_id) else {
+            return Ok(false);
+        };
+        if !off || totp.state.pending.as_ref() != Some(secret) {
+            return Ok(false);
+        }
+        totp.state = TotpState {
+            secret: totp.state.pending.take(),
+            pending: None,
+            last_step: Some(step),
+        };
+        totp.recovery = recovery_hashes.iter().cloned().collect();
+        data.set_mfa(user_id, true, at);
+        Ok(true)
+    }
+
+    async fn claim_totp_step(&self, user_id: &UserId, step: u64) -> StorageResult<bool> {
+        let mut data = self.data();
+        let on = data.users.get(user_id).is_some_and(|user| user.mfa_enabled);
+        match data.totp.get_mut(user_id) {
+            Some(totp) if on && totp.state.last_step.is_none_or(|last| last < step) => {
+                totp.state.last_step = Some(step);
+                Ok(true)
             }
-        } else {
-            token.spent = true;
-            RefreshTokenUse::Spent(token.record.clone())
+            _ => Ok(false),
+        }
+    }
+
+    async fn use_recovery_code(&self, user_id: &UserId, code_hash: &str) -> StorageResult<bool> {
+        Ok(self
+            .data()
+            .totp
+            .get_mut(user_id)
+            .is_some_and(|totp| totp.recovery.remove(code_hash)))
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &UserId,
+        recovery_hashes: &[String],
+    ) -> StorageResult<bool> {
+        let mut data = self.data();
+        let on = data.users.get(user_id).is_some_and(|user| user.mfa_enabled);
+        match data.totp.get_mut(user_id) {
+            Some(totp) if on => {
+                totp.recovery = recovery_hashes.iter().cloned().collect();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn disable_totp(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<bool> {
+        let mut data = self.data();
+        if !data.users.get(user_id).is_some_and(|user| user.mfa_enabled) {
+            return Ok(false);
+        }
+        // The last accepted step stays, as on the other backends.
+        if let Some(totp) = data.totp.get_mut(user_id) {
+            totp.state.secret = None;
+            totp.state.pending = None;
+            totp.recovery.clear();
+        }
+        data.set_mfa(user_id, false, at);
+        Ok(true)
+    }
+
+    async fn insert_mfa_challenge(&self, mut record: MfaChallengeRecord) -> StorageResult<()> {
+        record.created_at = truncate_to_millis(record.created_at);
+        record.expires_at = truncate_to_millis(record.expires_at);
+        let mut data = self.data();
+        if data.challenges.contains_key(&record.token_hash) {
+            return Err(duplicate_key("a challenge with this hash"));
+        }
+        data.challenges
+            .insert(record.token_hash.clone(), (record, 0, false));
+        Ok(())
+    }
+
+    async fn attempt_mfa_challenge(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+        max_attempts: u32,
+    ) -> StorageResult<Option<UserId>> {
+        Ok(match self.data().challenges.get_mut(token_hash) {
+            Some((challenge, attempts, false))
+                if challenge.expires_at > at && *attempts < max_attempts =>
+            {
+                *attempts += 1;
+                Some(challenge.user_id)
+            }
+            _ => None,
         })
     }
 
-    async fn revoke_refresh_token(&self, token_hash: &str) -> StorageResult<()> {
-        let mut data = self.data();
-        if let Some(family) = data
-            .refresh
-            .get(token_hash)
-            .map(|t| t.record.family_id.clone())
-        {
-            data.ended_families.insert(family);
-        }
+    async fn consume_mfa_challenge(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<bool> {
+        Ok(match self.data().challenges.get_mut(token_hash) {
+            Some((challenge, _, spent)) if !*spent && challenge.expires_at > at => {
+                *spent = true;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    async fn insert_audit_event(&self, event: &AuditEvent) -> StorageResult<()> {
+        let mut event = event.clone();
+        event.at = truncate_to_millis(event.at);
+        self.data().audit.push(event);
         Ok(())
     }
 
-    async fn revoke_refresh_family(&self, family_id: &str) -> StorageResult<()> {
-        self.data().ended_families.insert(family_id.to_owned());
-        Ok(())
-    }
-
-    async fn revoke_user_refresh_tokens(&self, user_id: &UserId) -> StorageResult<()> {
-        let mut data = self.data();
-        let families: Vec<String> = data
-            .refresh
-            .values()
-            .filter(|token| token.record.user_id == *user_id)
-            .map(|token| token.record.family_id.clone())
+    async fn list_audit_events(&self, query: &AuditQuery) -> StorageResult<Page<AuditEvent>> {
+        let data = self.data();
+        let mut events: Vec<&AuditEvent> = data
+            .audit
+            .iter()
+            .filter(|event| audit_matches(event, &query.filter))
             .collect();
-        data.ended_families.extend(families);
-        Ok(())
+        events.sort_by_key(|event| std::cmp::Reverse((event.at, event.id)));
+        let total = events.len() as u64;
+        let items = events
+            .into_iter()
+            .filter(|event| query.after.is_none_or(|after| (event.at, event.id) < after))
+            .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
+            .take(query.limit as usize)
+            .cloned()
+            .collect();
+        Ok(Page { items, total })
+    }
+
+    async fn delete_audit_events_before(&self, before: OffsetDateTime) -> StorageResult<u64> {
+        let mut data = self.data();
+        let count = data.audit.len();
+        data.audit.retain(|event| event.at >= before);
+        Ok((count - data.audit.len()) as u64)
     }
 
     async fn insert_reset_token(&self, mut record: ResetTokenRecord) -> StorageResult<()> {

@@ -9,7 +9,10 @@ use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::{Email, ListQuery, Page, Role, Secret, User, UserId, UserPatch, Username};
+use crate::domain::{
+    AuditEvent, AuditQuery, Email, ListQuery, Page, Role, Secret, Session, SessionId, User, UserId,
+    UserPatch, Username,
+};
 
 pub use memory::MemoryRepository;
 pub use mongo::MongoRepository;
@@ -81,12 +84,12 @@ fn role_from_stored(stored: &str) -> StorageResult<Role> {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
-/// A refresh token as stored: only the SHA-256 of the secret is kept.
-/// Tokens rotated from one login share a `family_id`.
+/// A refresh token as stored: only the SHA-256 of the secret is kept. Tokens rotated from
+/// one login belong to its session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefreshTokenRecord {
     pub token_hash: String,
-    pub family_id: String,
+    pub session_id: SessionId,
     pub user_id: UserId,
     pub created_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
@@ -99,11 +102,32 @@ pub enum RefreshTokenUse {
     Spent(RefreshTokenRecord),
     /// The token had already been spent: a sign it was stolen.
     Replayed {
-        family_id: String,
+        session_id: SessionId,
+        user_id: UserId,
     },
-    /// The token's family has ended (logout, password change, or a replay in its session).
+    /// The token's session has ended (logout, password change, a replay in it) or is gone.
     Revoked,
     Unknown,
+}
+
+/// A user's TOTP state as stored. The secrets are base32.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TotpState {
+    /// Set while MFA is on.
+    pub secret: Option<Secret>,
+    /// An enrolment started and not yet confirmed.
+    pub pending: Option<Secret>,
+    /// The last time step whose code was accepted: no code of it or before is taken again.
+    pub last_step: Option<u64>,
+}
+
+/// The second step of a login, handed out as an `mfa_token`: only its hash is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MfaChallengeRecord {
+    pub token_hash: String,
+    pub user_id: UserId,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
 }
 
 /// The login attempts counted against one key (an account, or a name that is nobody's).
@@ -198,8 +222,8 @@ pub trait Repository: Send + Sync + 'static {
     /// deactivate the last one fails with [`StorageError::LastActiveAdmin`] and changes
     /// nothing, however many processes write at once.
     async fn update_user(&self, id: &UserId, patch: &UserPatch) -> StorageResult<Option<User>>;
-    /// Deletes the user, then their refresh and reset tokens; `false` when there was no such
-    /// user. Like [`Repository::update_user`], refuses to delete the last active admin.
+    /// Deletes the user, then their sessions, tokens and MFA state (their audit events
+    /// stay); `false` when there was no such user. Like [`Repository::update_user`], refuses to delete the last active admin.
     async fn delete_user(&self, id: &UserId) -> StorageResult<bool>;
     async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>>;
 
@@ -218,22 +242,103 @@ pub trait Repository: Send + Sync + 'static {
     /// Ends the series of `key` (a successful login, a reset, an admin's unlock).
     async fn clear_login_attempts(&self, key: &str) -> StorageResult<()>;
 
-    /// Stores a token of the family (session) `record.family_id`, starting the family if it
-    /// is new. A token added to a family that has ended is dead from the start.
+    /// Starts a session (a login). Its `last_used_at` and `expires_at` move with each
+    /// refresh token stored into it.
+    async fn create_session(&self, session: &Session) -> StorageResult<()>;
+    /// The user `id` and whether `session` is one of theirs that is live at `at` (not
+    /// ended, not expired), in one round trip: the check every authenticated request makes.
+    async fn user_with_session(
+        &self,
+        id: &UserId,
+        session: &SessionId,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<(User, bool)>>;
+    /// The user's sessions live at `at`, newest first.
+    async fn live_sessions(
+        &self,
+        user_id: &UserId,
+        at: OffsetDateTime,
+    ) -> StorageResult<Vec<Session>>;
+    /// Ends one session of the user; `false` when it was not theirs or not live at `at`.
+    async fn end_session(
+        &self,
+        user_id: &UserId,
+        session: &SessionId,
+        at: OffsetDateTime,
+    ) -> StorageResult<bool>;
+    /// Ends every session of the user; how many were live at `at`.
+    async fn end_user_sessions(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<u64>;
+
+    /// Stores a refresh token of the session `record.session_id`, which becomes the
+    /// session's `last_used_at` (its `created_at`) and extends its `expires_at`. A token of a
+    /// session that has ended is dead from the start.
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> StorageResult<()>;
     /// Spends a live token atomically: of two concurrent uses, one wins. A token whose
-    /// family has ended is `Revoked`, whenever it was issued.
+    /// session has ended, or is gone, is `Revoked`, whenever it was issued.
     async fn use_refresh_token(
         &self,
         token_hash: &str,
         at: OffsetDateTime,
     ) -> StorageResult<RefreshTokenUse>;
-    /// Ends the family the token belongs to (a logout).
-    async fn revoke_refresh_token(&self, token_hash: &str) -> StorageResult<()>;
-    /// Ends a family: every token of it, and every token added to it later, is refused.
-    async fn revoke_refresh_family(&self, family_id: &str) -> StorageResult<()>;
-    /// Ends every family of the user.
-    async fn revoke_user_refresh_tokens(&self, user_id: &UserId) -> StorageResult<()>;
+    /// Ends the session the token belongs to (a logout); whose it was, when it was live.
+    async fn end_session_of_token(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<(UserId, SessionId)>>;
+
+    /// The user's TOTP state; `None` when there is no such user.
+    async fn totp_state(&self, user_id: &UserId) -> StorageResult<Option<TotpState>>;
+    /// Replaces a pending enrolment; `false` (and nothing changes) while MFA is on.
+    async fn set_pending_totp(&self, user_id: &UserId, secret: &Secret) -> StorageResult<bool>;
+    /// Switches MFA on with the pending `secret`, its first accepted `step` (the new last
+    /// step: a step of an earlier secret says nothing about this one) and the hashes of the
+    /// recovery codes, and sets `updated_at`: atomically, and only if `secret` is still the
+    /// one pending and MFA is off. `false` otherwise.
+    async fn enable_totp(
+        &self,
+        user_id: &UserId,
+        secret: &Secret,
+        step: u64,
+        recovery_hashes: &[String],
+        at: OffsetDateTime,
+    ) -> StorageResult<bool>;
+    /// Records `step` as the last one accepted, atomically, only while MFA is on and `step`
+    /// is later than the last one: of two uses of one code, one wins.
+    async fn claim_totp_step(&self, user_id: &UserId, step: u64) -> StorageResult<bool>;
+    /// Spends one recovery code, atomically; `false` if it is not one of the user's.
+    async fn use_recovery_code(&self, user_id: &UserId, code_hash: &str) -> StorageResult<bool>;
+    /// A new set of recovery codes, only while MFA is on.
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &UserId,
+        recovery_hashes: &[String],
+    ) -> StorageResult<bool>;
+    /// Switches MFA off, forgetting the secrets and codes, and sets `updated_at`; `false`
+    /// when it was not on.
+    async fn disable_totp(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<bool>;
+
+    async fn insert_mfa_challenge(&self, record: MfaChallengeRecord) -> StorageResult<()>;
+    /// Counts one attempt at a live challenge (unused, unexpired at `at`, with fewer than
+    /// `max_attempts` so far), atomically; whose it is, or `None` when it is not live.
+    async fn attempt_mfa_challenge(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+        max_attempts: u32,
+    ) -> StorageResult<Option<UserId>>;
+    /// Spends a challenge, atomically; `false` when it was spent already.
+    async fn consume_mfa_challenge(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<bool>;
+
+    async fn insert_audit_event(&self, event: &AuditEvent) -> StorageResult<()>;
+    /// Events newest first (by time, then id); `total` counts all that match the filter.
+    async fn list_audit_events(&self, query: &AuditQuery) -> StorageResult<Page<AuditEvent>>;
+    /// Removes the events older than `before`; how many.
+    async fn delete_audit_events_before(&self, before: OffsetDateTime) -> StorageResult<u64>;
 
     async fn insert_reset_token(&self, record: ResetTokenRecord) -> StorageResult<()>;
     /// Whose a live (unused, unexpired) reset token is, without spending it: so that a new
@@ -287,7 +392,12 @@ pub enum DatabaseSettings {
 }
 
 /// Opens the configured backend: MongoDB for a `mongodb` URL, else the embedded SQLite file.
-pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DynRepository> {
+/// Audit events older than `audit_retention` are removed (by MongoDB's TTL index; on SQLite
+/// by the sweep the services run).
+pub async fn connect(
+    settings: &DatabaseSettings,
+    audit_retention: Duration,
+) -> anyhow::Result<DynRepository> {
     Ok(match settings {
         DatabaseSettings::Sqlite { path } => {
             tracing::info!(path = %path.display(), "using the embedded SQLite database");
@@ -296,7 +406,13 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DynRepositor
         DatabaseSettings::Mongo { url, database } => {
             tracing::info!(database, "using MongoDB");
             Arc::new(
-                MongoRepository::connect(url.expose(), database, MONGODB_STARTUP_TIMEOUT).await?,
+                MongoRepository::connect(
+                    url.expose(),
+                    database,
+                    MONGODB_STARTUP_TIMEOUT,
+                    audit_retention,
+                )
+                .await?,
             )
         }
     })

@@ -1,4 +1,5 @@
 //! The MongoDB backend: a typed `users` collection with unique indexes on email and username.
+//! A user's TOTP secrets live in their document, under `mfa`, which ordinary reads leave out.
 
 use std::{future::IntoFuture, time::Duration};
 
@@ -14,17 +15,26 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{
-    LoginAttempts, RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError,
-    StorageResult, UniqueField, VerificationTokenRecord, role_from_stored, stored_role,
+    LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, Repository,
+    ResetTokenRecord, StorageError, StorageResult, TotpState, UniqueField, VerificationTokenRecord,
+    role_from_stored, stored_role,
 };
 use crate::domain::{
-    self, DisplayName, Email, ListQuery, Page, Role, SortField, SortOrder, User, UserField,
-    UserFilter, UserId, UserPatch, Username,
+    self, AuditEvent, AuditFilter, AuditQuery, DisplayName, Email, EventDetails, EventId,
+    EventKind, ListQuery, Origin, Page, Role, Secret, Session, SessionId, SortField, SortOrder,
+    User, UserField, UserFilter, UserId, UserPatch, Username,
 };
 
+const SESSIONS: &str = "sessions";
+const AUDIT_EVENTS: &str = "audit_events";
+/// The TTL index that removes audit events past their retention.
+const AUDIT_TTL_INDEX: &str = "at_ttl";
 const EMAIL_INDEX: &str = "email_unique";
 const USERNAME_INDEX: &str = "username_key_unique";
 const DUPLICATE_KEY: i32 = 11000;
+/// An index of that name exists with other options (`IndexOptionsConflict`), or other keys
+/// (`IndexKeySpecsConflict`).
+const INDEX_CONFLICT_CODES: &[i32] = &[85, 86];
 /// Another write touched the same document first (MongoDB, DocumentDB, Cosmos DB vCore).
 const WRITE_CONFLICT: i32 = 112;
 /// Server answers that mean "not now" rather than "never": shutting down, stepping down,
@@ -66,6 +76,74 @@ struct UserDocument {
     /// Absent on users stored before email verification: not verified.
     #[serde(default)]
     email_verified: bool,
+    /// Absent on users stored before MFA: off. The secrets are under `mfa` (see
+    /// [`MfaDocument`]), which every ordinary read projects out ([`without_secrets`]).
+    #[serde(default)]
+    mfa_enabled: bool,
+}
+
+/// A user's TOTP state, embedded in their document as `mfa`: `{secret, pending, last_step,
+/// recovery}` (the SHA-256 of each unused recovery code). Absent until an enrolment starts.
+#[derive(Debug, Default, Deserialize)]
+struct MfaDocument {
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    pending: Option<String>,
+    #[serde(default)]
+    last_step: Option<i64>,
+}
+
+/// A user document read for its MFA state only.
+#[derive(Debug, Deserialize)]
+struct MfaHolder {
+    #[serde(default)]
+    mfa: Option<MfaDocument>,
+}
+
+/// A session (what one login starts). A TTL index removes it once it has expired.
+#[derive(Debug, Serialize, Deserialize)]
+struct SessionDocument {
+    #[serde(rename = "_id")]
+    id: String,
+    user_id: ObjectId,
+    created_at: BsonDateTime,
+    last_used_at: BsonDateTime,
+    expires_at: BsonDateTime,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    ended_at: Option<BsonDateTime>,
+}
+
+/// The second step of a login. A TTL index removes it once it has expired.
+#[derive(Debug, Serialize, Deserialize)]
+struct MfaChallengeDocument {
+    /// The SHA-256 of the `mfa_token`.
+    #[serde(rename = "_id")]
+    token_hash: String,
+    user_id: ObjectId,
+    created_at: BsonDateTime,
+    expires_at: BsonDateTime,
+    attempts: i64,
+    used_at: Option<BsonDateTime>,
+}
+
+/// One audit event. A TTL index on `at` removes it after the retention.
+#[derive(Debug, Serialize, Deserialize)]
+struct AuditEventDocument {
+    #[serde(rename = "_id")]
+    id: ObjectId,
+    at: BsonDateTime,
+    /// As [`EventKind::as_str`] spells it.
+    #[serde(rename = "type")]
+    kind: String,
+    actor_id: Option<ObjectId>,
+    subject_id: Option<ObjectId>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    /// The details as BSON ([`json_to_bson`]).
+    #[serde(default)]
+    details: Document,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -73,7 +151,9 @@ struct RefreshTokenDocument {
     /// The SHA-256 of the token.
     #[serde(rename = "_id")]
     token_hash: String,
-    family_id: String,
+    /// Absent on tokens of earlier versions, which had no sessions: those are revoked.
+    #[serde(default)]
+    session_id: String,
     user_id: ObjectId,
     created_at: BsonDateTime,
     /// A TTL index removes the document once this has passed.
@@ -101,16 +181,6 @@ struct LoginAttemptsDocument {
     last_at: BsonDateTime,
     locked_until: Option<BsonDateTime>,
     expires_at: BsonDateTime,
-}
-
-/// A refresh-token family (a session). A TTL index removes it after its last token.
-#[derive(Debug, Serialize, Deserialize)]
-struct RefreshFamilyDocument {
-    #[serde(rename = "_id")]
-    family_id: String,
-    user_id: ObjectId,
-    expires_at: BsonDateTime,
-    ended: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -143,6 +213,7 @@ impl From<&User> for UserDocument {
             last_login_at: user.last_login_at.map(bson_time),
             locked_until: user.locked_until.map(bson_time),
             email_verified: user.email_verified,
+            mfa_enabled: user.mfa_enabled,
             password_changed_at: bson_time(user.password_changed_at),
         }
     }
@@ -170,9 +241,190 @@ impl TryFrom<UserDocument> for User {
             last_login_at: doc.last_login_at.map(BsonDateTime::to_time_0_3),
             locked_until: doc.locked_until.map(BsonDateTime::to_time_0_3),
             email_verified: doc.email_verified,
+            mfa_enabled: doc.mfa_enabled,
             password_changed_at: doc.password_changed_at.to_time_0_3(),
         })
     }
+}
+
+/// The projection of every ordinary user read: everything but the MFA secrets.
+fn without_secrets() -> Document {
+    doc! { "mfa": 0 }
+}
+
+fn parse_ip(ip: Option<String>) -> StorageResult<Option<std::net::IpAddr>> {
+    ip.map(|ip| ip.parse().map_err(StorageError::internal))
+        .transpose()
+}
+
+impl From<&Session> for SessionDocument {
+    fn from(session: &Session) -> Self {
+        Self {
+            id: session.id.as_str().to_owned(),
+            user_id: session.user_id.object_id(),
+            created_at: bson_time(session.created_at),
+            last_used_at: bson_time(session.last_used_at),
+            expires_at: bson_time(session.expires_at),
+            ip: session.origin.ip.map(|ip| ip.to_string()),
+            user_agent: session.origin.user_agent.clone(),
+            ended_at: None,
+        }
+    }
+}
+
+impl TryFrom<SessionDocument> for Session {
+    type Error = StorageError;
+
+    fn try_from(doc: SessionDocument) -> Result<Self, Self::Error> {
+        Ok(Session {
+            id: SessionId::parse(&doc.id).map_err(StorageError::internal)?,
+            user_id: doc.user_id.into(),
+            created_at: doc.created_at.to_time_0_3(),
+            last_used_at: doc.last_used_at.to_time_0_3(),
+            expires_at: doc.expires_at.to_time_0_3(),
+            origin: Origin {
+                ip: parse_ip(doc.ip)?,
+                user_agent: doc.user_agent,
+            },
+        })
+    }
+}
+
+/// A TOTP time step as BSON's signed integers hold it.
+fn stored_step(step: u64) -> StorageResult<i64> {
+    i64::try_from(step).map_err(StorageError::internal)
+}
+
+/// Plain JSON as BSON, value for value: no extended-JSON keys are interpreted, so what
+/// [`bson_to_json`] gives back is what was given. Integers become `Int64` (those beyond it,
+/// doubles).
+fn json_to_bson(value: &serde_json::Value) -> Bson {
+    use serde_json::Value;
+    match value {
+        Value::Null => Bson::Null,
+        Value::Bool(b) => Bson::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Bson::Int64(i),
+            None => Bson::Double(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Bson::String(s.clone()),
+        Value::Array(items) => Bson::Array(items.iter().map(json_to_bson).collect()),
+        Value::Object(map) => Bson::Document(json_map_to_document(map)),
+    }
+}
+
+fn json_map_to_document(map: &EventDetails) -> Document {
+    map.iter()
+        .map(|(key, value)| (key.clone(), json_to_bson(value)))
+        .collect()
+}
+
+/// The inverse of [`json_to_bson`]; BSON types plain JSON lacks come back as relaxed
+/// extended JSON.
+fn bson_to_json(value: Bson) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Bson::Null => Value::Null,
+        Bson::Boolean(b) => Value::Bool(b),
+        Bson::Int32(i) => Value::from(i),
+        Bson::Int64(i) => Value::from(i),
+        Bson::Double(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+        Bson::String(s) => Value::String(s),
+        Bson::Array(items) => Value::Array(items.into_iter().map(bson_to_json).collect()),
+        Bson::Document(document) => Value::Object(document_to_json_map(document)),
+        other => other.into_relaxed_extjson(),
+    }
+}
+
+fn document_to_json_map(document: Document) -> EventDetails {
+    document
+        .into_iter()
+        .map(|(key, value)| (key, bson_to_json(value)))
+        .collect()
+}
+
+impl From<&AuditEvent> for AuditEventDocument {
+    fn from(event: &AuditEvent) -> Self {
+        Self {
+            id: event.id.object_id(),
+            at: bson_time(event.at),
+            kind: event.kind.as_str().to_owned(),
+            actor_id: event.actor_id.map(|id| id.object_id()),
+            subject_id: event.subject_id.map(|id| id.object_id()),
+            ip: event.origin.ip.map(|ip| ip.to_string()),
+            user_agent: event.origin.user_agent.clone(),
+            details: json_map_to_document(&event.details),
+        }
+    }
+}
+
+impl TryFrom<AuditEventDocument> for AuditEvent {
+    type Error = StorageError;
+
+    fn try_from(doc: AuditEventDocument) -> Result<Self, Self::Error> {
+        Ok(AuditEvent {
+            id: EventId::from(doc.id),
+            at: doc.at.to_time_0_3(),
+            kind: EventKind::parse(&doc.kind).map_err(StorageError::internal)?,
+            actor_id: doc.actor_id.map(UserId::from),
+            subject_id: doc.subject_id.map(UserId::from),
+            origin: Origin {
+                ip: parse_ip(doc.ip)?,
+                user_agent: doc.user_agent,
+            },
+            details: document_to_json_map(doc.details),
+        })
+    }
+}
+
+/// The filter of an audit listing, without its keyset position.
+fn audit_filter_document(filter: &AuditFilter) -> Document {
+    let mut document = Document::new();
+    if let Some(id) = filter.user_id {
+        document.insert(
+            "$or",
+            vec![
+                doc! { "actor_id": id.object_id() },
+                doc! { "subject_id": id.object_id() },
+            ],
+        );
+    }
+    if let Some(id) = filter.subject_id {
+        document.insert("subject_id", id.object_id());
+    }
+    if let Some(kind) = filter.kind {
+        document.insert("type", kind.as_str());
+    }
+    let mut at = Document::new();
+    if let Some(since) = filter.since {
+        at.insert("$gte", bson_time(since));
+    }
+    if let Some(until) = filter.until {
+        at.insert("$lt", bson_time(until));
+    }
+    if !at.is_empty() {
+        document.insert("at", at);
+    }
+    document
+}
+
+/// `filter` narrowed to the events strictly after `(at, id)` in the listing's order
+/// (newest first, by time then id).
+fn after_position(mut filter: Document, (at, id): (OffsetDateTime, EventId)) -> Document {
+    let at = bson_time(at);
+    let keyset = vec![
+        doc! { "at": { "$lt": at } },
+        doc! { "at": at, "_id": { "$lt": id.object_id() } },
+    ];
+    match filter.remove("$or") {
+        Some(or) => {
+            filter.insert("$and", vec![doc! { "$or": or }, doc! { "$or": keyset }]);
+        }
+        None => {
+            filter.insert("$or", keyset);
+        }
+    }
+    filter
 }
 
 /// What a MongoDB error means here.
@@ -244,6 +496,14 @@ impl From<mongodb::error::Error> for StorageError {
     }
 }
 
+/// The server's error code, when it answered a command with one.
+fn command_code(error: &mongodb::error::Error) -> Option<i32> {
+    match error.kind.as_ref() {
+        ErrorKind::Command(e) => Some(e.code),
+        _ => None,
+    }
+}
+
 /// Why an operation failed.
 #[derive(Debug)]
 enum Failure {
@@ -286,6 +546,18 @@ where
     tokio::time::timeout(OPERATION_TIMEOUT, tries)
         .await
         .unwrap_or(Err(Failure::TimedOut))
+}
+
+/// The outcome of inserting a document under a fresh random id: a duplicate can only be an
+/// earlier try of this very insert that landed though its answer was lost.
+fn inserted<T>(result: Result<T, Failure>) -> StorageResult<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(Failure::Server(error)) if matches!(diagnose(&error), Diagnosis::Duplicate(_)) => {
+            Ok(())
+        }
+        Err(failure) => Err(failure.into()),
+    }
 }
 
 /// A random pause that grows with `attempt`, so that competing writers drift apart.
@@ -445,7 +717,9 @@ pub struct MongoRepository {
     db: Database,
     users: Collection<UserDocument>,
     refresh_tokens: Collection<RefreshTokenDocument>,
-    refresh_families: Collection<RefreshFamilyDocument>,
+    sessions: Collection<SessionDocument>,
+    mfa_challenges: Collection<MfaChallengeDocument>,
+    audit_events: Collection<AuditEventDocument>,
     reset_tokens: Collection<ResetTokenDocument>,
     login_attempts: Collection<LoginAttemptsDocument>,
     verification_tokens: Collection<VerificationTokenDocument>,
@@ -469,11 +743,13 @@ fn unreserved(now: OffsetDateTime) -> Document {
 
 impl MongoRepository {
     /// Connects, waiting up to `startup_timeout` for the server (and, for `mongodb+srv`,
-    /// its DNS records), and creates the indexes.
+    /// its DNS records), and creates the indexes: among them the TTL index that removes
+    /// audit events older than `audit_retention`.
     pub async fn connect(
         url: &str,
         database: &str,
         startup_timeout: Duration,
+        audit_retention: Duration,
     ) -> anyhow::Result<Self> {
         let deadline = tokio::time::Instant::now() + startup_timeout;
         let mut options = retry_until(deadline, "MongoDB's address", || {
@@ -496,7 +772,9 @@ impl MongoRepository {
         let repository = Self {
             users: db.collection("users"),
             refresh_tokens: db.collection("refresh_tokens"),
-            refresh_families: db.collection("refresh_families"),
+            sessions: db.collection(SESSIONS),
+            mfa_challenges: db.collection("mfa_challenges"),
+            audit_events: db.collection(AUDIT_EVENTS),
             reset_tokens: db.collection("password_reset_tokens"),
             login_attempts: db.collection("login_attempts"),
             verification_tokens: db.collection("email_verification_tokens"),
@@ -504,13 +782,14 @@ impl MongoRepository {
             db,
         };
         retry_until(deadline, "MongoDB", || repository.ping()).await?;
-        repository.create_indexes().await?;
-        repository.end_revoked_families().await?;
+        // Sessions replaced the refresh-token families of earlier versions, whose tokens name
+        // no session and so are revoked: upgrading signs everyone out, once.
+        repository.create_indexes(audit_retention).await?;
         Ok(repository)
     }
 
     /// Creating an index that already exists with the same options is a no-op.
-    async fn create_indexes(&self) -> mongodb::error::Result<()> {
+    async fn create_indexes(&self, audit_retention: Duration) -> mongodb::error::Result<()> {
         let named = |keys: Document, name: &str| {
             IndexModel::builder()
                 .keys(keys)
@@ -556,11 +835,35 @@ impl MongoRepository {
             .await?;
         self.refresh_tokens
             .create_indexes([
-                named(doc! { "family_id": 1 }, "family_id"),
+                named(doc! { "session_id": 1 }, "session_id"),
                 named(doc! { "user_id": 1 }, "user_id"),
                 expiring("expires_at_ttl"),
             ])
             .await?;
+        self.sessions
+            .create_indexes([
+                named(doc! { "user_id": 1, "created_at": -1 }, "user_created_at"),
+                expiring("expires_at_ttl"),
+            ])
+            .await?;
+        self.mfa_challenges
+            .create_indexes([
+                named(doc! { "user_id": 1 }, "user_id"),
+                expiring("expires_at_ttl"),
+            ])
+            .await?;
+        self.audit_events
+            .create_indexes([
+                named(doc! { "at": -1, "_id": -1 }, "at_desc"),
+                named(doc! { "actor_id": 1, "at": -1, "_id": -1 }, "actor_at_desc"),
+                named(
+                    doc! { "subject_id": 1, "at": -1, "_id": -1 },
+                    "subject_at_desc",
+                ),
+                named(doc! { "type": 1, "at": -1, "_id": -1 }, "type_at_desc"),
+            ])
+            .await?;
+        self.audit_ttl_index(audit_retention).await?;
         self.login_attempts
             .create_index(expiring("expires_at_ttl"))
             .await?;
@@ -573,12 +876,6 @@ impl MongoRepository {
         self.mail_log
             .create_index(expiring("expires_at_ttl"))
             .await?;
-        self.refresh_families
-            .create_indexes([
-                named(doc! { "user_id": 1 }, "user_id"),
-                expiring("expires_at_ttl"),
-            ])
-            .await?;
         self.reset_tokens
             .create_indexes([
                 named(doc! { "user_id": 1 }, "user_id"),
@@ -588,43 +885,37 @@ impl MongoRepository {
         Ok(())
     }
 
-    /// Tokens that earlier versions revoked one by one (`revoked: true`) end their family
-    /// now, so that none of them works again. Idempotent: the flag is removed once done.
-    async fn end_revoked_families(&self) -> mongodb::error::Result<()> {
-        let tokens = self.refresh_tokens.clone_with_type::<Document>();
-        let mut revoked = tokens
-            .aggregate([
-                doc! { "$match": { "revoked": true } },
-                doc! { "$group": {
-                    "_id": "$family_id",
-                    "user_id": { "$first": "$user_id" },
-                    "expires_at": { "$max": "$expires_at" },
-                } },
-            ])
-            .await?;
-        while let Some(family) = revoked.try_next().await? {
-            self.refresh_families
-                .clone_with_type::<Document>()
-                .update_one(
-                    doc! { "_id": family.get("_id").cloned().unwrap_or(Bson::Null) },
-                    doc! {
-                        "$set": { "ended": true },
-                        "$setOnInsert": {
-                            "user_id": family.get("user_id").cloned().unwrap_or(Bson::Null),
-                            "expires_at": family.get("expires_at").cloned().unwrap_or(Bson::Null),
-                        },
-                    },
-                )
-                .upsert(true)
-                .await?;
-        }
-        tokens
-            .update_many(
-                doc! { "revoked": { "$exists": true } },
-                doc! { "$unset": { "revoked": "" } },
+    /// The TTL index that removes audit events `retention` after they happened (MongoDB
+    /// takes at most `i32::MAX` seconds). When the retention was changed since the index was
+    /// made, MongoDB refuses to make it again: the existing one is changed in place.
+    async fn audit_ttl_index(&self, retention: Duration) -> mongodb::error::Result<()> {
+        let seconds = i32::try_from(retention.as_secs()).unwrap_or(i32::MAX);
+        let index = IndexModel::builder()
+            .keys(doc! { "at": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name(AUDIT_TTL_INDEX.to_owned())
+                    .expire_after(Duration::from_secs(seconds.unsigned_abs().into()))
+                    .build(),
             )
-            .await?;
-        Ok(())
+            .build();
+        match self.audit_events.create_index(index).await {
+            Ok(_) => Ok(()),
+            Err(error)
+                if command_code(&error)
+                    .is_some_and(|code| INDEX_CONFLICT_CODES.contains(&code)) =>
+            {
+                tracing::info!(seconds, "changing the retention of the audit log");
+                self.db
+                    .run_command(doc! {
+                        "collMod": AUDIT_EVENTS,
+                        "index": { "name": AUDIT_TTL_INDEX, "expireAfterSeconds": seconds },
+                    })
+                    .await?;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// A failed write of user `id` as a storage error. A duplicate the server did not
@@ -676,21 +967,27 @@ impl MongoRepository {
         }
     }
 
-    async fn family_ended(&self, family_id: &str) -> StorageResult<bool> {
-        let family = run(|| {
-            self.refresh_families
-                .find_one(doc! { "_id": family_id })
+    /// Whether the session has ended, or is gone (expired and removed, or never was).
+    async fn session_ended(&self, session_id: &str) -> StorageResult<bool> {
+        let session = run(|| {
+            self.sessions
+                .find_one(doc! { "_id": session_id })
                 .into_future()
         })
         .await?;
-        Ok(family.is_some_and(|family| family.ended))
+        Ok(session.is_none_or(|session| session.ended_at.is_some()))
     }
 
     async fn find_user(&self, filter: Document) -> StorageResult<Option<User>> {
-        run(|| self.users.find_one(filter.clone()).into_future())
-            .await?
-            .map(User::try_from)
-            .transpose()
+        run(|| {
+            self.users
+                .find_one(filter.clone())
+                .projection(without_secrets())
+                .into_future()
+        })
+        .await?
+        .map(User::try_from)
+        .transpose()
     }
 
     /// Updates user `id` with `patch` where `filter` matches; `None` when it did not.
@@ -705,6 +1002,7 @@ impl MongoRepository {
         let updated = run(|| {
             self.users
                 .find_one_and_update(filter.clone(), update.clone())
+                .projection(without_secrets())
                 .return_document(ReturnDocument::After)
                 .into_future()
         })
@@ -719,7 +1017,8 @@ impl MongoRepository {
         }
     }
 
-    /// Deletes user `id` where `filter` matches, then their tokens; `false` when it did not.
+    /// Deletes user `id` where `filter` matches (their MFA state with them), then their
+    /// sessions and tokens; `false` when it did not.
     async fn delete_where(&self, id: &UserId, filter: Document) -> StorageResult<bool> {
         let deleted = run(|| self.users.delete_one(filter.clone()).into_future()).await?;
         if deleted.deleted_count == 0 {
@@ -727,12 +1026,8 @@ impl MongoRepository {
         }
         let owned = doc! { "user_id": id.object_id() };
         run(|| self.refresh_tokens.delete_many(owned.clone()).into_future()).await?;
-        run(|| {
-            self.refresh_families
-                .delete_many(owned.clone())
-                .into_future()
-        })
-        .await?;
+        run(|| self.sessions.delete_many(owned.clone()).into_future()).await?;
+        run(|| self.mfa_challenges.delete_many(owned.clone()).into_future()).await?;
         run(|| self.reset_tokens.delete_many(owned.clone()).into_future()).await?;
         run(|| {
             self.verification_tokens
@@ -900,6 +1195,7 @@ impl Repository for MongoRepository {
         let items = run(|| async {
             self.users
                 .find(filter.clone())
+                .projection(without_secrets())
                 .sort(doc! { field: direction, "_id": direction })
                 .skip(query.offset())
                 .limit(i64::from(query.per_page))
@@ -1006,26 +1302,136 @@ impl Repository for MongoRepository {
         Ok(())
     }
 
+    async fn create_session(&self, session: &Session) -> StorageResult<()> {
+        let document = SessionDocument::from(session);
+        inserted(run(|| self.sessions.insert_one(&document).into_future()).await)
+    }
+
+    /// One aggregation: the user, and the session looked up beside them.
+    async fn user_with_session(
+        &self,
+        id: &UserId,
+        session: &SessionId,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<(User, bool)>> {
+        let oid = id.object_id();
+        let pipeline = [
+            doc! { "$match": { "_id": oid } },
+            doc! { "$lookup": {
+                "from": SESSIONS,
+                "pipeline": [
+                    { "$match": {
+                        "_id": session.as_str(),
+                        "user_id": oid,
+                        "ended_at": Bson::Null,
+                        "expires_at": { "$gt": bson_time(at) },
+                    } },
+                    { "$project": { "_id": 1 } },
+                ],
+                "as": "live_session",
+            } },
+            doc! { "$project": without_secrets() },
+        ];
+        let found = run(|| async {
+            let mut cursor = self.users.aggregate(pipeline.clone()).await?;
+            cursor.try_next().await
+        })
+        .await?;
+        let Some(mut document) = found else {
+            return Ok(None);
+        };
+        let live = matches!(
+            document.remove("live_session"),
+            Some(Bson::Array(sessions)) if !sessions.is_empty()
+        );
+        let user = bson::from_document::<UserDocument>(document).map_err(StorageError::internal)?;
+        Ok(Some((User::try_from(user)?, live)))
+    }
+
+    async fn live_sessions(
+        &self,
+        user_id: &UserId,
+        at: OffsetDateTime,
+    ) -> StorageResult<Vec<Session>> {
+        let live = doc! {
+            "user_id": user_id.object_id(),
+            "ended_at": Bson::Null,
+            "expires_at": { "$gt": bson_time(at) },
+        };
+        run(|| async {
+            self.sessions
+                .find(live.clone())
+                .sort(doc! { "created_at": -1, "_id": -1 })
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await?
+        .into_iter()
+        .map(Session::try_from)
+        .collect()
+    }
+
+    async fn end_session(
+        &self,
+        user_id: &UserId,
+        session: &SessionId,
+        at: OffsetDateTime,
+    ) -> StorageResult<bool> {
+        let live = doc! {
+            "_id": session.as_str(),
+            "user_id": user_id.object_id(),
+            "ended_at": Bson::Null,
+            "expires_at": { "$gt": bson_time(at) },
+        };
+        let end = doc! { "$set": { "ended_at": bson_time(at) } };
+        let ended = run(|| {
+            self.sessions
+                .update_one(live.clone(), end.clone())
+                .into_future()
+        })
+        .await?;
+        Ok(ended.modified_count == 1)
+    }
+
+    async fn end_user_sessions(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<u64> {
+        let live = doc! {
+            "user_id": user_id.object_id(),
+            "ended_at": Bson::Null,
+            "expires_at": { "$gt": bson_time(at) },
+        };
+        let end = doc! { "$set": { "ended_at": bson_time(at) } };
+        let ended = run(|| {
+            self.sessions
+                .update_many(live.clone(), end.clone())
+                .into_future()
+        })
+        .await?;
+        Ok(ended.modified_count)
+    }
+
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> StorageResult<()> {
-        let user_id = record.user_id.object_id();
+        let created_at = bson_time(record.created_at);
         let expires_at = bson_time(record.expires_at);
-        // The family first: a family ended meanwhile stays ended ($setOnInsert).
-        let family = doc! {
-            "$setOnInsert": { "user_id": user_id, "ended": false },
+        // The session first; one that has ended stays as it is, and the token is dead.
+        let used = doc! {
+            "$set": { "last_used_at": created_at },
             "$max": { "expires_at": expires_at },
         };
         run(|| {
-            self.refresh_families
-                .update_one(doc! { "_id": &record.family_id }, family.clone())
-                .upsert(true)
+            self.sessions
+                .update_one(
+                    doc! { "_id": record.session_id.as_str(), "ended_at": Bson::Null },
+                    used.clone(),
+                )
                 .into_future()
         })
         .await?;
         let token = RefreshTokenDocument {
             token_hash: record.token_hash.clone(),
-            family_id: record.family_id.clone(),
-            user_id,
-            created_at: bson_time(record.created_at),
+            session_id: record.session_id.as_str().to_owned(),
+            user_id: record.user_id.object_id(),
+            created_at,
             expires_at,
             spent_at: None,
         };
@@ -1057,66 +1463,295 @@ impl Repository for MongoRepository {
             .await?
             {
                 Some(token) => {
-                    return Ok(if self.family_ended(&token.family_id).await? {
-                        RefreshTokenUse::Revoked
-                    } else {
-                        RefreshTokenUse::Replayed {
-                            family_id: token.family_id,
-                        }
+                    if self.session_ended(&token.session_id).await? {
+                        return Ok(RefreshTokenUse::Revoked);
+                    }
+                    return Ok(RefreshTokenUse::Replayed {
+                        session_id: SessionId::parse(&token.session_id)
+                            .map_err(StorageError::internal)?,
+                        user_id: token.user_id.into(),
                     });
                 }
                 None => return Ok(RefreshTokenUse::Unknown),
             },
         };
-        if self.family_ended(&token.family_id).await? {
+        if self.session_ended(&token.session_id).await? {
             return Ok(RefreshTokenUse::Revoked);
         }
         Ok(RefreshTokenUse::Spent(RefreshTokenRecord {
+            session_id: SessionId::parse(&token.session_id).map_err(StorageError::internal)?,
             token_hash: token.token_hash,
-            family_id: token.family_id,
             user_id: token.user_id.into(),
             created_at: token.created_at.to_time_0_3(),
             expires_at: token.expires_at.to_time_0_3(),
         }))
     }
 
-    async fn revoke_refresh_token(&self, token_hash: &str) -> StorageResult<()> {
+    async fn end_session_of_token(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<(UserId, SessionId)>> {
         let token = run(|| {
             self.refresh_tokens
                 .find_one(doc! { "_id": token_hash })
                 .into_future()
         })
         .await?;
-        if let Some(token) = token {
-            self.revoke_refresh_family(&token.family_id).await?;
+        let Some(token) = token else {
+            return Ok(None);
+        };
+        let ended = run(|| {
+            self.sessions
+                .find_one_and_update(
+                    doc! { "_id": &token.session_id, "ended_at": Bson::Null },
+                    doc! { "$set": { "ended_at": bson_time(at) } },
+                )
+                .into_future()
+        })
+        .await?;
+        ended
+            .map(|session| {
+                let id = SessionId::parse(&session.id).map_err(StorageError::internal)?;
+                Ok((session.user_id.into(), id))
+            })
+            .transpose()
+    }
+
+    async fn totp_state(&self, user_id: &UserId) -> StorageResult<Option<TotpState>> {
+        let users = self.users.clone_with_type::<MfaHolder>();
+        let holder = run(|| {
+            users
+                .find_one(doc! { "_id": user_id.object_id() })
+                .projection(doc! { "mfa": 1 })
+                .into_future()
+        })
+        .await?;
+        Ok(holder.map(|holder| {
+            let mfa = holder.mfa.unwrap_or_default();
+            TotpState {
+                secret: mfa.secret.map(Secret::new),
+                pending: mfa.pending.map(Secret::new),
+                last_step: mfa
+                    .last_step
+                    .map(|step| u64::try_from(step).unwrap_or_default()),
+            }
+        }))
+    }
+
+    async fn set_pending_totp(&self, user_id: &UserId, secret: &Secret) -> StorageResult<bool> {
+        let off = doc! { "_id": user_id.object_id(), "mfa_enabled": { "$ne": true } };
+        let pending = doc! { "$set": { "mfa.pending": secret.expose() } };
+        let set = run(|| {
+            self.users
+                .update_one(off.clone(), pending.clone())
+                .into_future()
+        })
+        .await?;
+        Ok(set.matched_count == 1)
+    }
+
+    async fn enable_totp(
+        &self,
+        user_id: &UserId,
+        secret: &Secret,
+        step: u64,
+        recovery_hashes: &[String],
+        at: OffsetDateTime,
+    ) -> StorageResult<bool> {
+        let step = stored_step(step)?;
+        let confirmable = doc! {
+            "_id": user_id.object_id(),
+            "mfa_enabled": { "$ne": true },
+            "mfa.pending": secret.expose(),
+        };
+        let enable = doc! {
+            "$set": {
+                "mfa_enabled": true,
+                "mfa.secret": secret.expose(),
+                "mfa.last_step": step,
+                "mfa.recovery": recovery_hashes,
+                "updated_at": bson_time(at),
+            },
+            "$unset": { "mfa.pending": "" },
+        };
+        let enabled = run(|| {
+            self.users
+                .update_one(confirmable.clone(), enable.clone())
+                .into_future()
+        })
+        .await?;
+        Ok(enabled.matched_count == 1)
+    }
+
+    async fn claim_totp_step(&self, user_id: &UserId, step: u64) -> StorageResult<bool> {
+        let step = stored_step(step)?;
+        let later = doc! {
+            "_id": user_id.object_id(),
+            "mfa_enabled": true,
+            "$or": [
+                { "mfa.last_step": Bson::Null },
+                { "mfa.last_step": { "$lt": step } },
+            ],
+        };
+        let claim = doc! { "$set": { "mfa.last_step": step } };
+        let claimed = run(|| {
+            self.users
+                .update_one(later.clone(), claim.clone())
+                .into_future()
+        })
+        .await?;
+        Ok(claimed.matched_count == 1)
+    }
+
+    async fn use_recovery_code(&self, user_id: &UserId, code_hash: &str) -> StorageResult<bool> {
+        let holding = doc! {
+            "_id": user_id.object_id(),
+            "mfa_enabled": true,
+            "mfa.recovery": code_hash,
+        };
+        let spend = doc! { "$pull": { "mfa.recovery": code_hash } };
+        let spent = run(|| {
+            self.users
+                .update_one(holding.clone(), spend.clone())
+                .into_future()
+        })
+        .await?;
+        Ok(spent.modified_count == 1)
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &UserId,
+        recovery_hashes: &[String],
+    ) -> StorageResult<bool> {
+        let on = doc! { "_id": user_id.object_id(), "mfa_enabled": true };
+        let replace = doc! { "$set": { "mfa.recovery": recovery_hashes } };
+        let replaced = run(|| {
+            self.users
+                .update_one(on.clone(), replace.clone())
+                .into_future()
+        })
+        .await?;
+        Ok(replaced.matched_count == 1)
+    }
+
+    /// The last step accepted stays, as the other backends keep it: a code of it or before
+    /// is never taken again, even after a new enrolment.
+    async fn disable_totp(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<bool> {
+        let on = doc! { "_id": user_id.object_id(), "mfa_enabled": true };
+        let disable = doc! {
+            "$set": { "mfa_enabled": false, "updated_at": bson_time(at) },
+            "$unset": { "mfa.secret": "", "mfa.pending": "", "mfa.recovery": "" },
+        };
+        let disabled = run(|| {
+            self.users
+                .update_one(on.clone(), disable.clone())
+                .into_future()
+        })
+        .await?;
+        Ok(disabled.matched_count == 1)
+    }
+
+    async fn insert_mfa_challenge(&self, record: MfaChallengeRecord) -> StorageResult<()> {
+        let challenge = MfaChallengeDocument {
+            token_hash: record.token_hash,
+            user_id: record.user_id.object_id(),
+            created_at: bson_time(record.created_at),
+            expires_at: bson_time(record.expires_at),
+            attempts: 0,
+            used_at: None,
+        };
+        inserted(run(|| self.mfa_challenges.insert_one(&challenge).into_future()).await)
+    }
+
+    async fn attempt_mfa_challenge(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+        max_attempts: u32,
+    ) -> StorageResult<Option<UserId>> {
+        let live = doc! {
+            "_id": token_hash,
+            "used_at": Bson::Null,
+            "expires_at": { "$gt": bson_time(at) },
+            "attempts": { "$lt": i64::from(max_attempts) },
+        };
+        let count = doc! { "$inc": { "attempts": 1_i64 } };
+        let attempted = run(|| {
+            self.mfa_challenges
+                .find_one_and_update(live.clone(), count.clone())
+                .into_future()
+        })
+        .await?;
+        Ok(attempted.map(|challenge| challenge.user_id.into()))
+    }
+
+    async fn consume_mfa_challenge(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<bool> {
+        let live = doc! {
+            "_id": token_hash,
+            "used_at": Bson::Null,
+            "expires_at": { "$gt": bson_time(at) },
+        };
+        let spend = doc! { "$set": { "used_at": bson_time(at) } };
+        let spent = run(|| {
+            self.mfa_challenges
+                .update_one(live.clone(), spend.clone())
+                .into_future()
+        })
+        .await?;
+        Ok(spent.modified_count == 1)
+    }
+
+    async fn insert_audit_event(&self, event: &AuditEvent) -> StorageResult<()> {
+        let document = AuditEventDocument::from(event);
+        inserted(run(|| self.audit_events.insert_one(&document).into_future()).await)
+    }
+
+    async fn list_audit_events(&self, query: &AuditQuery) -> StorageResult<Page<AuditEvent>> {
+        let filter = audit_filter_document(&query.filter);
+        let total = run(|| {
+            self.audit_events
+                .count_documents(filter.clone())
+                .into_future()
+        })
+        .await?;
+        // MongoDB reads a limit of 0 as none at all.
+        if query.limit == 0 {
+            return Ok(Page {
+                items: Vec::new(),
+                total,
+            });
         }
-        Ok(())
+        let page = match query.after {
+            Some(after) => after_position(filter, after),
+            None => filter,
+        };
+        let items = run(|| async {
+            self.audit_events
+                .find(page.clone())
+                .sort(doc! { "at": -1, "_id": -1 })
+                .skip(query.offset)
+                .limit(i64::from(query.limit))
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await?
+        .into_iter()
+        .map(AuditEvent::try_from)
+        .collect::<Result<_, _>>()?;
+        Ok(Page { items, total })
     }
 
-    async fn revoke_refresh_family(&self, family_id: &str) -> StorageResult<()> {
-        run(|| {
-            self.refresh_families
-                .update_one(
-                    doc! { "_id": family_id },
-                    doc! { "$set": { "ended": true } },
-                )
-                .into_future()
-        })
-        .await?;
-        Ok(())
-    }
-
-    async fn revoke_user_refresh_tokens(&self, user_id: &UserId) -> StorageResult<()> {
-        run(|| {
-            self.refresh_families
-                .update_many(
-                    doc! { "user_id": user_id.object_id() },
-                    doc! { "$set": { "ended": true } },
-                )
-                .into_future()
-        })
-        .await?;
-        Ok(())
+    async fn delete_audit_events_before(&self, before: OffsetDateTime) -> StorageResult<u64> {
+        let older = doc! { "at": { "$lt": bson_time(before) } };
+        let deleted = run(|| self.audit_events.delete_many(older.clone()).into_future()).await?;
+        Ok(deleted.deleted_count)
     }
 
     async fn insert_reset_token(&self, record: ResetTokenRecord) -> StorageResult<()> {
@@ -1262,6 +1897,156 @@ impl Repository for MongoRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_details_round_trip_as_plain_json() {
+        let details = serde_json::json!({
+            "reason": "wrong_code",
+            "fields": ["email", "name"],
+            "count": 3,
+            "negative": -7,
+            "ratio": 0.5,
+            "flag": true,
+            "none": null,
+            "nested": { "$oid": "not an id", "list": [1, "two"] },
+        });
+        let serde_json::Value::Object(map) = details else {
+            unreachable!()
+        };
+        let stored = json_map_to_document(&map);
+        // Nothing is read as extended JSON: a `$oid` key stays a plain string.
+        assert_eq!(
+            stored.get_document("nested").unwrap().get_str("$oid"),
+            Ok("not an id")
+        );
+        assert_eq!(stored.get_i64("count"), Ok(3));
+        assert_eq!(document_to_json_map(stored), map);
+    }
+
+    #[test]
+    fn audit_events_round_trip_through_their_document() {
+        let event = AuditEvent {
+            id: EventId::generate(),
+            at: domain::truncate_to_millis(domain::now()),
+            kind: EventKind::MfaEnabled,
+            actor_id: Some(UserId::generate()),
+            subject_id: None,
+            origin: Origin::new(Some("2001:db8::1".parse().unwrap()), Some("curl/8")),
+            details: EventDetails::from_iter([("method".to_owned(), "totp".into())]),
+        };
+        let document = bson::to_document(&AuditEventDocument::from(&event)).unwrap();
+        assert_eq!(document.get_str("type"), Ok("mfa.enabled"));
+        assert_eq!(document.get("subject_id"), Some(&Bson::Null));
+        let back: AuditEventDocument = bson::from_document(document).unwrap();
+        assert_eq!(AuditEvent::try_from(back).unwrap(), event);
+    }
+
+    #[test]
+    fn sessions_round_trip_through_their_document() {
+        let at = domain::truncate_to_millis(domain::now());
+        let session = Session {
+            id: SessionId::generate(),
+            user_id: UserId::generate(),
+            created_at: at,
+            last_used_at: at,
+            expires_at: at + Duration::from_secs(60),
+            origin: Origin::new(Some("192.0.2.7".parse().unwrap()), None),
+        };
+        let document = bson::to_document(&SessionDocument::from(&session)).unwrap();
+        assert_eq!(document.get("ended_at"), Some(&Bson::Null));
+        let back: SessionDocument = bson::from_document(document).unwrap();
+        assert_eq!(Session::try_from(back).unwrap(), session);
+    }
+
+    #[test]
+    fn users_of_earlier_versions_have_mfa_off_and_secrets_are_not_read() {
+        let user = UserDocument::from(&User {
+            id: UserId::generate(),
+            name: DisplayName::parse("Ada").unwrap(),
+            username: None,
+            email: Email::parse("ada@example.com").unwrap(),
+            role: Role::User,
+            active: true,
+            password_hash: "hash".to_owned(),
+            created_at: domain::now(),
+            updated_at: domain::now(),
+            last_login_at: None,
+            password_changed_at: domain::now(),
+            locked_until: None,
+            email_verified: true,
+            mfa_enabled: true,
+        });
+        let mut document = bson::to_document(&user).unwrap();
+        assert_eq!(document.get_bool("mfa_enabled"), Ok(true));
+        assert!(!document.contains_key("mfa"));
+        document.remove("mfa_enabled");
+        let old: UserDocument = bson::from_document(document).unwrap();
+        assert!(!User::try_from(old).unwrap().mfa_enabled);
+    }
+
+    #[test]
+    fn refresh_tokens_of_earlier_versions_name_no_session() {
+        let old = doc! {
+            "_id": "hash",
+            "family_id": "f",
+            "user_id": ObjectId::new(),
+            "created_at": BsonDateTime::now(),
+            "expires_at": BsonDateTime::now(),
+            "spent_at": Bson::Null,
+        };
+        let token: RefreshTokenDocument = bson::from_document(old).unwrap();
+        assert!(SessionId::parse(&token.session_id).is_err());
+    }
+
+    #[test]
+    fn audit_filters_combine_the_user_and_the_keyset() {
+        let user = UserId::generate();
+        let id = EventId::generate();
+        let at = domain::truncate_to_millis(domain::now());
+        let since = at - Duration::from_secs(3600);
+        let filter = AuditFilter {
+            user_id: Some(user),
+            kind: Some(EventKind::LoginFailed),
+            since: Some(since),
+            ..AuditFilter::default()
+        };
+        let document = audit_filter_document(&filter);
+        assert_eq!(
+            document,
+            doc! {
+                "$or": [{ "actor_id": user.object_id() }, { "subject_id": user.object_id() }],
+                "type": "login.failed",
+                "at": { "$gte": bson_time(since) },
+            }
+        );
+        let keyset = doc! { "$or": [
+            { "at": { "$lt": bson_time(at) } },
+            { "at": bson_time(at), "_id": { "$lt": id.object_id() } },
+        ] };
+        assert_eq!(
+            after_position(document, (at, id)),
+            doc! {
+                "type": "login.failed",
+                "at": { "$gte": bson_time(since) },
+                "$and": [
+                    { "$or": [{ "actor_id": user.object_id() }, { "subject_id": user.object_id() }] },
+                    keyset.clone(),
+                ],
+            }
+        );
+        assert_eq!(
+            after_position(audit_filter_document(&AuditFilter::default()), (at, id)),
+            keyset
+        );
+    }
+
+    #[test]
+    fn index_conflicts_are_recognised() {
+        for code in INDEX_CONFLICT_CODES {
+            assert_eq!(command_code(&command_error(*code, "x")), Some(*code));
+        }
+        assert_eq!(command_code(&write_error(DUPLICATE_KEY, "x")), None);
+    }
 
     #[test]
     fn regex_escape_makes_metacharacters_literal() {

@@ -13,14 +13,15 @@ use rusqlite::{
 use time::OffsetDateTime;
 
 use super::{
-    LoginAttempts, RefreshTokenRecord, RefreshTokenUse, Repository, ResetTokenRecord, StorageError,
-    StorageResult, StoredAttempts, UniqueField, VerificationTokenRecord, role_from_stored,
-    stored_role,
+    LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, Repository,
+    ResetTokenRecord, StorageError, StorageResult, StoredAttempts, TotpState, UniqueField,
+    VerificationTokenRecord, role_from_stored, stored_role,
 };
 use crate::{
     domain::{
-        DisplayName, Email, ListQuery, Page, SortField, SortOrder, User, UserField, UserFilter,
-        UserId, UserPatch, Username, unix_millis,
+        AuditEvent, AuditFilter, AuditQuery, DisplayName, Email, EventDetails, EventId, EventKind,
+        ListQuery, Origin, Page, Secret, Session, SessionId, SortField, SortOrder, User, UserField,
+        UserFilter, UserId, UserPatch, Username, unix_millis,
     },
     telemetry::spawn_blocking_with_tracing,
 };
@@ -116,10 +117,72 @@ CREATE TABLE mail_log (
 ) STRICT;
 CREATE INDEX mail_log_sent ON mail_log (sent_at);
 "#,
+    // Sessions (refresh-token families with where and when), TOTP and the audit log.
+    r#"
+CREATE TABLE sessions (
+    id           TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    ip           TEXT,
+    user_agent   TEXT,
+    ended_at     INTEGER
+) STRICT;
+CREATE INDEX sessions_user ON sessions (user_id, created_at DESC);
+CREATE INDEX sessions_expires ON sessions (expires_at);
+INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ended_at)
+    SELECT f.family_id, f.user_id, coalesce(min(t.created_at), 0),
+        coalesce(max(t.created_at), 0), f.expires_at,
+        CASE WHEN f.ended = 1 THEN coalesce(max(t.created_at), 0) END
+    FROM refresh_families f LEFT JOIN refresh_tokens t USING (family_id)
+    GROUP BY f.family_id;
+DROP TABLE refresh_families;
+DROP INDEX refresh_tokens_family;
+ALTER TABLE refresh_tokens RENAME COLUMN family_id TO session_id;
+CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id);
+
+ALTER TABLE users ADD COLUMN mfa_enabled INTEGER NOT NULL DEFAULT 0 CHECK (mfa_enabled IN (0, 1));
+ALTER TABLE users ADD COLUMN totp_secret TEXT;
+ALTER TABLE users ADD COLUMN totp_pending TEXT;
+ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+CREATE TABLE recovery_codes (
+    user_id   TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    code_hash TEXT NOT NULL,
+    PRIMARY KEY (user_id, code_hash)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE mfa_challenges (
+    token_hash TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    used_at    INTEGER
+) STRICT;
+CREATE INDEX mfa_challenges_user ON mfa_challenges (user_id);
+CREATE INDEX mfa_challenges_expires ON mfa_challenges (expires_at);
+
+-- No foreign keys: the history outlives the users it names.
+CREATE TABLE audit_events (
+    id         TEXT PRIMARY KEY,
+    at         INTEGER NOT NULL,
+    type       TEXT NOT NULL,
+    actor_id   TEXT,
+    subject_id TEXT,
+    ip         TEXT,
+    user_agent TEXT,
+    details    TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_events_at ON audit_events (at DESC, id DESC);
+CREATE INDEX audit_events_actor ON audit_events (actor_id, at DESC, id DESC);
+CREATE INDEX audit_events_subject ON audit_events (subject_id, at DESC, id DESC);
+CREATE INDEX audit_events_type ON audit_events (type, at DESC, id DESC);
+"#,
 ];
 
 const USER_COLUMNS: &str = "id, name, username, email, role, active, password_hash, \
-     created_at, updated_at, last_login_at, password_changed_at, locked_until, email_verified";
+     created_at, updated_at, last_login_at, password_changed_at, locked_until, email_verified, \
+     mfa_enabled";
 
 /// How often a call that met `SQLITE_BUSY` (another process held the write lock for longer
 /// than the busy timeout) is tried again before the database counts as unavailable.
@@ -308,6 +371,7 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
             .map(from_millis)
             .transpose()?,
         email_verified: row.get(12)?,
+        mfa_enabled: row.get(13)?,
         password_changed_at: from_millis(row.get(10)?)?,
     })
 }
@@ -323,8 +387,8 @@ fn select_user(conn: &Connection, column: &str, value: &str) -> StorageResult<Op
 fn insert_user(conn: &Connection, user: &User) -> StorageResult<()> {
     conn.prepare_cached(
         "INSERT INTO users (id, name, username, email, role, active, password_hash, created_at, \
-         updated_at, last_login_at, password_changed_at, locked_until, email_verified) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         updated_at, last_login_at, password_changed_at, locked_until, email_verified, mfa_enabled) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         user.id.to_hex(),
@@ -340,6 +404,7 @@ fn insert_user(conn: &Connection, user: &User) -> StorageResult<()> {
         unix_millis(user.password_changed_at),
         user.locked_until.map(unix_millis),
         user.email_verified,
+        user.mfa_enabled,
     ])?;
     Ok(())
 }
@@ -404,6 +469,106 @@ fn count(conn: &Connection, filter: &UserFilter) -> StorageResult<u64> {
     let sql = format!("SELECT count(*) FROM users {clause}");
     let n: i64 = conn.query_row(&sql, rusqlite::params_from_iter(values), |r| r.get(0))?;
     Ok(n as u64)
+}
+
+fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
+    let ip = row
+        .get::<_, Option<String>>(5)?
+        .map(|ip| ip.parse().map_err(conversion_error))
+        .transpose()?;
+    Ok(Session {
+        id: SessionId::parse(&row.get::<_, String>(0)?).map_err(conversion_error)?,
+        user_id: UserId::parse(&row.get::<_, String>(1)?).map_err(conversion_error)?,
+        created_at: from_millis(row.get(2)?)?,
+        last_used_at: from_millis(row.get(3)?)?,
+        expires_at: from_millis(row.get(4)?)?,
+        origin: Origin {
+            ip,
+            user_agent: row.get(6)?,
+        },
+    })
+}
+
+/// A TOTP time step as SQLite's signed integers hold it.
+fn stored_step(step: u64) -> StorageResult<i64> {
+    i64::try_from(step).map_err(StorageError::internal)
+}
+
+fn replace_codes(conn: &Connection, user_id: &str, hashes: &[String]) -> StorageResult<()> {
+    conn.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [user_id])?;
+    let mut insert =
+        conn.prepare_cached("INSERT INTO recovery_codes (user_id, code_hash) VALUES (?1, ?2)")?;
+    for hash in hashes {
+        insert.execute(params![user_id, hash])?;
+    }
+    Ok(())
+}
+
+/// The WHERE clause of an audit listing, and of its keyset position when given.
+fn audit_where(
+    filter: &AuditFilter,
+    after: Option<(OffsetDateTime, EventId)>,
+) -> (String, Vec<Value>) {
+    let mut conditions = Vec::new();
+    let mut values = Vec::new();
+    let mut add = |condition: &str, value: Value| {
+        values.push(value);
+        conditions.push(condition.replace('?', &format!("?{}", values.len())));
+    };
+    if let Some(id) = filter.user_id {
+        add("(actor_id = ? OR subject_id = ?)", Value::Text(id.to_hex()));
+    }
+    if let Some(id) = filter.subject_id {
+        add("subject_id = ?", Value::Text(id.to_hex()));
+    }
+    if let Some(kind) = filter.kind {
+        add("type = ?", Value::Text(kind.as_str().to_owned()));
+    }
+    if let Some(since) = filter.since {
+        add("at >= ?", Value::Integer(unix_millis(since)));
+    }
+    if let Some(until) = filter.until {
+        add("at < ?", Value::Integer(unix_millis(until)));
+    }
+    if let Some((at, id)) = after {
+        values.push(Value::Integer(unix_millis(at)));
+        values.push(Value::Text(id.to_string()));
+        let n = values.len();
+        conditions.push(format!("(at, id) < (?{}, ?{n})", n - 1));
+    }
+    if conditions.is_empty() {
+        (String::new(), values)
+    } else {
+        (format!("WHERE {}", conditions.join(" AND ")), values)
+    }
+}
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEvent> {
+    let user = |i: usize| {
+        row.get::<_, Option<String>>(i)?
+            .map(|id| UserId::parse(&id).map_err(conversion_error))
+            .transpose()
+    };
+    let details: String = row.get(7)?;
+    let details = match serde_json::from_str(&details).map_err(conversion_error)? {
+        serde_json::Value::Object(map) => map,
+        _ => EventDetails::new(),
+    };
+    Ok(AuditEvent {
+        id: EventId::parse(&row.get::<_, String>(0)?).map_err(conversion_error)?,
+        at: from_millis(row.get(1)?)?,
+        kind: EventKind::parse(&row.get::<_, String>(2)?).map_err(conversion_error)?,
+        actor_id: user(3)?,
+        subject_id: user(4)?,
+        origin: Origin {
+            ip: row
+                .get::<_, Option<String>>(5)?
+                .map(|ip| ip.parse().map_err(conversion_error))
+                .transpose()?,
+            user_agent: row.get(6)?,
+        },
+        details,
+    })
 }
 
 #[async_trait]
@@ -476,7 +641,9 @@ impl Repository for SqliteRepository {
             let was_active_admin = is_active_admin(&tx, &id)?;
             let deleted = tx.execute("DELETE FROM users WHERE id = ?1", [&id])? > 0;
             tx.execute("DELETE FROM refresh_tokens WHERE user_id = ?1", [&id])?;
-            tx.execute("DELETE FROM refresh_families WHERE user_id = ?1", [&id])?;
+            tx.execute("DELETE FROM sessions WHERE user_id = ?1", [&id])?;
+            tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [&id])?;
+            tx.execute("DELETE FROM mfa_challenges WHERE user_id = ?1", [&id])?;
             tx.execute("DELETE FROM reset_tokens WHERE user_id = ?1", [&id])?;
             tx.execute("DELETE FROM verification_tokens WHERE user_id = ?1", [&id])?;
             if was_active_admin {
@@ -575,30 +742,129 @@ impl Repository for SqliteRepository {
         .await
     }
 
+    async fn create_session(&self, session: &Session) -> StorageResult<()> {
+        let session = session.clone();
+        self.call(move |conn| {
+            let tx = write_transaction(conn)?;
+            let now = unix_millis(session.created_at);
+            // Expired sessions and tokens can never be used again; sweep them while writing.
+            tx.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [now])?;
+            tx.execute("DELETE FROM sessions WHERE expires_at < ?1", [now])?;
+            tx.execute("DELETE FROM mfa_challenges WHERE expires_at < ?1", [now])?;
+            tx.execute(
+                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ip, \
+                 user_agent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    session.id.as_str(),
+                    session.user_id.to_hex(),
+                    now,
+                    unix_millis(session.last_used_at),
+                    unix_millis(session.expires_at),
+                    session.origin.ip.map(|ip| ip.to_string()),
+                    session.origin.user_agent,
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn user_with_session(
+        &self,
+        id: &UserId,
+        session: &SessionId,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<(User, bool)>> {
+        let (id, session) = (id.to_hex(), session.as_str().to_owned());
+        let at = unix_millis(at);
+        let sql = format!(
+            "SELECT {USER_COLUMNS}, EXISTS (SELECT 1 FROM sessions s WHERE s.id = ?2 \
+             AND s.user_id = users.id AND s.ended_at IS NULL AND s.expires_at > ?3) \
+             FROM users WHERE id = ?1"
+        );
+        self.call(move |conn| {
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row(params![id, session, at], |row| {
+                    Ok((user_from_row(row)?, row.get::<_, bool>(14)?))
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn live_sessions(
+        &self,
+        user_id: &UserId,
+        at: OffsetDateTime,
+    ) -> StorageResult<Vec<Session>> {
+        let user_id = user_id.to_hex();
+        let at = unix_millis(at);
+        self.call(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id, user_id, created_at, last_used_at, expires_at, ip, user_agent \
+                 FROM sessions WHERE user_id = ?1 AND ended_at IS NULL AND expires_at > ?2 \
+                 ORDER BY created_at DESC, id DESC",
+            )?;
+            let rows = statement.query_map(params![user_id, at], session_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn end_session(
+        &self,
+        user_id: &UserId,
+        session: &SessionId,
+        at: OffsetDateTime,
+    ) -> StorageResult<bool> {
+        let (user_id, session) = (user_id.to_hex(), session.as_str().to_owned());
+        let at = unix_millis(at);
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "UPDATE sessions SET ended_at = ?3 WHERE id = ?1 AND user_id = ?2 \
+                 AND ended_at IS NULL AND expires_at > ?3",
+                params![session, user_id, at],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn end_user_sessions(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<u64> {
+        let user_id = user_id.to_hex();
+        let at = unix_millis(at);
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "UPDATE sessions SET ended_at = ?2 WHERE user_id = ?1 AND ended_at IS NULL \
+                 AND expires_at > ?2",
+                params![user_id, at],
+            )? as u64)
+        })
+        .await
+    }
+
     async fn insert_refresh_token(&self, record: RefreshTokenRecord) -> StorageResult<()> {
         self.call(move |conn| {
             let tx = write_transaction(conn)?;
-            let now = unix_millis(record.created_at);
-            // Expired tokens and families can never be used again; sweep them while writing.
-            tx.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [now])?;
-            tx.execute("DELETE FROM refresh_families WHERE expires_at < ?1", [now])?;
+            let created_at = unix_millis(record.created_at);
             tx.execute(
-                "INSERT INTO refresh_families (family_id, user_id, expires_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (family_id) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+                "UPDATE sessions SET last_used_at = ?2, expires_at = max(expires_at, ?3) \
+                 WHERE id = ?1 AND ended_at IS NULL",
                 params![
-                    record.family_id,
-                    record.user_id.to_hex(),
+                    record.session_id.as_str(),
+                    created_at,
                     unix_millis(record.expires_at)
                 ],
             )?;
             tx.execute(
-                "INSERT INTO refresh_tokens (token_hash, family_id, user_id, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO refresh_tokens (token_hash, session_id, user_id, created_at, \
+                 expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     record.token_hash,
-                    record.family_id,
+                    record.session_id.as_str(),
                     record.user_id.to_hex(),
-                    now,
+                    created_at,
                     unix_millis(record.expires_at),
                 ],
             )?;
@@ -618,9 +884,9 @@ impl Repository for SqliteRepository {
             let tx = write_transaction(conn)?;
             let found = tx
                 .query_row(
-                    "SELECT t.family_id, t.user_id, t.created_at, t.expires_at, \
-                     t.spent_at IS NOT NULL, coalesce(f.ended, 0) \
-                     FROM refresh_tokens t LEFT JOIN refresh_families f USING (family_id) \
+                    "SELECT t.session_id, t.user_id, t.created_at, t.expires_at, \
+                     t.spent_at IS NOT NULL, s.id IS NULL OR s.ended_at IS NOT NULL \
+                     FROM refresh_tokens t LEFT JOIN sessions s ON s.id = t.session_id \
                      WHERE t.token_hash = ?1",
                     [&token_hash],
                     |row| {
@@ -635,14 +901,19 @@ impl Repository for SqliteRepository {
                     },
                 )
                 .optional()?;
-            let Some((family_id, user_id, created_at, expires_at, spent, ended)) = found else {
+            let Some((session_id, user_id, created_at, expires_at, spent, ended)) = found else {
                 return Ok(RefreshTokenUse::Unknown);
             };
+            let session_id = SessionId::parse(&session_id).map_err(StorageError::internal)?;
+            let user_id = UserId::parse(&user_id).map_err(StorageError::internal)?;
             if ended {
                 return Ok(RefreshTokenUse::Revoked);
             }
             if spent {
-                return Ok(RefreshTokenUse::Replayed { family_id });
+                return Ok(RefreshTokenUse::Replayed {
+                    session_id,
+                    user_id,
+                });
             }
             tx.execute(
                 "UPDATE refresh_tokens SET spent_at = ?2 WHERE token_hash = ?1",
@@ -651,8 +922,8 @@ impl Repository for SqliteRepository {
             tx.commit()?;
             Ok(RefreshTokenUse::Spent(RefreshTokenRecord {
                 token_hash: token_hash.clone(),
-                family_id,
-                user_id: UserId::parse(&user_id).map_err(StorageError::internal)?,
+                session_id,
+                user_id,
                 created_at: from_millis(created_at)?,
                 expires_at: from_millis(expires_at)?,
             }))
@@ -660,39 +931,277 @@ impl Repository for SqliteRepository {
         .await
     }
 
-    async fn revoke_refresh_token(&self, token_hash: &str) -> StorageResult<()> {
+    async fn end_session_of_token(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<Option<(UserId, SessionId)>> {
         let token_hash = token_hash.to_owned();
+        let at = unix_millis(at);
         self.call(move |conn| {
-            conn.execute(
-                "UPDATE refresh_families SET ended = 1 WHERE family_id = \
-                 (SELECT family_id FROM refresh_tokens WHERE token_hash = ?1)",
-                [&token_hash],
-            )?;
-            Ok(())
+            let ended = conn
+                .prepare_cached(
+                    "UPDATE sessions SET ended_at = ?2 WHERE ended_at IS NULL AND id = \
+                     (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1) \
+                     RETURNING user_id, id",
+                )?
+                .query_row(params![token_hash, at], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .optional()?;
+            ended
+                .map(|(user, session)| {
+                    Ok((
+                        UserId::parse(&user).map_err(StorageError::internal)?,
+                        SessionId::parse(&session).map_err(StorageError::internal)?,
+                    ))
+                })
+                .transpose()
         })
         .await
     }
 
-    async fn revoke_refresh_family(&self, family_id: &str) -> StorageResult<()> {
-        let family_id = family_id.to_owned();
-        self.call(move |conn| {
-            conn.execute(
-                "UPDATE refresh_families SET ended = 1 WHERE family_id = ?1",
-                [&family_id],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn revoke_user_refresh_tokens(&self, user_id: &UserId) -> StorageResult<()> {
+    async fn totp_state(&self, user_id: &UserId) -> StorageResult<Option<TotpState>> {
         let user_id = user_id.to_hex();
         self.call(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT totp_secret, totp_pending, totp_last_step FROM users WHERE id = ?1",
+                )?
+                .query_row([&user_id], |row| {
+                    Ok(TotpState {
+                        secret: row.get::<_, Option<String>>(0)?.map(Secret::new),
+                        pending: row.get::<_, Option<String>>(1)?.map(Secret::new),
+                        last_step: row
+                            .get::<_, Option<i64>>(2)?
+                            .map(|step| u64::try_from(step).unwrap_or_default()),
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn set_pending_totp(&self, user_id: &UserId, secret: &Secret) -> StorageResult<bool> {
+        let (user_id, secret) = (user_id.to_hex(), secret.expose().to_owned());
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "UPDATE users SET totp_pending = ?2 WHERE id = ?1 AND mfa_enabled = 0",
+                params![user_id, secret],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn enable_totp(
+        &self,
+        user_id: &UserId,
+        secret: &Secret,
+        step: u64,
+        recovery_hashes: &[String],
+        at: OffsetDateTime,
+    ) -> StorageResult<bool> {
+        let (user_id, secret) = (user_id.to_hex(), secret.expose().to_owned());
+        let hashes = recovery_hashes.to_vec();
+        let (step, at) = (stored_step(step)?, unix_millis(at));
+        self.call(move |conn| {
+            let tx = write_transaction(conn)?;
+            let enabled = tx.execute(
+                "UPDATE users SET mfa_enabled = 1, totp_secret = totp_pending, \
+                 totp_pending = NULL, totp_last_step = ?3, updated_at = ?4 \
+                 WHERE id = ?1 AND mfa_enabled = 0 AND totp_pending = ?2",
+                params![user_id, secret, step, at],
+            )? > 0;
+            if enabled {
+                replace_codes(&tx, &user_id, &hashes)?;
+            }
+            tx.commit()?;
+            Ok(enabled)
+        })
+        .await
+    }
+
+    async fn claim_totp_step(&self, user_id: &UserId, step: u64) -> StorageResult<bool> {
+        let user_id = user_id.to_hex();
+        let step = stored_step(step)?;
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "UPDATE users SET totp_last_step = ?2 WHERE id = ?1 AND mfa_enabled = 1 \
+                 AND (totp_last_step IS NULL OR totp_last_step < ?2)",
+                params![user_id, step],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn use_recovery_code(&self, user_id: &UserId, code_hash: &str) -> StorageResult<bool> {
+        let (user_id, code_hash) = (user_id.to_hex(), code_hash.to_owned());
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM recovery_codes WHERE user_id = ?1 AND code_hash = ?2",
+                params![user_id, code_hash],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user_id: &UserId,
+        recovery_hashes: &[String],
+    ) -> StorageResult<bool> {
+        let user_id = user_id.to_hex();
+        let hashes = recovery_hashes.to_vec();
+        self.call(move |conn| {
+            let tx = write_transaction(conn)?;
+            let on = tx
+                .prepare_cached("SELECT 1 FROM users WHERE id = ?1 AND mfa_enabled = 1")?
+                .exists([&user_id])?;
+            if on {
+                replace_codes(&tx, &user_id, &hashes)?;
+            }
+            tx.commit()?;
+            Ok(on)
+        })
+        .await
+    }
+
+    async fn disable_totp(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<bool> {
+        let user_id = user_id.to_hex();
+        let at = unix_millis(at);
+        self.call(move |conn| {
+            let tx = write_transaction(conn)?;
+            let disabled = tx.execute(
+                "UPDATE users SET mfa_enabled = 0, totp_secret = NULL, totp_pending = NULL, \
+                 updated_at = ?2 WHERE id = ?1 AND mfa_enabled = 1",
+                params![user_id, at],
+            )? > 0;
+            tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [&user_id])?;
+            tx.commit()?;
+            Ok(disabled)
+        })
+        .await
+    }
+
+    async fn insert_mfa_challenge(&self, record: MfaChallengeRecord) -> StorageResult<()> {
+        self.call(move |conn| {
             conn.execute(
-                "UPDATE refresh_families SET ended = 1 WHERE user_id = ?1",
-                [&user_id],
+                "INSERT INTO mfa_challenges (token_hash, user_id, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    record.token_hash,
+                    record.user_id.to_hex(),
+                    unix_millis(record.created_at),
+                    unix_millis(record.expires_at),
+                ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn attempt_mfa_challenge(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+        max_attempts: u32,
+    ) -> StorageResult<Option<UserId>> {
+        let token_hash = token_hash.to_owned();
+        let at = unix_millis(at);
+        self.call(move |conn| {
+            let owner = conn
+                .prepare_cached(
+                    "UPDATE mfa_challenges SET attempts = attempts + 1 WHERE token_hash = ?1 \
+                     AND used_at IS NULL AND expires_at > ?2 AND attempts < ?3 \
+                     RETURNING user_id",
+                )?
+                .query_row(params![token_hash, at, max_attempts], |row| {
+                    row.get::<_, String>(0)
+                })
+                .optional()?;
+            owner
+                .map(|id| UserId::parse(&id).map_err(StorageError::internal))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn consume_mfa_challenge(
+        &self,
+        token_hash: &str,
+        at: OffsetDateTime,
+    ) -> StorageResult<bool> {
+        let token_hash = token_hash.to_owned();
+        let at = unix_millis(at);
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "UPDATE mfa_challenges SET used_at = ?2 WHERE token_hash = ?1 \
+                 AND used_at IS NULL AND expires_at > ?2",
+                params![token_hash, at],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn insert_audit_event(&self, event: &AuditEvent) -> StorageResult<()> {
+        let event = event.clone();
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO audit_events (id, at, type, actor_id, subject_id, ip, user_agent, \
+                 details) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                event.id.to_string(),
+                unix_millis(event.at),
+                event.kind.as_str(),
+                event.actor_id.map(|id| id.to_hex()),
+                event.subject_id.map(|id| id.to_hex()),
+                event.origin.ip.map(|ip| ip.to_string()),
+                event.origin.user_agent,
+                serde_json::Value::Object(event.details.clone()).to_string(),
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_audit_events(&self, query: &AuditQuery) -> StorageResult<Page<AuditEvent>> {
+        let query = query.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let (clause, values) = audit_where(&query.filter, None);
+            let total: i64 = tx.query_row(
+                &format!("SELECT count(*) FROM audit_events {clause}"),
+                rusqlite::params_from_iter(values),
+                |row| row.get(0),
+            )?;
+            let (clause, mut values) = audit_where(&query.filter, query.after);
+            values.push(Value::Integer(i64::from(query.limit)));
+            values.push(Value::Integer(
+                i64::try_from(query.offset).map_err(StorageError::internal)?,
+            ));
+            let n = values.len();
+            let sql = format!(
+                "SELECT id, at, type, actor_id, subject_id, ip, user_agent, details \
+                 FROM audit_events {clause} ORDER BY at DESC, id DESC LIMIT ?{} OFFSET ?{n}",
+                n - 1
+            );
+            let items = tx
+                .prepare(&sql)?
+                .query_map(rusqlite::params_from_iter(values), event_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Page {
+                items,
+                total: total as u64,
+            })
+        })
+        .await
+    }
+
+    async fn delete_audit_events_before(&self, before: OffsetDateTime) -> StorageResult<u64> {
+        let before = unix_millis(before);
+        self.call(move |conn| {
+            Ok(conn.execute("DELETE FROM audit_events WHERE at < ?1", [before])? as u64)
         })
         .await
     }

@@ -5,13 +5,16 @@
 
 mod helpers;
 
+mod audit;
 mod auth;
 mod errors;
 mod health;
 mod lockout;
 mod logs;
+mod mfa;
 mod password_reset;
 mod rate_limit;
+mod sessions;
 mod startup;
 mod users;
 mod verification;

@@ -497,7 +497,8 @@ async fn admin_deactivates_and_activates_a_user() {
     let reply = app.activate(&alice.id, &admin).await;
     reply.assert_status(200);
     assert_eq!(reply.json()["active"], true);
-    app.me(&alice.access_token).await.assert_status(200);
+    // Deactivation ended her sessions: the old token stays refused; a new login works.
+    app.me(&alice.access_token).await.assert_problem(401);
     app.login_email("alice@example.com", PASSWORD)
         .await
         .assert_status(200);

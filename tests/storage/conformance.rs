@@ -5,13 +5,21 @@
 //! tests give the backends timestamps that no clock would produce now (see [`moment`]): a
 //! backend that wrote its own time, or moved a field the patch did not list, fails them.
 
+mod audit;
+mod mfa;
+mod sessions;
+
+pub use audit::*;
+pub use mfa::*;
+pub use sessions::*;
+
 use std::{collections::HashSet, time::Duration};
 
 use time::OffsetDateTime;
 use user_service::{
     domain::{
-        DisplayName, Email, ListQuery, Role, SortField, SortOrder, User, UserField, UserFilter,
-        UserId, UserPatch, Username, now, truncate_to_millis,
+        DisplayName, Email, ListQuery, Origin, Role, Session, SessionId, SortField, SortOrder,
+        User, UserField, UserFilter, UserId, UserPatch, Username, now, truncate_to_millis,
     },
     storage::{
         DynRepository, LoginAttempts, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord,
@@ -58,6 +66,7 @@ fn new_user(display_name: &str, address: &str, handle: Option<&str>) -> User {
         password_changed_at: at,
         locked_until: None,
         email_verified: false,
+        mfa_enabled: false,
     }
 }
 
@@ -140,15 +149,37 @@ fn assert_duplicate(result: Result<impl std::fmt::Debug, StorageError>, field: U
     }
 }
 
-fn refresh(token_hash: &str, family_id: &str, user_id: UserId) -> RefreshTokenRecord {
+/// A refresh token of `session_id` issued now, as the services issue one.
+fn refresh(token_hash: &str, session_id: &SessionId, user_id: UserId) -> RefreshTokenRecord {
     let created_at = now();
     RefreshTokenRecord {
         token_hash: token_hash.to_owned(),
-        family_id: family_id.to_owned(),
+        session_id: session_id.clone(),
         user_id,
         created_at,
         expires_at: created_at + time::Duration::days(30),
     }
+}
+
+/// A session of `user_id` from `created_at` (also its last use) until `expires_at`.
+fn session_of(user_id: UserId, created_at: OffsetDateTime, expires_at: OffsetDateTime) -> Session {
+    Session {
+        id: SessionId::generate(),
+        user_id,
+        created_at,
+        last_used_at: created_at,
+        expires_at,
+        origin: Origin::default(),
+    }
+}
+
+/// Starts a session of `user_id` now (a login), live for a day, and returns its id: refresh
+/// tokens need one.
+async fn start_session(repo: &DynRepository, user_id: UserId) -> SessionId {
+    let at = now();
+    let session = session_of(user_id, at, at + time::Duration::days(1));
+    repo.create_session(&session).await.expect("create_session");
+    session.id
 }
 
 fn reset(token_hash: &str, user_id: UserId) -> ResetTokenRecord {
@@ -297,6 +328,7 @@ pub async fn created_user_round_trips_by_id_email_and_username(repo: DynReposito
         password_changed_at: moment(30),
         locked_until: Some(moment(90)),
         email_verified: true,
+        mfa_enabled: false,
     };
     repo.create_user(&given).await.expect("create");
 
@@ -412,9 +444,10 @@ pub async fn timestamps_are_stored_with_millisecond_precision(repo: DynRepositor
     assert_eq!(fetch(&repo, &user.id).await, updated);
 
     // Token timestamps too.
+    let session_id = start_session(&repo, user.id).await;
     let record = RefreshTokenRecord {
         token_hash: "precise-token".into(),
-        family_id: "precise-family".into(),
+        session_id,
         user_id: user.id,
         created_at: precise(0),
         expires_at: precise(0) + time::Duration::days(1),
@@ -783,6 +816,7 @@ pub async fn full_update_round_trips_every_field(repo: DynRepository) {
         password_changed_at: moment(10),
         locked_until: Some(moment(40)),
         email_verified: true,
+        mfa_enabled: false,
     };
     assert_eq!(updated, expected);
     assert_eq!(fetch(&repo, &user.id).await, expected);
@@ -1084,12 +1118,19 @@ pub async fn delete_removes_the_user_and_a_second_delete_returns_false(repo: Dyn
 pub async fn delete_removes_the_users_refresh_and_reset_tokens(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     let other = create(&repo, "Other", "other@example.com", None).await;
-    for token in ["r-user", "r-user-spent", "r-user-revoked"] {
-        repo.insert_refresh_token(refresh(token, "f-user", user.id))
+    let user_session = start_session(&repo, user.id).await;
+    let other_session = start_session(&repo, other.id).await;
+    for token in ["r-user", "r-user-spent"] {
+        repo.insert_refresh_token(refresh(token, &user_session, user.id))
             .await
             .expect("insert");
     }
-    repo.insert_refresh_token(refresh("r-other", "f-other", other.id))
+    // A token of a session that was ended (a logout).
+    let ended_session = start_session(&repo, user.id).await;
+    repo.insert_refresh_token(refresh("r-user-revoked", &ended_session, user.id))
+        .await
+        .expect("insert");
+    repo.insert_refresh_token(refresh("r-other", &other_session, other.id))
         .await
         .expect("insert");
     repo.insert_reset_token(reset("p-user", user.id))
@@ -1104,9 +1145,12 @@ pub async fn delete_removes_the_users_refresh_and_reset_tokens(repo: DynReposito
             .expect("use"),
         RefreshTokenUse::Spent(_)
     ));
-    repo.revoke_refresh_token("r-user-revoked")
-        .await
-        .expect("revoke");
+    assert_eq!(
+        repo.end_session_of_token("r-user-revoked", now())
+            .await
+            .expect("end the session of a token"),
+        Some((user.id, ended_session))
+    );
 
     assert!(repo.delete_user(&user.id).await.expect("delete"));
 
@@ -1125,6 +1169,169 @@ pub async fn delete_removes_the_users_refresh_and_reset_tokens(repo: DynReposito
         RefreshTokenUse::Spent(_)
     ));
     assert_eq!(consume(&repo, "p-other").await, Some(other.id));
+}
+
+/// Deleting a user takes their sessions, MFA state and challenges with them; the audit log
+/// keeps what they did and underwent.
+pub async fn delete_removes_the_users_sessions_and_mfa_but_keeps_their_audit_events(
+    repo: DynRepository,
+) {
+    use user_service::{
+        domain::{AuditEvent, AuditFilter, AuditQuery, EventDetails, EventId, EventKind, Secret},
+        storage::{MfaChallengeRecord, TotpState},
+    };
+
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    let other = create(&repo, "Other", "other@example.com", None).await;
+    let mut sessions = Vec::new();
+    for (who, token) in [(&user, "r-user"), (&other, "r-other")] {
+        let session = start_session(&repo, who.id).await;
+        repo.insert_refresh_token(refresh(token, &session, who.id))
+            .await
+            .expect("insert");
+        let key = Secret::new("JBSWY3DPEHPK3PXP");
+        assert!(repo.set_pending_totp(&who.id, &key).await.expect("pending"));
+        assert!(
+            repo.enable_totp(&who.id, &key, 100, &["code".to_owned()], now())
+                .await
+                .expect("enable")
+        );
+        let at = now();
+        repo.insert_mfa_challenge(MfaChallengeRecord {
+            token_hash: format!("challenge-{token}"),
+            user_id: who.id,
+            created_at: at,
+            expires_at: at + time::Duration::minutes(5),
+        })
+        .await
+        .expect("insert challenge");
+        sessions.push(session);
+    }
+    let event = |kind: EventKind, actor: Option<UserId>, subject: Option<UserId>| AuditEvent {
+        id: EventId::generate(),
+        at: now(),
+        kind,
+        actor_id: actor,
+        subject_id: subject,
+        origin: Origin::default(),
+        details: EventDetails::new(),
+    };
+    let events = [
+        event(EventKind::LoginSucceeded, Some(user.id), Some(user.id)),
+        event(EventKind::UserUpdated, Some(user.id), Some(other.id)),
+        event(EventKind::UserDeleted, Some(other.id), Some(user.id)),
+    ];
+    for e in &events {
+        repo.insert_audit_event(e).await.expect("insert event");
+    }
+
+    assert!(repo.delete_user(&user.id).await.expect("delete"));
+
+    let at = now();
+    assert_eq!(
+        repo.user_with_session(&user.id, &sessions[0], at)
+            .await
+            .expect("user_with_session"),
+        None
+    );
+    assert_eq!(
+        repo.live_sessions(&user.id, at)
+            .await
+            .expect("live_sessions"),
+        vec![]
+    );
+    assert!(
+        !repo
+            .end_session(&user.id, &sessions[0], at)
+            .await
+            .expect("end")
+    );
+    assert_eq!(
+        repo.end_user_sessions(&user.id, at).await.expect("end all"),
+        0
+    );
+    assert_eq!(
+        repo.end_session_of_token("r-user", at).await.expect("end"),
+        None
+    );
+    assert_eq!(repo.totp_state(&user.id).await.expect("totp_state"), None);
+    assert!(
+        !repo
+            .use_recovery_code(&user.id, "code")
+            .await
+            .expect("use code")
+    );
+    assert!(!repo.claim_totp_step(&user.id, 200).await.expect("claim"));
+    assert_eq!(
+        repo.attempt_mfa_challenge("challenge-r-user", at, 5)
+            .await
+            .expect("attempt"),
+        None
+    );
+    assert!(
+        !repo
+            .consume_mfa_challenge("challenge-r-user", at)
+            .await
+            .expect("consume")
+    );
+
+    // The events stay, found by the deleted user's id as actor or subject.
+    let listed = repo
+        .list_audit_events(&AuditQuery {
+            filter: AuditFilter {
+                user_id: Some(user.id),
+                ..AuditFilter::default()
+            },
+            after: None,
+            offset: 0,
+            limit: 10,
+        })
+        .await
+        .expect("list events");
+    assert_eq!(listed.total, 3);
+    let mut kept: Vec<EventId> = listed.items.iter().map(|e| e.id).collect();
+    kept.sort();
+    let mut given: Vec<EventId> = events.iter().map(|e| e.id).collect();
+    given.sort();
+    assert_eq!(kept, given);
+
+    // The other user keeps everything.
+    assert_eq!(
+        repo.live_sessions(&other.id, at)
+            .await
+            .expect("live_sessions")
+            .len(),
+        1
+    );
+    let state = repo
+        .totp_state(&other.id)
+        .await
+        .expect("totp_state")
+        .expect("the other user exists");
+    assert_eq!(
+        state,
+        TotpState {
+            secret: Some(Secret::new("JBSWY3DPEHPK3PXP")),
+            pending: None,
+            last_step: Some(100),
+        }
+    );
+    assert!(fetch(&repo, &other.id).await.mfa_enabled);
+    assert_eq!(
+        repo.attempt_mfa_challenge("challenge-r-other", at, 5)
+            .await
+            .expect("attempt"),
+        Some(other.id)
+    );
+    assert!(
+        repo.use_recovery_code(&other.id, "code")
+            .await
+            .expect("use code")
+    );
+    assert!(matches!(
+        repo.use_refresh_token("r-other", at).await.expect("use"),
+        RefreshTokenUse::Spent(_)
+    ));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1439,7 +1646,8 @@ pub async fn list_sorts_by_email(repo: DynRepository) {
 
 pub async fn refresh_token_is_spent_once_then_replayed(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
-    let record = refresh("hash-1", "family-1", user.id);
+    let session_id = start_session(&repo, user.id).await;
+    let record = refresh("hash-1", &session_id, user.id);
     repo.insert_refresh_token(record.clone())
         .await
         .expect("insert");
@@ -1454,7 +1662,8 @@ pub async fn refresh_token_is_spent_once_then_replayed(repo: DynRepository) {
                 .await
                 .expect("use again"),
             RefreshTokenUse::Replayed {
-                family_id: "family-1".into()
+                session_id: session_id.clone(),
+                user_id: user.id,
             }
         );
     }
@@ -1462,7 +1671,8 @@ pub async fn refresh_token_is_spent_once_then_replayed(repo: DynRepository) {
 
 pub async fn unknown_refresh_token_is_unknown(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
-    repo.insert_refresh_token(refresh("known", "family", user.id))
+    let session_id = start_session(&repo, user.id).await;
+    repo.insert_refresh_token(refresh("known", &session_id, user.id))
         .await
         .expect("insert");
     assert_eq!(
@@ -1473,14 +1683,25 @@ pub async fn unknown_refresh_token_is_unknown(repo: DynRepository) {
         repo.use_refresh_token("", now()).await.expect("use"),
         RefreshTokenUse::Unknown
     );
-    // Revoking unknown tokens, families or users is harmless.
-    repo.revoke_refresh_token("unknown").await.expect("revoke");
-    repo.revoke_refresh_family("no-family")
-        .await
-        .expect("revoke family");
-    repo.revoke_user_refresh_tokens(&UserId::generate())
-        .await
-        .expect("revoke user");
+    // Ending the sessions of unknown tokens, unknown sessions or unknown users is harmless.
+    assert_eq!(
+        repo.end_session_of_token("unknown", now())
+            .await
+            .expect("end the session of a token"),
+        None
+    );
+    assert!(
+        !repo
+            .end_session(&user.id, &SessionId::generate(), now())
+            .await
+            .expect("end a session")
+    );
+    assert_eq!(
+        repo.end_user_sessions(&UserId::generate(), now())
+            .await
+            .expect("end a user's sessions"),
+        0
+    );
     assert!(matches!(
         repo.use_refresh_token("known", now()).await.expect("use"),
         RefreshTokenUse::Spent(_)
@@ -1489,7 +1710,8 @@ pub async fn unknown_refresh_token_is_unknown(repo: DynRepository) {
 
 pub async fn concurrent_uses_of_a_refresh_token_spend_it_once(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
-    repo.insert_refresh_token(refresh("contested", "family", user.id))
+    let session = start_session(&repo, user.id).await;
+    repo.insert_refresh_token(refresh("contested", &session, user.id))
         .await
         .expect("insert");
     let tasks: Vec<_> = (0..20)
@@ -1502,39 +1724,50 @@ pub async fn concurrent_uses_of_a_refresh_token_spend_it_once(repo: DynRepositor
     for task in tasks {
         match task.await.expect("task").expect("use") {
             RefreshTokenUse::Spent(_) => spent += 1,
-            RefreshTokenUse::Replayed { family_id } => assert_eq!(family_id, "family"),
+            RefreshTokenUse::Replayed {
+                session_id,
+                user_id,
+            } => assert_eq!((session_id, user_id), (session.clone(), user.id)),
             other => panic!("neither spent nor replayed: {other:?}"),
         }
     }
     assert_eq!(spent, 1);
 }
 
-pub async fn revoking_a_token_ends_its_family_and_a_revoked_token_is_not_a_replay(
+pub async fn ending_the_session_of_a_token_ends_it_and_a_revoked_token_is_not_a_replay(
     repo: DynRepository,
 ) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
-    repo.insert_refresh_token(refresh("spent", "family", user.id))
+    let session = start_session(&repo, user.id).await;
+    let other = start_session(&repo, user.id).await;
+    repo.insert_refresh_token(refresh("spent", &session, user.id))
         .await
         .expect("insert");
-    repo.insert_refresh_token(refresh("sibling", "family", user.id))
+    repo.insert_refresh_token(refresh("sibling", &session, user.id))
         .await
         .expect("insert");
-    repo.insert_refresh_token(refresh("stranger", "other", user.id))
+    repo.insert_refresh_token(refresh("stranger", &other, user.id))
         .await
         .expect("insert");
     assert!(matches!(
         repo.use_refresh_token("spent", now()).await.expect("use"),
         RefreshTokenUse::Spent(_)
     ));
-    // A spent token is a replay until its family ends.
+    // A spent token is a replay until its session ends.
     assert_eq!(
         repo.use_refresh_token("spent", now()).await.expect("use"),
         RefreshTokenUse::Replayed {
-            family_id: "family".into()
+            session_id: session.clone(),
+            user_id: user.id,
         }
     );
-    // A logout presents one token and ends its whole family (its session).
-    repo.revoke_refresh_token("sibling").await.expect("revoke");
+    // A logout presents one token and ends its whole session.
+    assert_eq!(
+        repo.end_session_of_token("sibling", now())
+            .await
+            .expect("end the session of a token"),
+        Some((user.id, session.clone()))
+    );
     for token in ["spent", "sibling"] {
         assert_eq!(
             repo.use_refresh_token(token, now()).await.expect("use"),
@@ -1548,51 +1781,70 @@ pub async fn revoking_a_token_ends_its_family_and_a_revoked_token_is_not_a_repla
             .expect("use"),
         RefreshTokenUse::Spent(_)
     ));
-    // Revoking an unknown token changes nothing.
-    repo.revoke_refresh_token("unknown").await.expect("revoke");
+    // Ending the session of an unknown token changes nothing.
+    assert_eq!(
+        repo.end_session_of_token("unknown", now())
+            .await
+            .expect("end the session of a token"),
+        None
+    );
 }
 
-pub async fn a_token_added_to_an_ended_family_is_revoked(repo: DynRepository) {
+pub async fn a_token_added_to_an_ended_session_is_revoked(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
-    repo.insert_refresh_token(refresh("first", "family", user.id))
+    let session = start_session(&repo, user.id).await;
+    repo.insert_refresh_token(refresh("first", &session, user.id))
         .await
         .expect("insert");
-    repo.revoke_refresh_family("family").await.expect("end");
-    repo.insert_refresh_token(refresh("late", "family", user.id))
+    assert!(
+        repo.end_session(&user.id, &session, now())
+            .await
+            .expect("end")
+    );
+    repo.insert_refresh_token(refresh("late", &session, user.id))
         .await
         .expect("insert");
     assert_eq!(
         repo.use_refresh_token("late", now()).await.expect("use"),
         RefreshTokenUse::Revoked
     );
-    // Likewise after every family of the user ended (a password change).
-    repo.insert_refresh_token(refresh("second", "family-2", user.id))
+    // Likewise after every session of the user ended (a password change).
+    let second = start_session(&repo, user.id).await;
+    repo.insert_refresh_token(refresh("second", &second, user.id))
         .await
         .expect("insert");
-    repo.revoke_user_refresh_tokens(&user.id)
-        .await
-        .expect("end all");
-    repo.insert_refresh_token(refresh("later", "family-2", user.id))
+    assert_eq!(
+        repo.end_user_sessions(&user.id, now())
+            .await
+            .expect("end all"),
+        1
+    );
+    repo.insert_refresh_token(refresh("later", &second, user.id))
         .await
         .expect("insert");
     assert_eq!(
         repo.use_refresh_token("later", now()).await.expect("use"),
         RefreshTokenUse::Revoked
     );
+    // And a token of a session that was never started is dead too.
+    repo.insert_refresh_token(refresh("orphan", &SessionId::generate(), user.id))
+        .await
+        .expect("insert");
+    assert_eq!(
+        repo.use_refresh_token("orphan", now()).await.expect("use"),
+        RefreshTokenUse::Revoked
+    );
 }
 
-/// Two clients present one refresh token at once, each through its own handle on the
-/// database, doing what the service does: a spent token buys the next one of the family,
-/// a replay ends the family. Whoever wins, no token of the family may live on.
-pub async fn concurrent_uses_of_one_refresh_token_leave_no_live_token_in_its_family(
+pub async fn concurrent_uses_of_one_refresh_token_leave_no_live_token_in_its_session(
     repo: DynRepository,
     twin: DynRepository,
 ) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     for round in 0..25 {
-        let family = format!("family-{round}");
+        let session = start_session(&repo, user.id).await;
         let first = format!("first-{round}");
-        repo.insert_refresh_token(refresh(&first, &family, user.id))
+        repo.insert_refresh_token(refresh(&first, &session, user.id))
             .await
             .expect("insert");
         let present = |repo: DynRepository, next: String| {
@@ -1605,15 +1857,23 @@ pub async fn concurrent_uses_of_one_refresh_token_leave_no_live_token_in_its_fam
                         tokio::time::sleep(Duration::from_millis(round % 4)).await;
                         repo.insert_refresh_token(refresh(
                             &next,
-                            &record.family_id,
+                            &record.session_id,
                             record.user_id,
                         ))
                         .await
                         .expect("insert the next token");
                         Some(next)
                     }
-                    RefreshTokenUse::Replayed { family_id } => {
-                        repo.revoke_refresh_family(&family_id).await.expect("end");
+                    RefreshTokenUse::Replayed {
+                        session_id,
+                        user_id,
+                    } => {
+                        assert!(
+                            repo.end_session(&user_id, &session_id, now())
+                                .await
+                                .expect("end"),
+                            "round {round}: the replayed session was live"
+                        );
                         None
                     }
                     other => panic!("round {round}: {other:?}"),
@@ -1750,14 +2010,16 @@ pub async fn concurrent_removals_of_the_last_two_admins_leave_one(
     }
 }
 
-pub async fn revoke_refresh_family_affects_only_that_family(repo: DynRepository) {
+pub async fn ending_a_session_affects_only_that_session(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
+    let a = start_session(&repo, user.id).await;
+    let b = start_session(&repo, user.id).await;
     for token in ["a1", "a2", "a3"] {
-        repo.insert_refresh_token(refresh(token, "family-a", user.id))
+        repo.insert_refresh_token(refresh(token, &a, user.id))
             .await
             .expect("insert");
     }
-    repo.insert_refresh_token(refresh("b1", "family-b", user.id))
+    repo.insert_refresh_token(refresh("b1", &b, user.id))
         .await
         .expect("insert");
     assert!(matches!(
@@ -1765,9 +2027,11 @@ pub async fn revoke_refresh_family_affects_only_that_family(repo: DynRepository)
         RefreshTokenUse::Spent(_)
     ));
 
-    repo.revoke_refresh_family("family-a")
-        .await
-        .expect("revoke family");
+    assert!(
+        repo.end_session(&user.id, &a, now())
+            .await
+            .expect("end session")
+    );
     for token in ["a1", "a2", "a3"] {
         assert_eq!(
             repo.use_refresh_token(token, now()).await.expect("use"),
@@ -1781,22 +2045,28 @@ pub async fn revoke_refresh_family_affects_only_that_family(repo: DynRepository)
     ));
 }
 
-pub async fn revoke_user_refresh_tokens_affects_only_that_user(repo: DynRepository) {
+pub async fn ending_a_users_sessions_affects_only_that_user(repo: DynRepository) {
     let mario = create(&repo, "Mario", "mario@example.com", None).await;
     let luigi = create(&repo, "Luigi", "luigi@example.com", None).await;
-    repo.insert_refresh_token(refresh("m1", "mario-phone", mario.id))
+    let mario_phone = start_session(&repo, mario.id).await;
+    let mario_laptop = start_session(&repo, mario.id).await;
+    let luigi_phone = start_session(&repo, luigi.id).await;
+    repo.insert_refresh_token(refresh("m1", &mario_phone, mario.id))
         .await
         .expect("insert");
-    repo.insert_refresh_token(refresh("m2", "mario-laptop", mario.id))
+    repo.insert_refresh_token(refresh("m2", &mario_laptop, mario.id))
         .await
         .expect("insert");
-    repo.insert_refresh_token(refresh("l1", "luigi-phone", luigi.id))
+    repo.insert_refresh_token(refresh("l1", &luigi_phone, luigi.id))
         .await
         .expect("insert");
 
-    repo.revoke_user_refresh_tokens(&mario.id)
-        .await
-        .expect("revoke user");
+    assert_eq!(
+        repo.end_user_sessions(&mario.id, now())
+            .await
+            .expect("end the user's sessions"),
+        2
+    );
     for token in ["m1", "m2"] {
         assert_eq!(
             repo.use_refresh_token(token, now()).await.expect("use"),
@@ -1808,8 +2078,9 @@ pub async fn revoke_user_refresh_tokens_affects_only_that_user(repo: DynReposito
         repo.use_refresh_token("l1", now()).await.expect("use"),
         RefreshTokenUse::Spent(_)
     ));
-    // Tokens issued after the revocation work.
-    repo.insert_refresh_token(refresh("m3", "mario-new", mario.id))
+    // Tokens of a session started afterwards work.
+    let mario_new = start_session(&repo, mario.id).await;
+    repo.insert_refresh_token(refresh("m3", &mario_new, mario.id))
         .await
         .expect("insert");
     assert!(matches!(

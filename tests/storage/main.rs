@@ -74,9 +74,14 @@ async fn mongo_backend() -> Backend {
     let database = format!("user_service_test_{}", bson::oid::ObjectId::new().to_hex());
     let open = |uri: String, database: String| async move {
         let repo: DynRepository = Arc::new(
-            MongoRepository::connect(&uri, &database, Duration::from_secs(30))
-                .await
-                .expect("connect to MongoDB"),
+            MongoRepository::connect(
+                &uri,
+                &database,
+                Duration::from_secs(30),
+                Duration::from_secs(365 * 86400),
+            )
+            .await
+            .expect("connect to MongoDB"),
         );
         repo
     };
@@ -139,6 +144,7 @@ macro_rules! conformance_suite {
             update_of_a_missing_user_returns_none,
             delete_removes_the_user_and_a_second_delete_returns_false,
             delete_removes_the_users_refresh_and_reset_tokens,
+            delete_removes_the_users_sessions_and_mfa_but_keeps_their_audit_events,
             list_pages_with_a_total_independent_of_the_page,
             list_filters_by_q_on_name_email_and_username_ignoring_case,
             list_filter_q_ignores_case_beyond_ascii,
@@ -150,10 +156,10 @@ macro_rules! conformance_suite {
             refresh_token_is_spent_once_then_replayed,
             unknown_refresh_token_is_unknown,
             concurrent_uses_of_a_refresh_token_spend_it_once,
-            revoke_refresh_family_affects_only_that_family,
-            revoke_user_refresh_tokens_affects_only_that_user,
-            revoking_a_token_ends_its_family_and_a_revoked_token_is_not_a_replay,
-            a_token_added_to_an_ended_family_is_revoked,
+            ending_a_session_affects_only_that_session,
+            ending_a_users_sessions_affects_only_that_user,
+            ending_the_session_of_a_token_ends_it_and_a_revoked_token_is_not_a_replay,
+            a_token_added_to_an_ended_session_is_revoked,
             the_last_active_admin_cannot_be_demoted_deactivated_or_deleted,
             reset_token_is_consumed_once,
             a_reset_tokens_owner_is_told_without_spending_it,
@@ -163,14 +169,44 @@ macro_rules! conformance_suite {
             expired_or_unknown_reset_token_is_refused,
             consuming_a_reset_token_voids_the_users_other_reset_tokens,
             concurrent_consumes_of_a_reset_token_succeed_once,
+            // Sessions (conformance/sessions.rs).
+            a_session_round_trips_with_its_origin,
+            user_with_session_tells_live_ended_expired_and_others_sessions,
+            live_sessions_are_newest_first_and_only_the_users_live_ones,
+            end_session_refuses_another_users_ended_or_expired_sessions,
+            end_user_sessions_ends_and_counts_only_the_users_live_sessions,
+            a_refresh_token_moves_its_sessions_last_use_and_extends_its_expiry,
+            a_replay_names_its_session_and_ending_that_session_revokes_its_tokens,
+            end_session_of_token_ends_a_live_session_once,
+            // TOTP, recovery codes and MFA challenges (conformance/mfa.rs).
+            a_pending_totp_secret_is_replaced_until_mfa_is_on,
+            enable_totp_needs_the_pending_secret_and_sets_mfa_enabled_and_updated_at,
+            a_new_secret_starts_its_own_steps_from_its_enrolment,
+            claim_totp_step_accepts_only_ever_later_steps_while_mfa_is_on,
+            a_recovery_code_is_spent_once_and_only_by_its_user,
+            replacing_recovery_codes_voids_the_old_ones,
+            disable_totp_forgets_secrets_and_codes_and_is_false_when_off,
+            an_mfa_challenge_takes_at_most_max_attempts,
+            an_mfa_challenge_is_dead_from_its_expires_at,
+            an_mfa_challenge_is_consumed_once_and_then_not_attemptable,
+            // The audit log (conformance/audit.rs).
+            an_audit_event_round_trips_every_field,
+            audit_filters_select_by_user_subject_kind_and_time,
+            audit_events_are_newest_first_with_ties_broken_by_id,
+            audit_events_page_by_offset_and_by_keyset_with_a_total_of_the_whole_filter,
+            deleting_audit_events_before_a_time_removes_only_older_ones,
         );
         // Tests that write through two handles on one database at once.
         conformance_suite!(@pairs $backend, [$(#[$attr])*],
             concurrent_creates_with_one_email_yield_exactly_one_user,
-            concurrent_uses_of_one_refresh_token_leave_no_live_token_in_its_family,
+            concurrent_uses_of_one_refresh_token_leave_no_live_token_in_its_session,
             concurrent_removals_of_the_last_two_admins_leave_one,
             concurrent_login_attempts_are_counted_exactly_and_lock_once,
             concurrent_mail_claims_hold_once,
+            concurrent_claims_of_one_totp_step_have_one_winner,
+            concurrent_uses_of_one_recovery_code_have_one_winner,
+            concurrent_consumes_of_an_mfa_challenge_have_one_winner,
+            concurrent_attempts_at_an_mfa_challenge_never_exceed_the_limit,
         );
     };
     (@pairs $backend:path, $attrs:tt, $($test:ident),+ $(,)?) => {

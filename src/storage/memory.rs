@@ -414,15 +414,15 @@ impl Repository for MemoryRepository {
     async fn end_session_of_token(
         &self,
         token_hash: &str,
-        _at: OffsetDateTime,
+        at: OffsetDateTime,
     ) -> StorageResult<Option<(UserId, SessionId)>> {
         let mut data = self.data();
         let Some(token) = data.refresh.get(token_hash).map(|t| t.record.clone()) else {
             return Ok(None);
         };
-        let known = data.sessions.contains_key(&token.session_id);
+        let live = data.session_live(&token.session_id, &token.user_id, at);
         Ok(
-            (known && data.ended_sessions.insert(token.session_id.clone()))
+            (live && data.ended_sessions.insert(token.session_id.clone()))
                 .then_some((token.user_id, token.session_id)),
         )
     }

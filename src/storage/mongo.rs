@@ -1504,7 +1504,11 @@ impl Repository for MongoRepository {
         let ended = run(|| {
             self.sessions
                 .find_one_and_update(
-                    doc! { "_id": &token.session_id, "ended_at": Bson::Null },
+                    doc! {
+                        "_id": &token.session_id,
+                        "ended_at": Bson::Null,
+                        "expires_at": { "$gt": bson_time(at) },
+                    },
                     doc! { "$set": { "ended_at": bson_time(at) } },
                 )
                 .into_future()

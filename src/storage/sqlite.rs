@@ -941,8 +941,8 @@ impl Repository for SqliteRepository {
         self.call(move |conn| {
             let ended = conn
                 .prepare_cached(
-                    "UPDATE sessions SET ended_at = ?2 WHERE ended_at IS NULL AND id = \
-                     (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1) \
+                    "UPDATE sessions SET ended_at = ?2 WHERE ended_at IS NULL AND expires_at > ?2 \
+                     AND id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1) \
                      RETURNING user_id, id",
                 )?
                 .query_row(params![token_hash, at], |row| {

@@ -918,6 +918,20 @@ impl MongoRepository {
         }
     }
 
+    /// One conditional update of a user's document: what it matched and changed.
+    async fn update_user_document(
+        &self,
+        filter: Document,
+        update: Document,
+    ) -> StorageResult<mongodb::results::UpdateResult> {
+        Ok(run(|| {
+            self.users
+                .update_one(filter.clone(), update.clone())
+                .into_future()
+        })
+        .await?)
+    }
+
     /// A failed write of user `id` as a storage error. A duplicate the server did not
     /// attribute to an index is attributed by asking which of the unique values written is
     /// held by another user.
@@ -1546,12 +1560,7 @@ impl Repository for MongoRepository {
     async fn set_pending_totp(&self, user_id: &UserId, secret: &Secret) -> StorageResult<bool> {
         let off = doc! { "_id": user_id.object_id(), "mfa_enabled": { "$ne": true } };
         let pending = doc! { "$set": { "mfa.pending": secret.expose() } };
-        let set = run(|| {
-            self.users
-                .update_one(off.clone(), pending.clone())
-                .into_future()
-        })
-        .await?;
+        let set = self.update_user_document(off, pending).await?;
         Ok(set.matched_count == 1)
     }
 
@@ -1579,12 +1588,7 @@ impl Repository for MongoRepository {
             },
             "$unset": { "mfa.pending": "" },
         };
-        let enabled = run(|| {
-            self.users
-                .update_one(confirmable.clone(), enable.clone())
-                .into_future()
-        })
-        .await?;
+        let enabled = self.update_user_document(confirmable, enable).await?;
         Ok(enabled.matched_count == 1)
     }
 
@@ -1599,12 +1603,7 @@ impl Repository for MongoRepository {
             ],
         };
         let claim = doc! { "$set": { "mfa.last_step": step } };
-        let claimed = run(|| {
-            self.users
-                .update_one(later.clone(), claim.clone())
-                .into_future()
-        })
-        .await?;
+        let claimed = self.update_user_document(later, claim).await?;
         Ok(claimed.matched_count == 1)
     }
 
@@ -1615,12 +1614,7 @@ impl Repository for MongoRepository {
             "mfa.recovery": code_hash,
         };
         let spend = doc! { "$pull": { "mfa.recovery": code_hash } };
-        let spent = run(|| {
-            self.users
-                .update_one(holding.clone(), spend.clone())
-                .into_future()
-        })
-        .await?;
+        let spent = self.update_user_document(holding, spend).await?;
         Ok(spent.modified_count == 1)
     }
 
@@ -1631,12 +1625,7 @@ impl Repository for MongoRepository {
     ) -> StorageResult<bool> {
         let on = doc! { "_id": user_id.object_id(), "mfa_enabled": true };
         let replace = doc! { "$set": { "mfa.recovery": recovery_hashes } };
-        let replaced = run(|| {
-            self.users
-                .update_one(on.clone(), replace.clone())
-                .into_future()
-        })
-        .await?;
+        let replaced = self.update_user_document(on, replace).await?;
         Ok(replaced.matched_count == 1)
     }
 
@@ -1648,12 +1637,7 @@ impl Repository for MongoRepository {
             "$set": { "mfa_enabled": false, "updated_at": bson_time(at) },
             "$unset": { "mfa.secret": "", "mfa.pending": "", "mfa.recovery": "" },
         };
-        let disabled = run(|| {
-            self.users
-                .update_one(on.clone(), disable.clone())
-                .into_future()
-        })
-        .await?;
+        let disabled = self.update_user_document(on, disable).await?;
         Ok(disabled.matched_count == 1)
     }
 

@@ -197,6 +197,16 @@ fn bson_time(t: OffsetDateTime) -> BsonDateTime {
     BsonDateTime::from_time_0_3(t)
 }
 
+/// A single-use token (reset, verification, MFA challenge) that is unused and unexpired at
+/// `at`.
+fn live_token(token_hash: &str, at: OffsetDateTime) -> Document {
+    doc! {
+        "_id": token_hash,
+        "used_at": Bson::Null,
+        "expires_at": { "$gt": bson_time(at) },
+    }
+}
+
 impl From<&User> for UserDocument {
     fn from(user: &User) -> Self {
         Self {
@@ -1659,12 +1669,8 @@ impl Repository for MongoRepository {
         at: OffsetDateTime,
         max_attempts: u32,
     ) -> StorageResult<Option<UserId>> {
-        let live = doc! {
-            "_id": token_hash,
-            "used_at": Bson::Null,
-            "expires_at": { "$gt": bson_time(at) },
-            "attempts": { "$lt": i64::from(max_attempts) },
-        };
+        let mut live = live_token(token_hash, at);
+        live.insert("attempts", doc! { "$lt": i64::from(max_attempts) });
         let count = doc! { "$inc": { "attempts": 1_i64 } };
         let attempted = run(|| {
             self.mfa_challenges
@@ -1680,11 +1686,7 @@ impl Repository for MongoRepository {
         token_hash: &str,
         at: OffsetDateTime,
     ) -> StorageResult<bool> {
-        let live = doc! {
-            "_id": token_hash,
-            "used_at": Bson::Null,
-            "expires_at": { "$gt": bson_time(at) },
-        };
+        let live = live_token(token_hash, at);
         let spend = doc! { "$set": { "used_at": bson_time(at) } };
         let spent = run(|| {
             self.mfa_challenges
@@ -1759,11 +1761,7 @@ impl Repository for MongoRepository {
         token_hash: &str,
         at: OffsetDateTime,
     ) -> StorageResult<Option<UserId>> {
-        let live = doc! {
-            "_id": token_hash,
-            "used_at": Bson::Null,
-            "expires_at": { "$gt": bson_time(at) },
-        };
+        let live = live_token(token_hash, at);
         let token = run(|| self.reset_tokens.find_one(live.clone()).into_future()).await?;
         Ok(token.map(|token| token.user_id.into()))
     }
@@ -1776,11 +1774,7 @@ impl Repository for MongoRepository {
         let used = run(|| {
             self.reset_tokens
                 .find_one_and_update(
-                    doc! {
-                        "_id": token_hash,
-                        "used_at": Bson::Null,
-                        "expires_at": { "$gt": bson_time(at) },
-                    },
+                    live_token(token_hash, at),
                     doc! { "$set": { "used_at": bson_time(at) } },
                 )
                 .into_future()
@@ -1832,11 +1826,7 @@ impl Repository for MongoRepository {
         token_hash: &str,
         at: OffsetDateTime,
     ) -> StorageResult<Option<(UserId, Email)>> {
-        let live = doc! {
-            "_id": token_hash,
-            "used_at": Bson::Null,
-            "expires_at": { "$gt": bson_time(at) },
-        };
+        let live = live_token(token_hash, at);
         let spend = doc! { "$set": { "used_at": bson_time(at) } };
         let spent = run(|| {
             self.verification_tokens

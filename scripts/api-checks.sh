@@ -19,9 +19,12 @@
 #       429  a login for an account or name that earlier failed logins have locked
 #     scripts/schemathesis_hooks.py keeps the fuzzer an admin and its new passwords ASCII
 #     (JSON Schema counts characters, the password rule counts UTF-8 bytes);
-#  2. runs examples/walkthrough.sh against it.
-# Needs `cargo build --release` done, schemathesis and openapi-spec-validator installed
-# (`.ci/run` does both).
+#  2. runs examples/walkthrough.sh against it;
+#  3. for RS256 and EdDSA, makes a key with `openssl genpkey` as the README says, restarts
+#     with it, and runs examples/verify-token/check.sh: another service (PyJWT) verifies
+#     a token from the JWK set and refuses a tampered one.
+# Needs `cargo build --release` done, schemathesis, openapi-spec-validator and PyJWT
+# installed (`.ci/run` does all of that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,3 +75,17 @@ stop_service
 echo "== examples/walkthrough.sh"
 start_service examples
 BASE_URL="http://127.0.0.1:$port" SERVICE_LOG="$log" bash examples/walkthrough.sh
+stop_service
+
+for algorithm in RS256 EdDSA; do
+  echo "== examples/verify-token ($algorithm)"
+  key="$work/jwt-$algorithm.pem"
+  if [ "$algorithm" = RS256 ]; then
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$key" 2>/dev/null
+  else
+    openssl genpkey -algorithm ed25519 -out "$key"
+  fi
+  JWT_ALGORITHM=$algorithm JWT_PRIVATE_KEYS=$key start_service "verify-$algorithm"
+  BASE_URL="http://127.0.0.1:$port" ALGORITHM=$algorithm bash examples/verify-token/check.sh
+  stop_service
+done

@@ -13,7 +13,8 @@ use crate::{
     domain::{DisplayName, Email, Password, Secret},
     mail::{MailSettings, MailTransport, SmtpRelay},
     services::{
-        AccountSettings, Lockout, NewAccount, ServiceSettings, TokenSettings, VerificationSettings,
+        AccountSettings, Keyring, Lockout, NewAccount, PrivateKey, ServiceSettings,
+        SigningAlgorithm, TokenSettings, VerificationSettings,
     },
     storage::DatabaseSettings,
     telemetry::LogFormat,
@@ -29,6 +30,10 @@ struct RawSettings {
     port: Option<String>,
     app_env: Option<String>,
     jwt_secret: Option<String>,
+    jwt_algorithm: Option<String>,
+    jwt_private_keys: Option<String>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
     access_token_ttl_secs: Option<String>,
     refresh_token_ttl_secs: Option<String>,
     reset_token_ttl_secs: Option<String>,
@@ -95,8 +100,9 @@ pub struct Settings {
     pub host: String,
     pub port: u16,
     pub app_env: AppEnv,
-    /// True when no `JWT_SECRET` was given and a random one was made for this process.
-    pub jwt_secret_generated: bool,
+    /// What to warn about the signing keys at start (a key made for this process, a short
+    /// secret); `None` when all is well.
+    pub signing_key_warning: Option<&'static str>,
     pub services: ServiceSettings,
     pub rate_limit: RateLimitSettings,
     pub trusted_proxies: Vec<IpNet>,
@@ -326,19 +332,12 @@ impl RawSettings {
                 ));
             }
         };
-        let (jwt_secret, jwt_secret_generated) = match (self.jwt_secret, app_env) {
-            (Some(secret), AppEnv::Production) if secret.len() < MIN_JWT_SECRET_BYTES => {
-                return Err(ConfigError::new(
-                    "JWT_SECRET",
-                    format!("must be at least {MIN_JWT_SECRET_BYTES} bytes in production"),
-                ));
-            }
-            (Some(secret), _) => (Secret::new(secret), false),
-            (None, AppEnv::Production) => {
-                return Err(ConfigError::new("JWT_SECRET", "is required in production"));
-            }
-            (None, AppEnv::Development) => (Secret::new(random_secret()), true),
-        };
+        let (keys, signing_key_warning) = parse_signing_keys(
+            app_env,
+            self.jwt_algorithm,
+            self.jwt_secret,
+            self.jwt_private_keys,
+        )?;
         let log_format = match self.log_format.as_deref().map(str::trim) {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -398,7 +397,10 @@ impl RawSettings {
         let services = ServiceSettings {
             bcrypt_cost: parse_number("BCRYPT_COST", self.bcrypt_cost, 12, 4..=31)?,
             tokens: TokenSettings {
-                secret: jwt_secret,
+                keys,
+                issuer: parse_claim("JWT_ISSUER", self.jwt_issuer)?
+                    .unwrap_or_else(|| "user-service".to_owned()),
+                audience: parse_claim("JWT_AUDIENCE", self.jwt_audience)?,
                 access_ttl: parse_secs("ACCESS_TOKEN_TTL_SECS", self.access_token_ttl_secs, 900)?,
             },
             accounts: AccountSettings {
@@ -462,7 +464,7 @@ impl RawSettings {
             host,
             port: parse_number("PORT", self.port, 8080, 0..=u16::MAX)?,
             app_env,
-            jwt_secret_generated,
+            signing_key_warning,
             services,
             rate_limit: RateLimitSettings {
                 per_second: parse_number(
@@ -479,6 +481,113 @@ impl RawSettings {
             log_format,
         })
     }
+}
+
+/// The keys that sign access tokens. HS256 takes `JWT_SECRET`; RS256 and EdDSA take
+/// `JWT_PRIVATE_KEYS`, files whose first key signs. In development a missing secret or key
+/// is made for this process (with a warning); in production it is fatal. A key file that
+/// cannot be read or does not fit the algorithm is fatal everywhere.
+fn parse_signing_keys(
+    app_env: AppEnv,
+    algorithm: Option<String>,
+    secret: Option<String>,
+    files: Option<String>,
+) -> Result<(Keyring, Option<&'static str>), ConfigError> {
+    let algorithm = match algorithm.as_deref().map(str::trim) {
+        None => SigningAlgorithm::Hs256,
+        Some(name) => SigningAlgorithm::parse(name).ok_or_else(|| {
+            ConfigError::new(
+                "JWT_ALGORITHM",
+                format!(
+                    "{name:?} is not one of {}",
+                    SigningAlgorithm::NAMES.join(", ")
+                ),
+            )
+        })?,
+    };
+    let files = parse_list(files);
+    if algorithm == SigningAlgorithm::Hs256 {
+        if !files.is_empty() {
+            return Err(ConfigError::new(
+                "JWT_PRIVATE_KEYS",
+                "is for JWT_ALGORITHM=RS256 or EdDSA; HS256 signs with JWT_SECRET",
+            ));
+        }
+        return match (secret, app_env) {
+            (Some(secret), AppEnv::Production) if secret.len() < MIN_JWT_SECRET_BYTES => {
+                Err(ConfigError::new(
+                    "JWT_SECRET",
+                    format!("must be at least {MIN_JWT_SECRET_BYTES} bytes in production"),
+                ))
+            }
+            (Some(secret), _) => Ok((
+                Keyring::hmac(&Secret::new(secret.clone())),
+                (secret.len() < MIN_JWT_SECRET_BYTES)
+                    .then_some("JWT_SECRET is shorter than 32 bytes; production refuses that"),
+            )),
+            (None, AppEnv::Production) => {
+                Err(ConfigError::new("JWT_SECRET", "is required in production"))
+            }
+            (None, AppEnv::Development) => Ok((
+                Keyring::hmac(&Secret::new(random_secret())),
+                Some(
+                    "JWT_SECRET is not set: using a random secret, so tokens die with this process",
+                ),
+            )),
+        };
+    }
+    let mut keys = Vec::with_capacity(files.len());
+    for file in &files {
+        let pem = std::fs::read(file).map_err(|e| {
+            ConfigError::new("JWT_PRIVATE_KEYS", format!("cannot read {file}: {e}"))
+        })?;
+        let key = PrivateKey::from_pem(algorithm, &pem)
+            .map_err(|e| ConfigError::new("JWT_PRIVATE_KEYS", format!("{file} {e}")))?;
+        keys.push(key);
+    }
+    let mut keys = keys.into_iter();
+    let Some(first) = keys.next() else {
+        if app_env == AppEnv::Production {
+            return Err(ConfigError::new(
+                "JWT_PRIVATE_KEYS",
+                format!("is required in production with JWT_ALGORITHM={algorithm}"),
+            ));
+        }
+        let key = PrivateKey::generate(algorithm)
+            .map_err(|e| ConfigError::new("JWT_ALGORITHM", e.to_string()))?;
+        let keys = Keyring::asymmetric(key, Vec::new()).expect("one key has no duplicate");
+        return Ok((
+            keys,
+            Some(
+                "JWT_PRIVATE_KEYS is not set: using a key made for this process, so tokens \
+                 die with it and the published key changes on every restart",
+            ),
+        ));
+    };
+    let keys = Keyring::asymmetric(first, keys.collect()).map_err(|duplicate| {
+        ConfigError::new(
+            "JWT_PRIVATE_KEYS",
+            format!(
+                "{} holds the same key as {}",
+                files[duplicate.second], files[duplicate.first]
+            ),
+        )
+    })?;
+    Ok((keys, None))
+}
+
+/// `iss` or `aud`: any string without control characters, at most 256 characters.
+fn parse_claim(variable: &'static str, raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(value) = raw.map(|raw| raw.trim().to_owned()) else {
+        return Ok(None);
+    };
+    if value.is_empty() || value.chars().count() > 256 || value.chars().any(char::is_control) {
+        return Err(ConfigError::new(
+            variable,
+            "must be 1 to 256 characters with no control character",
+        ));
+    }
+    Ok(Some(value))
 }
 
 /// The issuer authenticator apps show: 1 to 64 characters, no colon (it separates issuer and
@@ -553,7 +662,7 @@ mod tests {
         );
         assert_eq!((s.host.as_str(), s.port), ("0.0.0.0", 8080));
         assert_eq!(s.app_env, AppEnv::Development);
-        assert!(s.jwt_secret_generated);
+        assert!(s.signing_key_warning.is_some());
         let services = &s.services;
         assert_eq!(services.tokens.access_ttl, Duration::from_secs(900));
         assert_eq!(
@@ -669,7 +778,137 @@ mod tests {
         );
         let secret = "x".repeat(32);
         let s = settings(&[("APP_ENV", "production"), ("JWT_SECRET", &secret)]).unwrap();
-        assert!(!s.jwt_secret_generated);
+        assert_eq!(s.signing_key_warning, None);
+    }
+
+    fn key_file(name: &str) -> String {
+        format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    /// The message of a refused key setting, which must name the variable.
+    fn key_error(vars: &[(&str, &str)]) -> String {
+        let error = settings(vars).expect_err("should be refused");
+        assert_eq!(error.variable, "JWT_PRIVATE_KEYS", "{error}");
+        error.to_string()
+    }
+
+    #[test]
+    fn signing_keys_load_from_pkcs8_files_the_first_signing() {
+        for (algorithm, files) in [
+            ("RS256", [key_file("rsa-b.pem"), key_file("rsa-a.pem")]),
+            (
+                "EdDSA",
+                [key_file("ed25519-b.pem"), key_file("ed25519-a.pem")],
+            ),
+        ] {
+            let list = format!("{}, {}", files[0], files[1]);
+            let s = settings(&[
+                ("APP_ENV", "production"),
+                ("JWT_ALGORITHM", algorithm),
+                ("JWT_PRIVATE_KEYS", &list),
+            ])
+            .unwrap();
+            let keys = &s.services.tokens.keys;
+            assert_eq!(keys.algorithm().name(), algorithm);
+            assert_eq!(keys.published().keys.len(), 2);
+            assert_eq!(s.signing_key_warning, None);
+        }
+    }
+
+    #[test]
+    fn every_unusable_key_file_stops_the_service_naming_the_variable_and_the_file() {
+        let missing = key_file("no-such-key.pem");
+        let directory = key_file("");
+        let cases = [
+            ("RS256", missing.clone(), "cannot read"),
+            ("RS256", directory.clone(), "cannot read"),
+            ("RS256", key_file("README.md"), "is not a PEM file"),
+            (
+                "RS256",
+                key_file("ed25519-a.pem"),
+                "holds an Ed25519 key, which does not fit RS256",
+            ),
+            (
+                "EdDSA",
+                key_file("rsa-a.pem"),
+                "holds an RSA key, which does not fit EdDSA",
+            ),
+            ("EdDSA", key_file("ec-p256.pem"), "elliptic-curve"),
+            ("RS256", key_file("rsa-1024.pem"), "1024 bits"),
+            ("RS256", key_file("rsa-a-pkcs1.pem"), "\"RSA PRIVATE KEY\""),
+            ("RS256", key_file("rsa-a-public.pem"), "\"PUBLIC KEY\""),
+        ];
+        for (algorithm, file, reason) in cases {
+            // A bad file is fatal in development too, and wherever it is in the list.
+            for app_env in ["development", "production"] {
+                let good = key_file(if algorithm == "RS256" {
+                    "rsa-a.pem"
+                } else {
+                    "ed25519-a.pem"
+                });
+                let list = format!("{good},{file}");
+                let message = key_error(&[
+                    ("APP_ENV", app_env),
+                    ("JWT_ALGORITHM", algorithm),
+                    ("JWT_PRIVATE_KEYS", &list),
+                ]);
+                assert!(message.contains(&file), "{message}");
+                assert!(message.contains(reason), "{reason:?} not in {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_key_listed_twice_is_refused_naming_both_files() {
+        let (a, b) = (key_file("rsa-a.pem"), key_file("rsa-b.pem"));
+        let list = format!("{a},{b},{a}");
+        let message = key_error(&[("JWT_ALGORITHM", "RS256"), ("JWT_PRIVATE_KEYS", &list)]);
+        assert!(
+            message.contains(&format!("{a} holds the same key as {a}")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn asymmetric_algorithms_need_key_files_in_production_and_make_one_in_development() {
+        for algorithm in ["RS256", "EdDSA"] {
+            let message = key_error(&[("APP_ENV", "production"), ("JWT_ALGORITHM", algorithm)]);
+            assert!(message.contains("is required in production"), "{message}");
+            let s = settings(&[("JWT_ALGORITHM", algorithm)]).unwrap();
+            assert_eq!(s.services.tokens.keys.published().keys.len(), 1);
+            assert!(
+                s.signing_key_warning
+                    .unwrap()
+                    .contains("JWT_PRIVATE_KEYS is not set"),
+                "{algorithm}"
+            );
+        }
+        // Key files are not for HS256, whose secret is never published.
+        let message = key_error(&[("JWT_PRIVATE_KEYS", &key_file("rsa-a.pem"))]);
+        assert!(message.contains("HS256 signs with JWT_SECRET"), "{message}");
+    }
+
+    #[test]
+    fn algorithm_issuer_and_audience_are_checked() {
+        for bad in ["none", "hs256", "RS512", "ES256"] {
+            assert_eq!(error_variable(&[("JWT_ALGORITHM", bad)]), "JWT_ALGORITHM");
+        }
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.services.tokens.issuer, "user-service");
+        assert_eq!(s.services.tokens.audience, None);
+        assert!(s.services.tokens.keys.published().keys.is_empty());
+        let s = settings(&[
+            ("JWT_ISSUER", "https://id.example.com"),
+            ("JWT_AUDIENCE", "orders"),
+        ])
+        .unwrap();
+        assert_eq!(s.services.tokens.issuer, "https://id.example.com");
+        assert_eq!(s.services.tokens.audience.as_deref(), Some("orders"));
+        for variable in ["JWT_ISSUER", "JWT_AUDIENCE"] {
+            let long = "x".repeat(257);
+            assert_eq!(error_variable(&[(variable, &long)]), variable);
+            assert_eq!(error_variable(&[(variable, "a\u{7}b")]), variable);
+        }
     }
 
     #[test]

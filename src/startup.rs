@@ -38,12 +38,8 @@ impl Application {
         settings: Settings,
         repo: DynRepository,
     ) -> anyhow::Result<Self> {
-        if settings.jwt_secret_generated {
-            tracing::warn!(
-                "JWT_SECRET is not set: using a random secret, so tokens die with this process"
-            );
-        } else if settings.services.tokens.secret.expose().len() < 32 {
-            tracing::warn!("JWT_SECRET is shorter than 32 bytes; production refuses that");
+        if let Some(warning) = settings.signing_key_warning {
+            tracing::warn!("{warning}");
         }
         if matches!(settings.services.mail.transport, MailTransport::Log) {
             tracing::warn!("SMTP_URL is not set: password reset links go to the log");

@@ -84,6 +84,27 @@ fn a_bad_setting_stops_the_service_with_one_line_naming_the_variable() {
 }
 
 #[test]
+fn a_key_file_that_cannot_be_used_stops_the_service_naming_the_variable_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let rsa = format!("{}/tests/keys/rsa-a.pem", env!("CARGO_MANIFEST_DIR"));
+    for (algorithm, file) in [("EdDSA", missing.as_str()), ("EdDSA", rsa.as_str())] {
+        let output = command(
+            dir.path(),
+            &[],
+            &[("JWT_ALGORITHM", algorithm), ("JWT_PRIVATE_KEYS", file)],
+        )
+        .output()
+        .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{file}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("JWT_PRIVATE_KEYS"), "{stderr}");
+        assert!(stderr.contains(file), "{stderr}");
+    }
+}
+
+#[test]
 fn create_admin_reads_the_password_from_stdin_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     let args = [

@@ -381,3 +381,123 @@ async fn two_processes_on_one_mongodb_database_never_remove_the_last_admin() {
     ])
     .await;
 }
+
+fn key_file(name: &str) -> String {
+    format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `kid` in a token's header.
+fn kid_of(token: &str) -> String {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let header = token.split('.').next().unwrap();
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+async fn published_kids(base: &str) -> Vec<String> {
+    let keys: Value = reqwest::get(format!("{base}/.well-known/jwks.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Rotation as an operator does it: restart with `new,old`. Tokens signed with the old key
+/// before the restart still work; new ones are signed with the new key. Once the old key is
+/// dropped, its tokens are refused.
+async fn rotation_across_a_restart(
+    algorithm: &str,
+    old: &str,
+    new: &str,
+    database: Vec<(&str, String)>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api {
+        client: reqwest::Client::new(),
+    };
+    let with_keys = |keys: &[&str]| {
+        let mut settings = database.clone();
+        settings.push(("JWT_ALGORITHM", algorithm.to_owned()));
+        let files: Vec<String> = keys.iter().map(|k| key_file(k)).collect();
+        settings.push(("JWT_PRIVATE_KEYS", files.join(",")));
+        settings
+    };
+
+    let before = start(dir.path(), &with_keys(&[old])).await;
+    let old_token = api.login(&before.base, SEEDED).await.unwrap();
+    let old_kid = kid_of(&old_token);
+    assert_eq!(
+        published_kids(&before.base).await,
+        std::slice::from_ref(&old_kid)
+    );
+    drop(before);
+
+    let rotated = start(dir.path(), &with_keys(&[new, old])).await;
+    let (status, me) = api.me(&rotated.base, &old_token).await;
+    assert_eq!(
+        status, 200,
+        "{algorithm}: a token from before the restart: {me}"
+    );
+    let new_token = api.login(&rotated.base, SEEDED).await.unwrap();
+    let new_kid = kid_of(&new_token);
+    assert_ne!(
+        new_kid, old_kid,
+        "{algorithm}: new tokens are signed with the new key"
+    );
+    assert_eq!(
+        published_kids(&rotated.base).await,
+        [new_kid.clone(), old_kid]
+    );
+    assert_eq!(api.me(&rotated.base, &new_token).await.0, 200);
+    drop(rotated);
+
+    let retired = start(dir.path(), &with_keys(&[new])).await;
+    assert_eq!(
+        api.me(&retired.base, &old_token).await.0,
+        401,
+        "{algorithm}"
+    );
+    assert_eq!(
+        api.me(&retired.base, &new_token).await.0,
+        200,
+        "{algorithm}"
+    );
+}
+
+#[tokio::test]
+async fn signing_keys_rotate_across_a_restart_on_one_sqlite_file() {
+    for (algorithm, old, new) in [
+        ("RS256", "rsa-a.pem", "rsa-b.pem"),
+        ("EdDSA", "ed25519-a.pem", "ed25519-b.pem"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+        rotation_across_a_restart(algorithm, old, new, vec![("DATABASE_URL", url)]).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs MongoDB: set MONGODB_TEST_URI and run with --include-ignored"]
+async fn signing_keys_rotate_across_a_restart_on_one_mongodb_database() {
+    let uri = std::env::var("MONGODB_TEST_URI").expect("MONGODB_TEST_URI");
+    for (algorithm, old, new) in [
+        ("RS256", "rsa-a.pem", "rsa-b.pem"),
+        ("EdDSA", "ed25519-a.pem", "ed25519-b.pem"),
+    ] {
+        let database = format!("user_service_rotation_{}_{algorithm}", std::process::id());
+        rotation_across_a_restart(
+            algorithm,
+            old,
+            new,
+            vec![("DATABASE_URL", uri.clone()), ("DATABASE_NAME", database)],
+        )
+        .await;
+    }
+}

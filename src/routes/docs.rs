@@ -14,7 +14,7 @@ use utoipa::{
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::error;
-use super::{audit, auth, health, mfa, sessions, users};
+use super::{audit, auth, health, jwks, mfa, sessions, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,7 +23,7 @@ use super::{audit, auth, health, mfa, sessions, users};
         description = "User management and authentication. Every error is an RFC 9457 problem document.",
     ),
     paths(
-        health::health, health::ready, health::metrics, openapi_json, docs,
+        health::health, health::ready, health::metrics, openapi_json, docs, jwks::jwks,
         auth::register, auth::login, auth::login_mfa, auth::refresh, auth::logout, auth::forgot_password,
         auth::reset_password, auth::verify_email, auth::resend_verification,
         users::list_users, users::create_user, users::get_me, users::put_me, users::patch_me,
@@ -43,6 +43,7 @@ use super::{audit, auth, health, mfa, sessions, users};
         (name = "mfa", description = "Two-factor sign-in with TOTP"),
         (name = "sessions", description = "Signed-in sessions, and signing them out"),
         (name = "audit", description = "Security events"),
+        (name = "keys", description = "Public keys that verify access tokens"),
         (name = "operations", description = "Health, readiness, metrics, docs"),
     )
 )]
@@ -242,6 +243,7 @@ mod tests {
             ("/api", include_str!("audit.rs")),
             ("", include_str!("health.rs")),
             ("", include_str!("docs.rs")),
+            ("", include_str!("jwks.rs")),
         ];
         let mut checked = 0;
         for (prefix, source) in sources {
@@ -265,7 +267,7 @@ mod tests {
             }
         }
         assert_eq!(
-            checked, 39,
+            checked, 40,
             "the number of routes changed: check this test's sources"
         );
     }

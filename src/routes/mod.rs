@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod health;
 pub mod json;
+mod jwks;
 mod mfa;
 mod query;
 mod schemas;
@@ -30,6 +31,7 @@ pub type AppState = crate::services::Services;
 /// The operational routes, outside the rate limit.
 pub fn configure_operations(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
+    jwks::configure(cfg);
     docs::configure(cfg);
 }
 

@@ -5,6 +5,7 @@ mod accounts;
 mod actor;
 mod audit;
 mod error;
+mod keys;
 mod mfa;
 mod outbox;
 mod password_policy;
@@ -22,10 +23,13 @@ pub use accounts::{
 pub use actor::{AccountAccess, Actor, AdminAccess};
 pub use audit::{AuditLog, AuditPage, Position};
 pub use error::{Conflict, Credential, Refusal, ServiceError};
+pub use keys::{DuplicateKey, KeyError, Keyring, PrivateKey, SigningAlgorithm};
 pub use mfa::{Enrolment, MfaService};
 pub use outbox::VerificationSettings;
 pub use passwords::PasswordHasher;
-pub use tokens::{AccessClaims, OpaqueToken, TokenRole, TokenService, TokenSettings, hash_token};
+pub use tokens::{
+    AccessClaims, OpaqueToken, TokenError, TokenRole, TokenService, TokenSettings, hash_token,
+};
 pub use users::{NewAccount, UserChanges, UserService};
 
 use crate::{
@@ -52,6 +56,7 @@ pub struct Services {
     pub users: UserService,
     pub mfa: MfaService,
     pub audit: AuditLog,
+    pub tokens: TokenService,
     repo: DynRepository,
 }
 
@@ -76,13 +81,14 @@ impl Services {
             outbox.clone(),
             settings.mfa_issuer,
         );
+        let tokens = TokenService::new(&settings.tokens);
         let accounts = AccountService::new(
             accounts::AccountParts {
                 repo: repo.clone(),
                 users: users.clone(),
                 mfa: mfa.clone(),
                 hasher,
-                tokens: TokenService::new(&settings.tokens),
+                tokens: tokens.clone(),
                 mailer,
                 outbox,
                 audit: audit.clone(),
@@ -94,6 +100,7 @@ impl Services {
             users,
             mfa,
             audit,
+            tokens,
             repo,
         })
     }

@@ -20,7 +20,9 @@ fn settings(allow_registration: bool) -> ServiceSettings {
     ServiceSettings {
         bcrypt_cost: 4,
         tokens: TokenSettings {
-            secret: Secret::new("0123456789abcdef0123456789abcdef"),
+            keys: Keyring::hmac(&Secret::new("0123456789abcdef0123456789abcdef")),
+            issuer: "user-service".to_owned(),
+            audience: None,
             access_ttl: Duration::from_secs(900),
         },
         accounts: AccountSettings {

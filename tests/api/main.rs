@@ -15,6 +15,7 @@ mod mfa;
 mod password_reset;
 mod rate_limit;
 mod sessions;
+mod signing;
 mod startup;
 mod users;
 mod verification;

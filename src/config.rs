@@ -13,7 +13,7 @@ use crate::{
     domain::{DisplayName, Email, Password, Secret},
     mail::{MailSettings, MailTransport, SmtpRelay},
     services::{
-        AccountSettings, Keyring, Lockout, NewAccount, PrivateKey, ServiceSettings,
+        AccountSettings, Keyring, KeyringError, Lockout, NewAccount, PrivateKey, ServiceSettings,
         SigningAlgorithm, TokenSettings, VerificationSettings,
     },
     storage::DatabaseSettings,
@@ -101,8 +101,8 @@ pub struct Settings {
     pub port: u16,
     pub app_env: AppEnv,
     /// What to warn about the signing keys at start (a key made for this process, a short
-    /// secret); `None` when all is well.
-    pub signing_key_warning: Option<&'static str>,
+    /// secret, a secret that goes unused).
+    pub signing_key_warnings: Vec<&'static str>,
     pub services: ServiceSettings,
     pub rate_limit: RateLimitSettings,
     pub trusted_proxies: Vec<IpNet>,
@@ -332,7 +332,7 @@ impl RawSettings {
                 ));
             }
         };
-        let (keys, signing_key_warning) = parse_signing_keys(
+        let (keys, signing_key_warnings) = parse_signing_keys(
             app_env,
             self.jwt_algorithm,
             self.jwt_secret,
@@ -464,7 +464,7 @@ impl RawSettings {
             host,
             port: parse_number("PORT", self.port, 8080, 0..=u16::MAX)?,
             app_env,
-            signing_key_warning,
+            signing_key_warnings,
             services,
             rate_limit: RateLimitSettings {
                 per_second: parse_number(
@@ -492,7 +492,7 @@ fn parse_signing_keys(
     algorithm: Option<String>,
     secret: Option<String>,
     files: Option<String>,
-) -> Result<(Keyring, Option<&'static str>), ConfigError> {
+) -> Result<(Keyring, Vec<&'static str>), ConfigError> {
     let algorithm = match algorithm.as_deref().map(str::trim) {
         None => SigningAlgorithm::Hs256,
         Some(name) => SigningAlgorithm::parse(name).ok_or_else(|| {
@@ -506,7 +506,7 @@ fn parse_signing_keys(
         })?,
     };
     let files = parse_list(files);
-    if algorithm == SigningAlgorithm::Hs256 {
+    let SigningAlgorithm::Key(algorithm) = algorithm else {
         if !files.is_empty() {
             return Err(ConfigError::new(
                 "JWT_PRIVATE_KEYS",
@@ -520,21 +520,30 @@ fn parse_signing_keys(
                     format!("must be at least {MIN_JWT_SECRET_BYTES} bytes in production"),
                 ))
             }
-            (Some(secret), _) => Ok((
-                Keyring::hmac(&Secret::new(secret.clone())),
-                (secret.len() < MIN_JWT_SECRET_BYTES)
-                    .then_some("JWT_SECRET is shorter than 32 bytes; production refuses that"),
-            )),
+            (Some(secret), _) => {
+                let short = secret.len() < MIN_JWT_SECRET_BYTES;
+                Ok((
+                    Keyring::hmac(&Secret::new(secret)),
+                    short
+                        .then_some("JWT_SECRET is shorter than 32 bytes; production refuses that")
+                        .into_iter()
+                        .collect(),
+                ))
+            }
             (None, AppEnv::Production) => {
                 Err(ConfigError::new("JWT_SECRET", "is required in production"))
             }
             (None, AppEnv::Development) => Ok((
                 Keyring::hmac(&Secret::new(random_secret())),
-                Some(
+                vec![
                     "JWT_SECRET is not set: using a random secret, so tokens die with this process",
-                ),
+                ],
             )),
         };
+    };
+    let mut warnings = Vec::new();
+    if secret.is_some() {
+        warnings.push("JWT_SECRET is set but unused: JWT_ALGORITHM signs with JWT_PRIVATE_KEYS");
     }
     let mut keys = Vec::with_capacity(files.len());
     for file in &files {
@@ -555,25 +564,24 @@ fn parse_signing_keys(
         }
         let key = PrivateKey::generate(algorithm)
             .map_err(|e| ConfigError::new("JWT_ALGORITHM", e.to_string()))?;
-        let keys = Keyring::asymmetric(key, Vec::new()).expect("one key has no duplicate");
-        return Ok((
-            keys,
-            Some(
-                "JWT_PRIVATE_KEYS is not set: using a key made for this process, so tokens \
-                 die with it and the published key changes on every restart",
-            ),
-        ));
+        warnings.push(
+            "JWT_PRIVATE_KEYS is not set: using a key made for this process, so tokens die \
+             with it and the published key changes on every restart",
+        );
+        let keys = Keyring::private_keys(key, Vec::new()).expect("one key goes with itself");
+        return Ok((keys, warnings));
     };
-    let keys = Keyring::asymmetric(first, keys.collect()).map_err(|duplicate| {
-        ConfigError::new(
-            "JWT_PRIVATE_KEYS",
-            format!(
-                "{} holds the same key as {}",
-                files[duplicate.second], files[duplicate.first]
-            ),
-        )
+    let keys = Keyring::private_keys(first, keys.collect()).map_err(|error| {
+        let message = match error {
+            KeyringError::Duplicate { first, second } => {
+                format!("{} holds the same key as {}", files[second], files[first])
+            }
+            // Every file was read for one algorithm, so this would be a bug.
+            KeyringError::Mixed { index } => format!("{} is not an {algorithm} key", files[index]),
+        };
+        ConfigError::new("JWT_PRIVATE_KEYS", message)
     })?;
-    Ok((keys, None))
+    Ok((keys, warnings))
 }
 
 /// `iss` or `aud`: any string without control characters, at most 256 characters.
@@ -662,7 +670,7 @@ mod tests {
         );
         assert_eq!((s.host.as_str(), s.port), ("0.0.0.0", 8080));
         assert_eq!(s.app_env, AppEnv::Development);
-        assert!(s.signing_key_warning.is_some());
+        assert!(!s.signing_key_warnings.is_empty());
         let services = &s.services;
         assert_eq!(services.tokens.access_ttl, Duration::from_secs(900));
         assert_eq!(
@@ -778,7 +786,7 @@ mod tests {
         );
         let secret = "x".repeat(32);
         let s = settings(&[("APP_ENV", "production"), ("JWT_SECRET", &secret)]).unwrap();
-        assert_eq!(s.signing_key_warning, None);
+        assert!(s.signing_key_warnings.is_empty());
     }
 
     fn key_file(name: &str) -> String {
@@ -810,8 +818,8 @@ mod tests {
             .unwrap();
             let keys = &s.services.tokens.keys;
             assert_eq!(keys.algorithm().name(), algorithm);
-            assert_eq!(keys.published().keys.len(), 2);
-            assert_eq!(s.signing_key_warning, None);
+            assert_eq!(keys.published().len(), 2);
+            assert!(s.signing_key_warnings.is_empty());
         }
     }
 
@@ -822,7 +830,7 @@ mod tests {
         let cases = [
             ("RS256", missing.clone(), "cannot read"),
             ("RS256", directory.clone(), "cannot read"),
-            ("RS256", key_file("README.md"), "is not a PEM file"),
+            ("RS256", key_file("README.md"), "is not one PEM block"),
             (
                 "RS256",
                 key_file("ed25519-a.pem"),
@@ -837,16 +845,24 @@ mod tests {
             ("RS256", key_file("rsa-1024.pem"), "1024 bits"),
             ("RS256", key_file("rsa-a-pkcs1.pem"), "\"RSA PRIVATE KEY\""),
             ("RS256", key_file("rsa-a-public.pem"), "\"PUBLIC KEY\""),
+            (
+                "EdDSA",
+                key_file("ed25519-a-encrypted.pem"),
+                "\"ENCRYPTED PRIVATE KEY\"",
+            ),
         ];
         for (algorithm, file, reason) in cases {
-            // A bad file is fatal in development too, and wherever it is in the list.
-            for app_env in ["development", "production"] {
-                let good = key_file(if algorithm == "RS256" {
-                    "rsa-a.pem"
-                } else {
-                    "ed25519-a.pem"
-                });
-                let list = format!("{good},{file}");
+            let good = key_file(if algorithm == "RS256" {
+                "rsa-a.pem"
+            } else {
+                "ed25519-a.pem"
+            });
+            // A bad file is fatal in development too, as the signing key or a later one.
+            for (app_env, list) in [
+                ("development", format!("{file},{good}")),
+                ("production", format!("{good},{file}")),
+                ("development", format!("{good}, {file}")),
+            ] {
                 let message = key_error(&[
                     ("APP_ENV", app_env),
                     ("JWT_ALGORITHM", algorithm),
@@ -860,12 +876,29 @@ mod tests {
 
     #[test]
     fn the_same_key_listed_twice_is_refused_naming_both_files() {
+        let dir = tempfile::tempdir().unwrap();
         let (a, b) = (key_file("rsa-a.pem"), key_file("rsa-b.pem"));
-        let list = format!("{a},{b},{a}");
+        let copy = dir.path().join("copy-of-a.pem").display().to_string();
+        std::fs::copy(&a, &copy).unwrap();
+        let list = format!("{a},{b},{copy}");
         let message = key_error(&[("JWT_ALGORITHM", "RS256"), ("JWT_PRIVATE_KEYS", &list)]);
         assert!(
-            message.contains(&format!("{a} holds the same key as {a}")),
+            message.contains(&format!("{copy} holds the same key as {a}")),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_secret_beside_key_files_is_unused_and_said_to_be() {
+        let s = settings(&[
+            ("JWT_ALGORITHM", "EdDSA"),
+            ("JWT_PRIVATE_KEYS", &key_file("ed25519-a.pem")),
+            ("JWT_SECRET", &"x".repeat(32)),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.signing_key_warnings,
+            ["JWT_SECRET is set but unused: JWT_ALGORITHM signs with JWT_PRIVATE_KEYS"]
         );
     }
 
@@ -875,11 +908,9 @@ mod tests {
             let message = key_error(&[("APP_ENV", "production"), ("JWT_ALGORITHM", algorithm)]);
             assert!(message.contains("is required in production"), "{message}");
             let s = settings(&[("JWT_ALGORITHM", algorithm)]).unwrap();
-            assert_eq!(s.services.tokens.keys.published().keys.len(), 1);
+            assert_eq!(s.services.tokens.keys.published().len(), 1);
             assert!(
-                s.signing_key_warning
-                    .unwrap()
-                    .contains("JWT_PRIVATE_KEYS is not set"),
+                s.signing_key_warnings[0].contains("JWT_PRIVATE_KEYS is not set"),
                 "{algorithm}"
             );
         }
@@ -896,7 +927,7 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.services.tokens.issuer, "user-service");
         assert_eq!(s.services.tokens.audience, None);
-        assert!(s.services.tokens.keys.published().keys.is_empty());
+        assert!(s.services.tokens.keys.published().is_empty());
         let s = settings(&[
             ("JWT_ISSUER", "https://id.example.com"),
             ("JWT_AUDIENCE", "orders"),

@@ -38,7 +38,7 @@ impl Application {
         settings: Settings,
         repo: DynRepository,
     ) -> anyhow::Result<Self> {
-        if let Some(warning) = settings.signing_key_warning {
+        for warning in &settings.signing_key_warnings {
             tracing::warn!("{warning}");
         }
         if matches!(settings.services.mail.transport, MailTransport::Log) {

@@ -1,10 +1,10 @@
 //! The public keys that verify our access tokens, for other services (RFC 7517).
 
 use actix_web::{HttpResponse, get, http::header, web};
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use serde::Serialize;
 
 use super::AppState;
+use crate::services::{KeyMaterial, PublicKey, SigningAlgorithm};
 
 /// How long other services may cache the set. Short, so that a key added at a restart is
 /// picked up within minutes even by a verifier that does not refetch on an unknown `kid`.
@@ -44,33 +44,32 @@ pub struct PublicJwk {
     e: Option<String>,
 }
 
-impl PublicJwk {
-    /// The keys the service makes are RSA or Ed25519, signing with the configured algorithm.
-    fn new(jwk: &Jwk, alg: &'static str) -> Option<Self> {
-        let mut key = Self {
+impl From<&PublicKey> for PublicJwk {
+    fn from(key: &PublicKey) -> Self {
+        let mut jwk = Self {
             kty: "",
-            kid: jwk.common.key_id.clone()?,
-            alg,
+            kid: key.kid.clone(),
+            alg: SigningAlgorithm::Key(key.algorithm).name(),
+            // Every published key verifies access tokens, and nothing else.
             key_use: "sig",
             crv: None,
             x: None,
             n: None,
             e: None,
         };
-        match &jwk.algorithm {
-            AlgorithmParameters::RSA(rsa) => {
-                key.kty = "RSA";
-                key.n = Some(rsa.n.clone());
-                key.e = Some(rsa.e.clone());
+        match &key.material {
+            KeyMaterial::Rsa { n, e } => {
+                jwk.kty = "RSA";
+                jwk.n = Some(n.clone());
+                jwk.e = Some(e.clone());
             }
-            AlgorithmParameters::OctetKeyPair(okp) => {
-                key.kty = "OKP";
-                key.crv = Some("Ed25519");
-                key.x = Some(okp.x.clone());
+            KeyMaterial::Ed25519 { x } => {
+                jwk.kty = "OKP";
+                jwk.crv = Some("Ed25519");
+                jwk.x = Some(x.clone());
             }
-            _ => return None,
         }
-        Some(key)
+        jwk
     }
 }
 
@@ -87,13 +86,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 )]
 #[get("/.well-known/jwks.json")]
 pub(crate) async fn jwks(state: web::Data<AppState>) -> HttpResponse {
-    let alg = state.tokens.algorithm().name();
     let keys = state
         .tokens
         .published_keys()
-        .keys
         .iter()
-        .filter_map(|jwk| PublicJwk::new(jwk, alg))
+        .map(PublicJwk::from)
         .collect();
     HttpResponse::Ok()
         .insert_header((

@@ -23,7 +23,10 @@ pub use accounts::{
 pub use actor::{AccountAccess, Actor, AdminAccess};
 pub use audit::{AuditLog, AuditPage, Position};
 pub use error::{Conflict, Credential, Refusal, ServiceError};
-pub use keys::{DuplicateKey, KeyError, Keyring, PrivateKey, SigningAlgorithm};
+pub use keys::{
+    KeyAlgorithm, KeyError, KeyMaterial, Keyring, KeyringError, PrivateKey, PublicKey,
+    SigningAlgorithm,
+};
 pub use mfa::{Enrolment, MfaService};
 pub use outbox::VerificationSettings;
 pub use passwords::PasswordHasher;

@@ -1,17 +1,20 @@
 use std::{
     io::{BufRead, Read, Write},
     net::TcpStream,
+    path::{Path, PathBuf},
     process::ExitCode,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use clap::{Parser, Subcommand};
+use tokio::runtime::Runtime;
 use user_service::{
     config::{self, Settings},
     domain::{DisplayName, Email, Password},
-    services::{NewAccount, Services},
+    services::{BATCH, ImportReport, NewAccount, Services},
     startup::Application,
-    storage, telemetry,
+    storage,
+    telemetry::{self, LogOutput},
 };
 
 #[derive(Parser)]
@@ -38,6 +41,19 @@ enum Command {
         #[arg(long, default_value = "Administrator")]
         name: String,
     },
+    /// Import users from a JSON Lines file (`-` for standard input): one user per line with
+    /// `name`, `email` and `password_hash` (bcrypt) or `password`, optionally `id`,
+    /// `username`, `role`, `active`, `email_verified` and the times `export` writes. Users
+    /// whose id or email exists are skipped, so a second run imports nothing twice. Refused
+    /// lines are reported with their number; the others are imported (exit 1 if any was
+    /// refused).
+    Import {
+        /// The file to read.
+        file: PathBuf,
+    },
+    /// Write every user as JSON Lines to standard output, oldest first, password hashes
+    /// included (two-factor enrolments, sessions and the audit log are not exported).
+    Export,
 }
 
 fn main() -> ExitCode {
@@ -58,7 +74,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(settings.log_format);
+    let output = match cli.command {
+        None | Some(Command::Serve) => LogOutput::Stdout,
+        Some(_) => LogOutput::Stderr,
+    };
+    let _log_guard = telemetry::init(settings.log_format, output);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -69,6 +89,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::CreateAdmin { email, name }) => admin_from_args(&email, &name)
             .and_then(|admin| runtime.block_on(create_admin(settings, admin))),
+        Some(Command::Import { file }) => import(&runtime, settings, &file),
+        Some(Command::Export) => export(&runtime, settings),
         _ => runtime.block_on(serve(settings)),
     };
     match result {
@@ -106,8 +128,7 @@ fn admin_from_args(email: &str, name: &str) -> anyhow::Result<NewAccount> {
 }
 
 async fn create_admin(settings: Settings, admin: NewAccount) -> anyhow::Result<()> {
-    let repo = storage::connect(&settings.database, settings.services.audit_retention).await?;
-    let services = Services::new(settings.services, repo).await?;
+    let services = services(settings).await?;
     let email = admin.email.clone();
     if services.users.ensure_admin(admin).await? {
         println!("created admin {email}");
@@ -115,6 +136,93 @@ async fn create_admin(settings: Settings, admin: NewAccount) -> anyhow::Result<(
     } else {
         anyhow::bail!("a user with email {email} exists already; it was left unchanged")
     }
+}
+
+async fn services(settings: Settings) -> anyhow::Result<Services> {
+    let repo = storage::connect(&settings.database, settings.services.audit_retention).await?;
+    Services::new(settings.services, repo).await
+}
+
+/// Reads the file here, a batch of lines at a time, and hands each batch to the import.
+fn import(runtime: &Runtime, settings: Settings, file: &Path) -> anyhow::Result<()> {
+    let input: Box<dyn BufRead> = if file == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let opened = std::fs::File::open(file)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+        Box::new(std::io::BufReader::with_capacity(1 << 20, opened))
+    };
+    let services = runtime.block_on(services(settings))?;
+    let started = Instant::now();
+    let mut report = ImportReport::default();
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut lines = input.lines().enumerate();
+    loop {
+        let next = lines.next();
+        if let Some((index, line)) = &next {
+            let line = line
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("cannot read line {}: {e}", index + 1))?;
+            if !line.trim().is_empty() {
+                batch.push((*index as u64 + 1, line.clone()));
+            }
+        }
+        if batch.len() == BATCH || (next.is_none() && !batch.is_empty()) {
+            let done = runtime.block_on(services.transfer.import(std::mem::take(&mut batch)))?;
+            for (line, reason) in &done.refused {
+                eprintln!("line {line}: {reason}");
+            }
+            report.add(done);
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "imported {} users, {} already there, {} lines refused, in {seconds:.1} s ({:.0} lines/s)",
+        report.created,
+        report.existing,
+        report.refused.len(),
+        (report.created + report.existing + report.refused.len() as u64) as f64 / seconds.max(1e-9),
+    );
+    if report.refused.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} lines were refused (see above); the others were imported",
+            report.refused.len()
+        )
+    }
+}
+
+/// Every user to standard output, a page at a time.
+fn export(runtime: &Runtime, settings: Settings) -> anyhow::Result<()> {
+    let services = runtime.block_on(services(settings))?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let (mut exported, mut with_mfa) = (0u64, 0u64);
+    let mut after = None;
+    loop {
+        let page = runtime.block_on(services.transfer.export(after))?;
+        for user in &page.users {
+            serde_json::to_writer(&mut out, user)?;
+            out.write_all(b"\n")?;
+        }
+        exported += page.users.len() as u64;
+        with_mfa += page.with_mfa;
+        after = page.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    out.flush()?;
+    eprintln!("exported {exported} users");
+    if with_mfa > 0 {
+        eprintln!(
+            "{with_mfa} of them had two-factor sign-in, which is not exported: they enrol again"
+        );
+    }
+    Ok(())
 }
 
 /// A plain HTTP/1.0 request, so that the runtime image needs no curl or shell.

@@ -1,9 +1,31 @@
 //! Logging set-up, and running blocking work without losing the caller's span.
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
+/// Lines the log buffer holds before it starts dropping them (tracing-appender's default).
+const BUFFERED_LINES: usize = 128_000;
+
 /// Installs the global subscriber. `RUST_LOG` filters; the default is `info`.
-pub fn init(format: LogFormat) {
+///
+/// Lines go to `to` through a bounded in-memory queue drained by one background thread,
+/// so a request never waits for the terminal or a log pipe. The queue is **lossy**: when it
+/// is full (the output slower than the service for 128,000 lines), new lines are dropped rather
+/// than making the workers wait. Dropped lines are not counted or reported anywhere.
+///
+/// The returned guard flushes the queue when dropped: hold it until the process ends. When a
+/// subscriber is installed already (a second call, as in tests), that one is kept and the
+/// guard belongs to an unused writer.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init(format: LogFormat, to: LogOutput) -> WorkerGuard {
+    let builder = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(BUFFERED_LINES)
+        .thread_name("log-writer");
+    let (writer, guard) = match to {
+        LogOutput::Stdout => builder.finish(std::io::stdout()),
+        LogOutput::Stderr => builder.finish(std::io::stderr()),
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     // `try_init` so that a second call (as in tests) keeps the first subscriber.
@@ -14,11 +36,13 @@ pub fn init(format: LogFormat) {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_writer(writer),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer()).try_init(),
+        LogFormat::Pretty => registry.with(fmt::layer().with_writer(writer)).try_init(),
     };
+    guard
 }
 
 /// `spawn_blocking` that keeps the caller's span, so blocking work logs with the request id.
@@ -29,6 +53,14 @@ where
 {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(f))
+}
+
+/// Where log lines go: stdout for the server; stderr for commands whose output is data
+/// (`export` writes users to stdout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    Stdout,
+    Stderr,
 }
 
 /// How log lines are written.

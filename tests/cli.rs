@@ -194,3 +194,187 @@ fn healthcheck_and_sigterm_shutdown() {
     assert!(status.success(), "exit after SIGTERM: {status:?}");
     assert!(!healthy(), "still answering after shutdown");
 }
+
+/// Runs the binary to the end with `vars`; stdout and stderr as text.
+fn run(dir: &Path, args: &[&str], vars: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let output = command(dir, args, vars).output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// Serves `database` until dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn serve(dir: &Path, database: &str) -> (Server, String) {
+    let port = free_port().to_string();
+    let vars = [
+        ("HOST", "127.0.0.1"),
+        ("PORT", port.as_str()),
+        ("DATABASE_URL", database),
+        ("RATE_LIMIT_PER_SECOND", "0"),
+        ("ADMIN_EMAIL", "root@example.com"),
+        ("ADMIN_PASSWORD", "a long admin password"),
+    ];
+    let server = Server(
+        command(dir, &[], &vars)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while reqwest::get(format!("{base}/ready")).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (server, base)
+}
+
+async fn login(base: &str, email: &str, password: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{base}/api/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn export_then_import_moves_every_user_with_their_password_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = format!("sqlite://{}", dir.path().join("first.db").display());
+    let second = format!("sqlite://{}", dir.path().join("second.db").display());
+
+    // Users made by the service itself: their hashes are bcrypt of what they registered.
+    {
+        let (_server, base) = serve(dir.path(), &first).await;
+        let client = reqwest::Client::new();
+        for (name, email, username) in [
+            ("Mario Rossi", "mario@example.com", Some("mario")),
+            ("Zoë Ünal", "zoe@example.com", None),
+        ] {
+            let mut body =
+                serde_json::json!({"name": name, "email": email, "password": "their own password"});
+            if let Some(username) = username {
+                body["username"] = username.into();
+            }
+            let status = client
+                .post(format!("{base}/api/auth/register"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 201);
+        }
+    }
+
+    let (code, exported, _) = run(dir.path(), &["export"], &[("DATABASE_URL", &first)]);
+    assert_eq!(code, Some(0));
+    let lines: Vec<serde_json::Value> = exported
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("every line of stdout is a user"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{exported}");
+    assert!(
+        lines
+            .iter()
+            .all(|user| user["password_hash"].as_str().unwrap().starts_with("$2"))
+    );
+    let file = dir.path().join("users.jsonl");
+    std::fs::write(&file, &exported).unwrap();
+    let file = file.display().to_string();
+
+    let (code, out, err) = run(dir.path(), &["import", &file], &[("DATABASE_URL", &second)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("imported 3 users, 0 already there, 0 lines refused"),
+        "{out}"
+    );
+    let (_, again, _) = run(dir.path(), &["export"], &[("DATABASE_URL", &second)]);
+    assert_eq!(again, exported, "the second database holds the same users");
+
+    // A second run imports nothing twice.
+    let (code, out, _) = run(dir.path(), &["import", &file], &[("DATABASE_URL", &second)]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("imported 0 users, 3 already there, 0 lines refused"),
+        "{out}"
+    );
+
+    // The moved hashes work.
+    let (_server, base) = serve(dir.path(), &second).await;
+    assert_eq!(
+        login(&base, "mario@example.com", "their own password").await,
+        200
+    );
+    assert_eq!(
+        login(&base, "zoe@example.com", "their own password").await,
+        200
+    );
+    assert_eq!(
+        login(&base, "zoe@example.com", "not their password").await,
+        401
+    );
+}
+
+#[test]
+fn import_reports_each_refused_line_and_imports_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users.jsonl");
+    let hash = "$2b$04$EGdrhbKUv8Oc9vGiXX0HQOxSg445d09uuCwTO/nGM6uPvUFhx9RSi";
+    let lines = [
+        format!(r#"{{"name": "Ann", "email": "ann@example.com", "password_hash": "{hash}", "username": "ann"}}"#),
+        r#"{"name": "Bob", "email": "not an email", "password": "a long password"}"#.to_owned(),
+        String::new(),
+        r#"{"name": "Cy", "email": "cy@example.com", "password": "password"}"#.to_owned(),
+        r#"{"name": "Di", "email": "di@example.com", "password_hash": "plain text"}"#.to_owned(),
+        format!(r#"{{"name": "Ed", "email": "ed@example.com", "password_hash": "{hash}", "username": "ANN"}}"#),
+        r#"{"name": "Fay", "email": "fay@example.com"}"#.to_owned(),
+        r#"{"name": "Gus", "email": "gus@example.com", "password": "a long password", "shoe_size": 9}"#.to_owned(),
+        "[1, 2".to_owned(),
+        r#"{"name": "Hal", "email": "hal@example.com", "password": "hal's long password", "role": "admin"}"#.to_owned(),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let (code, out, err) = run(dir.path(), &["import", &file.display().to_string()], &[]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("imported 2 users, 0 already there, 7 lines refused"),
+        "{out}"
+    );
+    for expected in [
+        "line 2: email:",
+        "line 4: password ",
+        "line 5: password_hash: is not a bcrypt hash",
+        "line 6: username: another user has it",
+        "line 7: password_hash: give exactly one of password_hash and password",
+        "line 8: not a user: unknown field `shoe_size`",
+        "line 9: not a user:",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in {err}");
+    }
+    let (_, exported, _) = run(dir.path(), &["export"], &[]);
+    let emails: Vec<String> = exported
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["email"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(emails, ["ann@example.com", "hal@example.com"]);
+}

@@ -18,8 +18,8 @@ pub use role::Role;
 pub use secret::Secret;
 pub use session::{Origin, Session, SessionId};
 pub use user::{
-    ListQuery, Page, SortField, SortOrder, User, UserField, UserFilter, UserId, UserPatch, now,
-    truncate_to_millis, unix_millis,
+    ListQuery, Page, SortField, SortKey, SortOrder, User, UserCursor, UserField, UserFilter,
+    UserId, UserPatch, from_unix_millis, now, truncate_to_millis, unix_millis,
 };
 
 /// Why a value was refused; the message is meant for API clients.

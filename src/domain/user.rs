@@ -65,6 +65,11 @@ pub fn unix_millis(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// The instant `ms` milliseconds after the Unix epoch; `None` out of range.
+pub fn from_unix_millis(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
 pub fn truncate_to_millis(t: OffsetDateTime) -> OffsetDateTime {
     let nanos = t.unix_timestamp_nanos();
     OffsetDateTime::from_unix_timestamp_nanos(nanos - nanos.rem_euclid(1_000_000))
@@ -203,30 +208,53 @@ pub enum SortOrder {
     Descending,
 }
 
+/// The value a list is sorted by, of one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortKey {
+    CreatedAt(OffsetDateTime),
+    /// A name or an email, as stored.
+    Text(String),
+}
+
+impl SortKey {
+    pub fn of(user: &User, sort: SortField) -> Self {
+        match sort {
+            SortField::CreatedAt => SortKey::CreatedAt(user.created_at),
+            SortField::Name => SortKey::Text(user.name.as_str().to_owned()),
+            SortField::Email => SortKey::Text(user.email.as_str().to_owned()),
+        }
+    }
+}
+
+/// A keyset position: strictly after the user with this sort key and id, in the list's order
+/// (ties on the key are broken by id, in the same direction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCursor {
+    pub key: SortKey,
+    pub id: UserId,
+}
+
+/// A slice of the user list: skipping `offset` users, or strictly after `after` (keyset), at
+/// most `limit`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListQuery {
-    /// 1-based.
-    pub page: u32,
-    pub per_page: u32,
     pub filter: UserFilter,
     pub sort: SortField,
     pub order: SortOrder,
-}
-
-impl ListQuery {
-    pub fn offset(&self) -> u64 {
-        u64::from(self.page.saturating_sub(1)) * u64::from(self.per_page)
-    }
+    pub after: Option<UserCursor>,
+    pub offset: u64,
+    pub limit: u32,
 }
 
 impl Default for ListQuery {
     fn default() -> Self {
         Self {
-            page: 1,
-            per_page: 20,
             filter: UserFilter::default(),
             sort: SortField::default(),
             order: SortOrder::default(),
+            after: None,
+            offset: 0,
+            limit: 20,
         }
     }
 }

@@ -186,15 +186,7 @@ impl OwnAuditParams {
             until: instant("until", self.until.as_deref())?,
             ..AuditFilter::default()
         };
-        let per_page = query::number("per_page", self.per_page, 20, query::MAX_PER_PAGE)?;
-        let position = match (self.page, self.after) {
-            (Some(_), Some(_)) => return Err(query::bad("after", "cannot go with page")),
-            (_, Some(after)) if after.is_empty() => {
-                return Err(query::bad("after", "must not be empty"));
-            }
-            (_, Some(after)) => Position::After(after),
-            (page, None) => Position::Page(query::number("page", page, 1, query::MAX_PAGE)?),
-        };
+        let (per_page, position) = query::paging(self.page, self.per_page, self.after)?;
         Ok((filter, per_page, position))
     }
 }

@@ -186,7 +186,7 @@ fn add_common_responses(path: &str, operation: &mut Operation) {
     add("500", "A bug; the body says nothing about internals", true);
     add(
         "503",
-        "The database does not answer",
+        "The database does not answer, or the password-hashing queue is full (`Retry-After`)",
         api || path == "/ready",
     );
     if api && !operation.responses.responses.contains_key("429") {

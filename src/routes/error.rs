@@ -113,7 +113,7 @@ fn service_status(error: &ServiceError) -> StatusCode {
             StatusCode::CONFLICT
         }
         ServiceError::LoginLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
-        ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::Unavailable(_) | ServiceError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -122,6 +122,7 @@ fn service_status(error: &ServiceError) -> StatusCode {
 /// for a type that is not meant to be looked up).
 pub const LOGIN_LOCKED: &str = "tag:user-service,2026:problems/login-locked";
 pub const EMAIL_NOT_VERIFIED: &str = "tag:user-service,2026:problems/email-not-verified";
+pub const HASHING_BUSY: &str = "tag:user-service,2026:problems/hashing-busy";
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
@@ -168,6 +169,15 @@ impl ResponseError for ApiError {
         let mut problem = Problem::new(self.status_code(), detail).with_errors(errors);
         if let ApiError::Service(ServiceError::EmailNotVerified) = self {
             problem.kind = EMAIL_NOT_VERIFIED;
+        }
+        if let ApiError::Service(ServiceError::Busy) = self {
+            problem.kind = HASHING_BUSY;
+            let mut response = problem.response();
+            // A place in the queue frees as soon as one hash ends: well within a second.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(1));
+            return response;
         }
         if let ApiError::Service(ServiceError::LoginLocked { retry_after }) = self {
             problem.kind = LOGIN_LOCKED;
@@ -221,5 +231,20 @@ mod tests {
             serde_json::json!([{"field": "username", "message": "is already taken"}])
         );
         assert_eq!(problem["detail"], "username is already taken");
+    }
+
+    #[actix_web::test]
+    async fn a_full_hashing_queue_asks_to_retry_shortly() {
+        let error = ApiError::from(ServiceError::Busy);
+        let response = error.error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/problem+json"
+        );
+        let problem = problem_of(response).await;
+        assert_eq!(problem["type"], HASHING_BUSY);
+        assert_eq!(problem["status"], 503);
     }
 }

@@ -12,10 +12,10 @@ use super::{
 };
 use crate::{
     domain::{
-        DisplayName, Email, ListQuery, Page, Password, Role, SortField, SortOrder, User,
-        UserFilter, UserId, Username,
+        DisplayName, Email, Password, Role, SortField, SortOrder, User, UserFilter, UserId,
+        Username,
     },
-    services::{AccountAccess, NewAccount, ServiceError, UserChanges},
+    services::{AccountAccess, NewAccount, Position, ServiceError, UserChanges},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -128,21 +128,29 @@ pub(super) fn ok(user: User) -> HttpResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserPage {
     pub items: Vec<UserResponse>,
-    pub page: u32,
+    /// `null` when the page was asked for with `after`.
+    pub page: Option<u32>,
     pub per_page: u32,
+    /// Users matching the filters, on every page.
     pub total: u64,
     pub total_pages: u64,
+    /// Pass as `after` for the next page (same filters and sort); `null` on the last one.
+    pub next_cursor: Option<String>,
 }
 
 /// The query string of the list, as sent; parsed below so that each bad value is named.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
-    /// 1-based page number.
+    /// 1-based page number; not with `after`.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000000, default = 1)]
     page: Option<String>,
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
     per_page: Option<String>,
+    /// The `next_cursor` of the page before (keyset paging, fast at any depth); not with
+    /// `page`.
+    #[param(value_type = Option<String>, min_length = 1)]
+    after: Option<String>,
     #[param(schema_with = schemas::search_text)]
     q: Option<String>,
     #[param(value_type = Option<ApiRole>)]
@@ -152,6 +160,14 @@ pub struct ListParams {
     /// `-` sorts descending.
     #[param(schema_with = sort_schema)]
     sort: Option<String>,
+}
+
+/// A listing as asked for.
+struct UserList {
+    filter: UserFilter,
+    sort: (SortField, SortOrder),
+    per_page: u32,
+    position: Position,
 }
 
 fn sort_schema() -> utoipa::openapi::Object {
@@ -172,9 +188,8 @@ const SORTS: [(&str, SortField, SortOrder); 6] = [
 ];
 
 impl ListParams {
-    fn parse(self) -> Result<ListQuery, ApiError> {
-        let page = query::number("page", self.page, 1, query::MAX_PAGE)?;
-        let per_page = query::number("per_page", self.per_page, 20, query::MAX_PER_PAGE)?;
+    fn parse(self) -> Result<UserList, ApiError> {
+        let (per_page, position) = query::paging(self.page, self.per_page, self.after)?;
         let role = match self.role.as_deref() {
             None => None,
             Some("user") => Some(Role::User),
@@ -209,12 +224,11 @@ impl ListParams {
         if q.as_ref().is_some_and(|q| q.chars().any(char::is_control)) {
             return Err(query::bad("q", "must not contain control characters"));
         }
-        Ok(ListQuery {
-            page,
-            per_page,
+        Ok(UserList {
             filter: UserFilter { q, role, active },
-            sort,
-            order,
+            sort: (sort, order),
+            per_page,
+            position,
         })
     }
 }
@@ -233,14 +247,18 @@ pub(crate) async fn list_users(
     params: web::Query<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
     let admin = actor.admin()?;
-    let query = params.into_inner().parse()?;
-    let Page { items, total } = state.users.list(admin, &query).await?;
+    let list = params.into_inner().parse()?;
+    let page = state
+        .users
+        .list(admin, list.filter, list.sort, list.per_page, list.position)
+        .await?;
     Ok(HttpResponse::Ok().json(UserPage {
-        items: items.into_iter().map(UserResponse::from).collect(),
-        page: query.page,
-        per_page: query.per_page,
-        total,
-        total_pages: total.div_ceil(u64::from(query.per_page)),
+        items: page.items.into_iter().map(UserResponse::from).collect(),
+        page: page.page,
+        per_page: page.per_page,
+        total: page.total,
+        total_pages: page.total_pages,
+        next_cursor: page.next_cursor,
     }))
 }
 

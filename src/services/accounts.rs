@@ -326,8 +326,7 @@ impl AccountService {
         let matched = self
             .hasher
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
-            .await
-            .map_err(ServiceError::Internal)?;
+            .await?;
         let user = match user {
             Some(user) if matched && user.active => user,
             user => {
@@ -340,11 +339,7 @@ impl AccountService {
             // A stronger hash of the same password is not a change of the password:
             // `password_changed_at` stays.
             let password = Password::parse(password).map_err(ServiceError::internal)?;
-            let hash = self
-                .hasher
-                .hash(&password)
-                .await
-                .map_err(ServiceError::Internal)?;
+            let hash = self.hasher.hash(&password).await?;
             let rehashed = UserPatch::new().set(UserField::PasswordHash(hash));
             self.repo.update_user(&user.id, &rehashed).await?;
         }
@@ -771,11 +766,7 @@ impl AccountService {
         else {
             return Err(refused());
         };
-        let password_hash = self
-            .hasher
-            .hash(new_password)
-            .await
-            .map_err(ServiceError::Internal)?;
+        let password_hash = self.hasher.hash(new_password).await?;
         let at = domain::now();
         let patch = UserPatch::new()
             .set(UserField::PasswordHash(password_hash))

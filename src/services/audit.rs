@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use sha2::{Digest, Sha256};
-use time::OffsetDateTime;
-
-use super::{Actor, AdminAccess, ServiceError};
+use super::{
+    Actor, AdminAccess, ServiceError,
+    listing::{Cursors, Listing, Position},
+};
 use crate::{
     domain::{
         self, AuditEvent, AuditFilter, AuditQuery, EventDetails, EventId, EventKind, Origin,
@@ -55,27 +54,8 @@ impl Event {
     }
 }
 
-/// Where listing starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Position {
-    /// 1-based page number.
-    Page(u32),
-    /// The `next_cursor` of the page before.
-    After(String),
-}
-
 /// One page of events, newest first.
-#[derive(Debug, Clone)]
-pub struct AuditPage {
-    pub items: Vec<AuditEvent>,
-    /// `None` when the page was asked for by cursor.
-    pub page: Option<u32>,
-    pub per_page: u32,
-    pub total: u64,
-    pub total_pages: u64,
-    /// Where the next page starts; `None` on the last one.
-    pub next_cursor: Option<String>,
-}
+pub type AuditPage = Listing<AuditEvent>;
 
 #[derive(Clone)]
 pub struct AuditLog {
@@ -140,15 +120,23 @@ impl AuditLog {
         per_page: u32,
         position: Position,
     ) -> Result<AuditPage, ServiceError> {
-        let fingerprint = fingerprint(&filter);
-        let (page, offset, after) = match &position {
-            Position::Page(page) => (
-                Some(*page),
-                u64::from(page.saturating_sub(1)) * u64::from(per_page),
-                None,
-            ),
-            Position::After(cursor) => (None, 0, Some(decode_cursor(cursor, &fingerprint)?)),
-        };
+        let cursors = Cursors::new(&binding(&filter));
+        let (offset, after) = cursors.start::<2>(&position, per_page)?;
+        let after = after
+            .map(|[millis, id]| {
+                let at = millis
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(domain::from_unix_millis);
+                match (at, EventId::parse(&id)) {
+                    (Some(at), Ok(id)) => Ok((at, id)),
+                    _ => Err(ServiceError::BadQuery {
+                        parameter: "after",
+                        message: "is not a cursor of this list (with these filters and this sort)",
+                    }),
+                }
+            })
+            .transpose()?;
         // One more than asked for tells whether a next page exists.
         let query = AuditQuery {
             filter,
@@ -156,22 +144,10 @@ impl AuditLog {
             offset,
             limit: per_page + 1,
         };
-        let mut found = self.repo.list_audit_events(&query).await?;
-        let more = found.items.len() > per_page as usize;
-        found.items.truncate(per_page as usize);
-        let next_cursor = found
-            .items
-            .last()
-            .filter(|_| more)
-            .map(|last| encode_cursor(last.at, last.id, &fingerprint));
-        Ok(AuditPage {
-            items: found.items,
-            page,
-            per_page,
-            total: found.total,
-            total_pages: found.total.div_ceil(u64::from(per_page)),
-            next_cursor,
-        })
+        let found = self.repo.list_audit_events(&query).await?;
+        Ok(cursors.listing(found, &position, per_page, |event| {
+            vec![unix_millis(event.at).to_string(), event.id.to_string()]
+        }))
     }
 
     /// Removes the events older than the retention period; how many.
@@ -182,81 +158,13 @@ impl AuditLog {
 }
 
 /// What a cursor is bound to: the filter it was made under.
-fn fingerprint(filter: &AuditFilter) -> String {
-    let key = format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}",
+fn binding(filter: &AuditFilter) -> String {
+    format!(
+        "audit|{:?}|{:?}|{:?}|{:?}|{:?}",
         filter.user_id.map(|id| id.to_hex()),
         filter.subject_id.map(|id| id.to_hex()),
         filter.kind.map(EventKind::as_str),
         filter.since.map(unix_millis),
         filter.until.map(unix_millis),
-    );
-    hex::encode(&Sha256::digest(key.as_bytes())[..8])
-}
-
-fn encode_cursor(at: OffsetDateTime, id: EventId, fingerprint: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}.{id}.{fingerprint}", unix_millis(at)))
-}
-
-fn decode_cursor(
-    cursor: &str,
-    fingerprint: &str,
-) -> Result<(OffsetDateTime, EventId), ServiceError> {
-    let bad = || ServiceError::BadQuery {
-        parameter: "after",
-        message: "is not a cursor of this list (with these filters)",
-    };
-    let text = URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(bad)?;
-    let mut parts = text.split('.');
-    let (Some(millis), Some(id), Some(bound), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    if bound != fingerprint {
-        return Err(bad());
-    }
-    let at = millis
-        .parse::<i64>()
-        .ok()
-        .and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok())
-        .ok_or_else(bad)?;
-    Ok((at, EventId::parse(id).map_err(|_| bad())?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_are_bound_to_their_filter() {
-        let filter = AuditFilter {
-            kind: Some(EventKind::LoginFailed),
-            ..AuditFilter::default()
-        };
-        let (at, id) = (domain::now(), EventId::generate());
-        let cursor = encode_cursor(at, id, &fingerprint(&filter));
-        assert_eq!(
-            decode_cursor(&cursor, &fingerprint(&filter)).unwrap(),
-            (at, id)
-        );
-        let other = AuditFilter::default();
-        assert!(matches!(
-            decode_cursor(&cursor, &fingerprint(&other)),
-            Err(ServiceError::BadQuery {
-                parameter: "after",
-                ..
-            })
-        ));
-        for junk in ["", "!!", "bm90IGEgY3Vyc29y"] {
-            assert!(
-                decode_cursor(junk, &fingerprint(&filter)).is_err(),
-                "{junk}"
-            );
-        }
-    }
+    )
 }

@@ -111,6 +111,10 @@ pub enum ServiceError {
     /// The database does not answer; trying again later may work.
     #[error("the service is temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// Every password-hashing thread is busy and their queue is full; trying again in a
+    /// moment may work.
+    #[error("the service is busy checking passwords; try again shortly")]
+    Busy,
     /// A bug or corrupt data.
     #[error("internal server error")]
     Internal(#[source] anyhow::Error),

@@ -6,11 +6,13 @@ mod actor;
 mod audit;
 mod error;
 mod keys;
+mod listing;
 mod mfa;
 mod outbox;
 mod password_policy;
 mod passwords;
 mod tokens;
+mod transfer;
 mod users;
 
 #[cfg(test)]
@@ -21,19 +23,21 @@ pub use accounts::{
     AccountService, AccountSettings, Lockout, LoginId, LoginOutcome, SessionView, TokenPair,
 };
 pub use actor::{AccountAccess, Actor, AdminAccess};
-pub use audit::{AuditLog, AuditPage, Position};
+pub use audit::{AuditLog, AuditPage};
 pub use error::{Conflict, Credential, Refusal, ServiceError};
 pub use keys::{
     KeyAlgorithm, KeyError, KeyMaterial, Keyring, KeyringError, PrivateKey, PublicKey,
     SigningAlgorithm,
 };
+pub use listing::{Listing, Position};
 pub use mfa::{Enrolment, MfaService};
 pub use outbox::VerificationSettings;
 pub use passwords::PasswordHasher;
 pub use tokens::{
     AccessClaims, OpaqueToken, TokenError, TokenRole, TokenService, TokenSettings, hash_token,
 };
-pub use users::{NewAccount, UserChanges, UserService};
+pub use transfer::{BATCH, ExportPage, ImportReport, Transfer, UserRecord};
+pub use users::{NewAccount, UserChanges, UserPage, UserService};
 
 use crate::{
     mail::{MailSettings, Mailer},
@@ -60,11 +64,12 @@ pub struct Services {
     pub mfa: MfaService,
     pub audit: AuditLog,
     pub tokens: TokenService,
+    pub transfer: Transfer,
     repo: DynRepository,
 }
 
 impl Services {
-    /// Needs the async runtime (the hasher calibrates on the blocking pool; the mailer
+    /// Needs the async runtime (the hasher makes its timing hash on its pool; the mailer
     /// starts its connection pool).
     pub async fn new(settings: ServiceSettings, repo: DynRepository) -> anyhow::Result<Self> {
         let hasher = PasswordHasher::new(settings.bcrypt_cost).await?;
@@ -77,6 +82,7 @@ impl Services {
         );
         let audit = AuditLog::new(repo.clone(), settings.audit_retention);
         let users = UserService::new(repo.clone(), hasher.clone(), outbox.clone(), audit.clone());
+        let transfer = transfer::Transfer::new(repo.clone(), hasher.clone());
         let mfa = MfaService::new(
             repo.clone(),
             hasher.clone(),
@@ -104,6 +110,7 @@ impl Services {
             mfa,
             audit,
             tokens,
+            transfer,
             repo,
         })
     }

@@ -2,18 +2,22 @@ use super::{
     AccountAccess, AdminAccess, ServiceError,
     audit::{AuditLog, Event},
     error::Refusal,
+    listing::{Cursors, Listing, Position},
     outbox::Outbox,
     password_policy::{self, AccountWords},
     passwords::PasswordHasher,
 };
 use crate::{
     domain::{
-        self, DisplayName, Email, EventKind, ListQuery, Origin, Page, Password, Role, User,
-        UserField, UserId, UserPatch, Username,
+        self, DisplayName, Email, EventKind, ListQuery, Origin, Password, Role, SortField, SortKey,
+        SortOrder, User, UserCursor, UserField, UserFilter, UserId, UserPatch, Username,
     },
     mail::Mail,
     storage::DynRepository,
 };
+
+/// One page of users.
+pub type UserPage = Listing<User>;
 
 /// The fields every new account has, as registration takes them.
 #[derive(Debug, Clone)]
@@ -133,11 +137,7 @@ impl UserService {
             name: &account.name,
         };
         password_policy::check(&account.password, &words, "password")?;
-        let password_hash = self
-            .hasher
-            .hash(&account.password)
-            .await
-            .map_err(ServiceError::Internal)?;
+        let password_hash = self.hasher.hash(&account.password).await?;
         let at = domain::now();
         let user = User {
             id: UserId::generate(),
@@ -170,12 +170,55 @@ impl UserService {
             .ok_or(ServiceError::NotFound)
     }
 
+    /// Users matching `filter`, in `sort` `order`, from `position`.
     pub async fn list(
         &self,
         _: AdminAccess<'_>,
-        query: &ListQuery,
-    ) -> Result<Page<User>, ServiceError> {
-        Ok(self.repo.list_users(query).await?)
+        filter: UserFilter,
+        (sort, order): (SortField, SortOrder),
+        per_page: u32,
+        position: Position,
+    ) -> Result<UserPage, ServiceError> {
+        let cursors = Cursors::new(&format!(
+            "users|{:?}|{:?}|{:?}|{sort:?}|{order:?}",
+            filter.q, filter.role, filter.active
+        ));
+        let (offset, after) = cursors.start::<2>(&position, per_page)?;
+        let after = after
+            .map(|[key, id]| {
+                let key = match sort {
+                    SortField::CreatedAt => key
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(domain::from_unix_millis)
+                        .map(SortKey::CreatedAt),
+                    SortField::Name | SortField::Email => Some(SortKey::Text(key)),
+                };
+                match (key, UserId::parse(&id)) {
+                    (Some(key), Ok(id)) => Ok(UserCursor { key, id }),
+                    _ => Err(ServiceError::BadQuery {
+                        parameter: "after",
+                        message: "is not a cursor of this list (with these filters and this sort)",
+                    }),
+                }
+            })
+            .transpose()?;
+        let query = ListQuery {
+            filter,
+            sort,
+            order,
+            after,
+            offset,
+            limit: per_page + 1,
+        };
+        let found = self.repo.list_users(&query).await?;
+        Ok(cursors.listing(found, &position, per_page, |user| {
+            let key = match SortKey::of(user, sort) {
+                SortKey::CreatedAt(at) => domain::unix_millis(at).to_string(),
+                SortKey::Text(text) => text,
+            };
+            vec![key, user.id.to_hex()]
+        }))
     }
 
     pub async fn update(
@@ -330,11 +373,7 @@ impl UserService {
             patch = patch.set(field);
         }
         if let Some(password) = &changes.password {
-            let hash = self
-                .hasher
-                .hash(password)
-                .await
-                .map_err(ServiceError::Internal)?;
+            let hash = self.hasher.hash(password).await?;
             patch = patch
                 .set(UserField::PasswordHash(hash))
                 .set(UserField::PasswordChangedAt(at));

@@ -14,13 +14,14 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, Repository,
+    Imported, LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, Repository,
     ResetTokenRecord, StorageError, StorageResult, StoredAttempts, TotpState, UniqueField,
     VerificationTokenRecord,
 };
 use crate::domain::{
     AuditEvent, AuditFilter, AuditQuery, Email, ListQuery, Page, Secret, Session, SessionId,
-    SortField, SortOrder, User, UserFilter, UserId, UserPatch, Username, truncate_to_millis,
+    SortField, SortKey, SortOrder, User, UserCursor, UserFilter, UserId, UserPatch, Username,
+    truncate_to_millis,
 };
 
 struct StoredRefresh {
@@ -156,13 +157,28 @@ fn matches(user: &User, filter: &UserFilter) -> bool {
         && filter.active.is_none_or(|active| user.active == active)
 }
 
+/// The list's order before its direction: by the sort key, then by id.
 fn compare(a: &User, b: &User, sort: SortField) -> Ordering {
-    let by_field = match sort {
-        SortField::CreatedAt => a.created_at.cmp(&b.created_at),
-        SortField::Name => a.name.as_str().cmp(b.name.as_str()),
-        SortField::Email => a.email.as_str().cmp(b.email.as_str()),
+    compare_to(a, &SortKey::of(b, sort), &b.id, sort)
+}
+
+fn compare_to(user: &User, key: &SortKey, id: &UserId, sort: SortField) -> Ordering {
+    let by_key = match (SortKey::of(user, sort), key) {
+        (SortKey::CreatedAt(at), SortKey::CreatedAt(other)) => at.cmp(other),
+        (SortKey::Text(text), SortKey::Text(other)) => text.as_str().cmp(other.as_str()),
+        // Keys of one sort are of one kind; a cursor of another sort is refused earlier.
+        _ => Ordering::Equal,
     };
-    by_field.then_with(|| a.id.object_id().bytes().cmp(&b.id.object_id().bytes()))
+    by_key.then_with(|| user.id.object_id().bytes().cmp(&id.object_id().bytes()))
+}
+
+/// Whether `user` comes strictly after the cursor in the list's order.
+fn is_after(user: &User, after: &UserCursor, query: &ListQuery) -> bool {
+    let ordering = compare_to(user, &after.key, &after.id, query.sort);
+    match query.order {
+        SortOrder::Ascending => ordering.is_gt(),
+        SortOrder::Descending => ordering.is_lt(),
+    }
 }
 
 #[async_trait]
@@ -181,6 +197,26 @@ impl Repository for MemoryRepository {
         }
         data.users.insert(user.id, stored(user.clone()));
         Ok(())
+    }
+
+    async fn import_users(&self, users: &[User]) -> StorageResult<Vec<Imported>> {
+        let mut data = self.data();
+        Ok(users
+            .iter()
+            .map(|user| {
+                if data.users.contains_key(&user.id) {
+                    return Imported::Exists;
+                }
+                match data.taken(user) {
+                    Some(UniqueField::Email) => Imported::Exists,
+                    Some(UniqueField::Username) => Imported::UsernameTaken,
+                    None => {
+                        data.users.insert(user.id, stored(user.clone()));
+                        Imported::Created
+                    }
+                }
+            })
+            .collect())
     }
 
     async fn user_by_id(&self, id: &UserId) -> StorageResult<Option<User>> {
@@ -263,8 +299,14 @@ impl Repository for MemoryRepository {
         let total = users.len() as u64;
         let items = users
             .into_iter()
-            .skip(usize::try_from(query.offset()).unwrap_or(usize::MAX))
-            .take(query.per_page as usize)
+            .filter(|user| {
+                query
+                    .after
+                    .as_ref()
+                    .is_none_or(|after| is_after(user, after, query))
+            })
+            .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
+            .take(query.limit as usize)
             .cloned()
             .collect();
         Ok(Page { items, total })

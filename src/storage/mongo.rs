@@ -15,14 +15,14 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{
-    LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, Repository,
+    Imported, LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, Repository,
     ResetTokenRecord, StorageError, StorageResult, TotpState, UniqueField, VerificationTokenRecord,
     role_from_stored, stored_role,
 };
 use crate::domain::{
     self, AuditEvent, AuditFilter, AuditQuery, DisplayName, Email, EventDetails, EventId,
-    EventKind, ListQuery, Origin, Page, Role, Secret, Session, SessionId, SortField, SortOrder,
-    User, UserField, UserFilter, UserId, UserPatch, Username,
+    EventKind, ListQuery, Origin, Page, Role, Secret, Session, SessionId, SortField, SortKey,
+    SortOrder, User, UserField, UserFilter, UserId, UserPatch, Username,
 };
 
 const SESSIONS: &str = "sessions";
@@ -837,11 +837,30 @@ impl MongoRepository {
                     USERNAME_INDEX,
                     Some(doc! { "username_key": { "$type": "string" } }),
                 ),
+                // One index per sort (a B-tree serves both directions), and per sort under
+                // the role and active filters, so that every page is an index walk.
                 named(doc! { "created_at": -1, "_id": -1 }, "created_at_desc"),
+                named(doc! { "name": 1, "_id": 1 }, "name_id"),
+                named(doc! { "email": 1, "_id": 1 }, "email_id"),
+                named(
+                    doc! { "role": 1, "active": 1, "created_at": -1, "_id": -1 },
+                    "role_active_created_at",
+                ),
+                named(
+                    doc! { "role": 1, "active": 1, "name": 1, "_id": 1 },
+                    "role_active_name",
+                ),
+                named(
+                    doc! { "role": 1, "active": 1, "email": 1, "_id": 1 },
+                    "role_active_email",
+                ),
+                named(
+                    doc! { "active": 1, "created_at": -1, "_id": -1 },
+                    "active_created_at",
+                ),
+                named(doc! { "active": 1, "name": 1, "_id": 1 }, "active_name"),
+                named(doc! { "active": 1, "email": 1, "_id": 1 }, "active_email"),
             ])
-            .await?;
-        self.users
-            .create_index(named(doc! { "role": 1, "active": 1 }, "role_active"))
             .await?;
         self.refresh_tokens
             .create_indexes([
@@ -1167,6 +1186,77 @@ impl Repository for MongoRepository {
         }
     }
 
+    async fn import_users(&self, users: &[User]) -> StorageResult<Vec<Imported>> {
+        // Users whose id or email is stored already are left alone...
+        let ids: Vec<ObjectId> = users.iter().map(|u| u.id.object_id()).collect();
+        let emails: Vec<&str> = users.iter().map(|u| u.email.as_str()).collect();
+        let filter = doc! { "$or": [{ "_id": { "$in": &ids } }, { "email": { "$in": &emails } }] };
+        let stored: Vec<Document> = run(|| async {
+            self.users
+                .clone_with_type::<Document>()
+                .find(filter.clone())
+                .projection(doc! { "_id": 1, "email": 1 })
+                .await?
+                .try_collect()
+                .await
+        })
+        .await?;
+        let exists = |user: &User| {
+            stored.iter().any(|d| {
+                d.get_object_id("_id").ok() == Some(user.id.object_id())
+                    || d.get_str("email").ok() == Some(user.email.as_str())
+            })
+        };
+        let fresh: Vec<UserDocument> = users
+            .iter()
+            .filter(|user| !exists(user))
+            .map(UserDocument::from)
+            .collect();
+        // ...the others go in one unordered batch, in which a refused one stops no other.
+        if !fresh.is_empty() {
+            let inserted = self.users.insert_many(&fresh).ordered(false).await;
+            if let Err(error) = inserted
+                && !matches!(*error.kind, mongodb::error::ErrorKind::InsertMany(_))
+            {
+                return Err(Failure::Server(error).into());
+            }
+        }
+        // Each outcome as the database now tells it: the ids now present were created; one
+        // refused by a unique index is tried again alone, which names the index as every
+        // other write does.
+        let fresh_ids: Vec<ObjectId> = fresh.iter().map(|d| d.id).collect();
+        let created: Vec<Document> = run(|| async {
+            self.users
+                .clone_with_type::<Document>()
+                .find(doc! { "_id": { "$in": &fresh_ids } })
+                .projection(doc! { "_id": 1 })
+                .await?
+                .try_collect()
+                .await
+        })
+        .await?;
+        let created: std::collections::HashSet<ObjectId> = created
+            .iter()
+            .filter_map(|d| d.get_object_id("_id").ok())
+            .collect();
+        let mut outcomes = Vec::with_capacity(users.len());
+        for user in users {
+            outcomes.push(if exists(user) {
+                Imported::Exists
+            } else if created.contains(&user.id.object_id()) {
+                Imported::Created
+            } else {
+                match self.create_user(user).await {
+                    Ok(()) => Imported::Created,
+                    Err(StorageError::Duplicate(UniqueField::Email)) => Imported::Exists,
+                    Err(StorageError::Duplicate(UniqueField::Username)) => Imported::UsernameTaken,
+                    Err(e) => return Err(e),
+                }
+            });
+        }
+        Ok(outcomes)
+    }
+
     async fn user_by_id(&self, id: &UserId) -> StorageResult<Option<User>> {
         self.find_user(doc! { "_id": id.object_id() }).await
     }
@@ -1206,23 +1296,42 @@ impl Repository for MongoRepository {
 
     async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>> {
         let filter = filter_document(&query.filter);
-        let direction = match query.order {
-            SortOrder::Ascending => 1,
-            SortOrder::Descending => -1,
+        let (direction, beyond) = match query.order {
+            SortOrder::Ascending => (1, "$gt"),
+            SortOrder::Descending => (-1, "$lt"),
         };
         let field = match query.sort {
             SortField::CreatedAt => "created_at",
             SortField::Name => "name",
             SortField::Email => "email",
         };
-        let total = run(|| self.users.count_documents(filter.clone()).into_future()).await?;
+        // Without a filter the collection's own count (metadata, no scan); with role or
+        // active, a count over their index.
+        let total = if filter.is_empty() {
+            run(|| self.users.estimated_document_count().into_future()).await?
+        } else {
+            run(|| self.users.count_documents(filter.clone()).into_future()).await?
+        };
+        let mut page_filter = filter;
+        if let Some(after) = &query.after {
+            let key = match &after.key {
+                SortKey::CreatedAt(at) => Bson::DateTime(bson_time(*at)),
+                SortKey::Text(text) => Bson::String(text.clone()),
+            };
+            let id = after.id.object_id();
+            let keyset = doc! { "$or": [
+                { field: { beyond: key.clone() } },
+                { field: key, "_id": { beyond: id } },
+            ] };
+            page_filter = doc! { "$and": [page_filter, keyset] };
+        }
         let items = run(|| async {
             self.users
-                .find(filter.clone())
+                .find(page_filter.clone())
                 .projection(without_secrets())
                 .sort(doc! { field: direction, "_id": direction })
-                .skip(query.offset())
-                .limit(i64::from(query.per_page))
+                .skip(query.offset)
+                .limit(i64::from(query.limit))
                 .await?
                 .try_collect::<Vec<_>>()
                 .await

@@ -2,7 +2,10 @@
 
 use std::{
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
 use async_trait::async_trait;
@@ -13,15 +16,15 @@ use rusqlite::{
 use time::OffsetDateTime;
 
 use super::{
-    LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, Repository,
+    Imported, LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, Repository,
     ResetTokenRecord, StorageError, StorageResult, StoredAttempts, TotpState, UniqueField,
     VerificationTokenRecord, role_from_stored, stored_role,
 };
 use crate::{
     domain::{
         AuditEvent, AuditFilter, AuditQuery, DisplayName, Email, EventDetails, EventId, EventKind,
-        ListQuery, Origin, Page, Secret, Session, SessionId, SortField, SortOrder, User, UserField,
-        UserFilter, UserId, UserPatch, Username, unix_millis,
+        ListQuery, Origin, Page, Secret, Session, SessionId, SortField, SortKey, SortOrder, User,
+        UserField, UserFilter, UserId, UserPatch, Username, unix_millis,
     },
     telemetry::spawn_blocking_with_tracing,
 };
@@ -178,6 +181,58 @@ CREATE INDEX audit_events_actor ON audit_events (actor_id, at DESC, id DESC);
 CREATE INDEX audit_events_subject ON audit_events (subject_id, at DESC, id DESC);
 CREATE INDEX audit_events_type ON audit_events (type, at DESC, id DESC);
 "#,
+    // Listing at scale: an index per sort (also under the role and active filters), user
+    // counts kept by triggers so that `total` costs no scan, and a trigram index for `q`.
+    r#"
+CREATE INDEX users_name ON users (name, id);
+CREATE INDEX users_email ON users (email, id);
+CREATE INDEX users_role_active_created_at ON users (role, active, created_at, id);
+CREATE INDEX users_role_active_name ON users (role, active, name, id);
+CREATE INDEX users_role_active_email ON users (role, active, email, id);
+CREATE INDEX users_active_created_at ON users (active, created_at, id);
+CREATE INDEX users_active_name ON users (active, name, id);
+CREATE INDEX users_active_email ON users (active, email, id);
+CREATE TABLE user_counts (
+    role   TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (role, active)
+) STRICT, WITHOUT ROWID;
+INSERT INTO user_counts (role, active, n)
+    SELECT r.role, a.active, (SELECT count(*) FROM users u WHERE u.role = r.role AND u.active = a.active)
+    FROM (SELECT 'user' AS role UNION ALL SELECT 'admin') r,
+         (SELECT 0 AS active UNION ALL SELECT 1) a;
+CREATE TRIGGER users_counted AFTER INSERT ON users BEGIN
+    UPDATE user_counts SET n = n + 1 WHERE role = new.role AND active = new.active;
+END;
+CREATE TRIGGER users_uncounted AFTER DELETE ON users BEGIN
+    UPDATE user_counts SET n = n - 1 WHERE role = old.role AND active = old.active;
+END;
+CREATE TRIGGER users_recounted AFTER UPDATE OF role, active ON users
+    WHEN old.role IS NOT new.role OR old.active IS NOT new.active BEGIN
+    UPDATE user_counts SET n = n - 1 WHERE role = old.role AND active = old.active;
+    UPDATE user_counts SET n = n + 1 WHERE role = new.role AND active = new.active;
+END;
+-- External content: the index reads name, email and username from `users` by rowid.
+CREATE VIRTUAL TABLE users_search USING fts5 (
+    name, email, username, content = 'users', content_rowid = 'rowid', tokenize = 'trigram'
+);
+INSERT INTO users_search (users_search) VALUES ('rebuild');
+CREATE TRIGGER users_search_insert AFTER INSERT ON users BEGIN
+    INSERT INTO users_search (rowid, name, email, username)
+        VALUES (new.rowid, new.name, new.email, new.username);
+END;
+CREATE TRIGGER users_search_delete AFTER DELETE ON users BEGIN
+    INSERT INTO users_search (users_search, rowid, name, email, username)
+        VALUES ('delete', old.rowid, old.name, old.email, old.username);
+END;
+CREATE TRIGGER users_search_update AFTER UPDATE OF name, email, username ON users BEGIN
+    INSERT INTO users_search (users_search, rowid, name, email, username)
+        VALUES ('delete', old.rowid, old.name, old.email, old.username);
+    INSERT INTO users_search (rowid, name, email, username)
+        VALUES (new.rowid, new.name, new.email, new.username);
+END;
+"#,
 ];
 
 const USER_COLUMNS: &str = "id, name, username, email, role, active, password_hash, \
@@ -188,62 +243,131 @@ const USER_COLUMNS: &str = "id, name, username, email, role, active, password_ha
 /// than the busy timeout) is tried again before the database counts as unavailable.
 const BUSY_RETRIES: u32 = 3;
 
-/// One connection behind a mutex: SQLite serialises writers anyway. Several processes may
-/// share the file: every write transaction starts with `BEGIN IMMEDIATE`, so that it waits
-/// for the write lock (up to the busy timeout) instead of failing when it would upgrade a
-/// read lock. Every call runs on the blocking pool.
+/// One writing connection behind a mutex (SQLite serialises writers anyway), and a few
+/// reading ones: in WAL mode readers do not wait for each other or for the writer, so the
+/// hot reads (the user behind a token, lists) never queue behind one lock. Several processes
+/// may share the file: every write transaction starts with `BEGIN IMMEDIATE`, so that it
+/// waits for the write lock (up to the busy timeout) instead of failing when it would
+/// upgrade a read lock. Every call runs on the blocking pool.
 #[derive(Clone)]
 pub struct SqliteRepository {
-    conn: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
+}
+
+struct Readers {
+    connections: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    /// A free reader if there is one, else the next in turn, waited for.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.connections.len();
+        (0..n)
+            .find_map(|i| self.connections[(start + i) % n].try_lock().ok())
+            .unwrap_or_else(|| lock(&self.connections[start % n]))
+    }
+}
+
+/// A panic while holding a connection cannot leave a half-done transaction behind (rusqlite
+/// rolls back on drop), so a poisoned lock is still safe to use.
+fn lock(connection: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    connection
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
 }
 
 impl SqliteRepository {
     /// Opens (creating the file and its directory if needed) and migrates the database.
     pub async fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
         let path = path.as_ref().to_owned();
-        let conn = spawn_blocking_with_tracing(move || -> anyhow::Result<Connection> {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-            }
-            let mut conn = Connection::open(&path)
-                .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-            configure(&conn)?;
-            migrate(&mut conn)?;
-            Ok(conn)
-        })
+        let (writer, readers) = spawn_blocking_with_tracing(
+            move || -> anyhow::Result<(Connection, Vec<Connection>)> {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+                }
+                let open = || {
+                    let conn = Connection::open(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+                    configure(&conn)?;
+                    anyhow::Ok(conn)
+                };
+                let mut writer = open()?;
+                migrate(&mut writer)?;
+                // Fresh statistics where they are missing or stale, so that the planner picks
+                // the right index for filtered lists (cheap: bounded by the analysis limit).
+                writer.execute_batch("PRAGMA optimize = 0x10002")?;
+                let readers = (0..reader_count())
+                    .map(|_| {
+                        let reader = open()?;
+                        reader.pragma_update(None, "query_only", true)?;
+                        Ok(reader)
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                Ok((writer, readers))
+            },
+        )
         .await??;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Readers {
+                connections: readers.into_iter().map(Mutex::new).collect(),
+                next: AtomicUsize::new(0),
+            }),
         })
     }
 
-    /// Runs `f` with the connection on the blocking pool, again after a short random pause
-    /// when another process kept the database busy.
-    async fn call<T, F>(&self, mut f: F) -> StorageResult<T>
+    /// Runs `f` with the writing connection on the blocking pool.
+    async fn call<T, F>(&self, f: F) -> StorageResult<T>
     where
         T: Send + 'static,
         F: FnMut(&mut Connection) -> Result<T, StorageError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        spawn_blocking_with_tracing(move || {
-            // A panic while holding the lock cannot leave a half-done transaction behind
-            // (rusqlite rolls back on drop), so a poisoned lock is still safe to use.
-            let mut guard = conn.lock().unwrap_or_else(|poison| poison.into_inner());
-            let mut attempt = 0;
-            loop {
-                match f(&mut guard) {
-                    Err(e) if is_busy(&e) && attempt < BUSY_RETRIES => {
-                        attempt += 1;
-                        let pause = rand::random_range(10..50 * u64::from(attempt));
-                        std::thread::sleep(std::time::Duration::from_millis(pause));
-                    }
-                    result => return result,
-                }
+        let writer = Arc::clone(&self.writer);
+        spawn_blocking_with_tracing(move || with_retries(&mut lock(&writer), f))
+            .await
+            .map_err(StorageError::internal)?
+    }
+
+    /// Runs `f`, which only reads, with a reading connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> StorageResult<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut Connection) -> Result<T, StorageError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        spawn_blocking_with_tracing(move || with_retries(&mut readers.lock(), f))
+            .await
+            .map_err(StorageError::internal)?
+    }
+}
+
+/// Enough readers that the blocking pool's threads rarely wait for one.
+fn reader_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 16)
+        * 2
+}
+
+/// Runs `f`, again after a short random pause when another process kept the database busy.
+fn with_retries<T>(
+    conn: &mut Connection,
+    mut f: impl FnMut(&mut Connection) -> Result<T, StorageError>,
+) -> Result<T, StorageError> {
+    let mut attempt = 0;
+    loop {
+        match f(conn) {
+            Err(e) if is_busy(&e) && attempt < BUSY_RETRIES => {
+                attempt += 1;
+                let pause = rand::random_range(10..50 * u64::from(attempt));
+                std::thread::sleep(std::time::Duration::from_millis(pause));
             }
-        })
-        .await
-        .map_err(StorageError::internal)?
+            result => return result,
+        }
     }
 }
 
@@ -385,28 +509,36 @@ fn select_user(conn: &Connection, column: &str, value: &str) -> StorageResult<Op
 }
 
 fn insert_user(conn: &Connection, user: &User) -> StorageResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO users (id, name, username, email, role, active, password_hash, created_at, \
-         updated_at, last_login_at, password_changed_at, locked_until, email_verified, mfa_enabled) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )?
-    .execute(params![
-        user.id.to_hex(),
-        user.name.as_str(),
-        user.username.as_ref().map(Username::as_str),
-        user.email.as_str(),
-        stored_role(user.role),
-        user.active,
-        user.password_hash,
-        unix_millis(user.created_at),
-        unix_millis(user.updated_at),
-        user.last_login_at.map(unix_millis),
-        unix_millis(user.password_changed_at),
-        user.locked_until.map(unix_millis),
-        user.email_verified,
-        user.mfa_enabled,
-    ])?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO users ({USER_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    ))?
+    .execute(rusqlite::params_from_iter(user_params(user)))?;
     Ok(())
+}
+
+/// The values of [`USER_COLUMNS`], in order.
+fn user_params(user: &User) -> [Value; 14] {
+    let millis = |t| Value::Integer(unix_millis(t));
+    let text = |s: &str| Value::Text(s.to_owned());
+    [
+        text(&user.id.to_hex()),
+        text(user.name.as_str()),
+        user.username
+            .as_ref()
+            .map_or(Value::Null, |u| text(u.as_str())),
+        text(user.email.as_str()),
+        text(stored_role(user.role)),
+        Value::Integer(i64::from(user.active)),
+        text(&user.password_hash),
+        millis(user.created_at),
+        millis(user.updated_at),
+        user.last_login_at.map_or(Value::Null, millis),
+        millis(user.password_changed_at),
+        user.locked_until.map_or(Value::Null, millis),
+        Value::Integer(i64::from(user.email_verified)),
+        Value::Integer(i64::from(user.mfa_enabled)),
+    ]
 }
 
 /// The column and value each field of a patch sets.
@@ -438,11 +570,39 @@ fn column(field: &UserField) -> (&'static str, Value) {
 }
 
 /// The WHERE clause and its parameters for a filter.
+/// The page cache of a connection that imports, in KiB.
+const IMPORT_CACHE_KIB: i64 = 256 * 1024;
+
+/// Trigrams: the search index finds only terms of three characters or more.
+const MIN_INDEXED_SEARCH: usize = 3;
+
+/// Whether the trigram index finds every match of `q`: three characters or more, none of
+/// which lower-cases to several characters or is a combining mark (the index folds case one
+/// character at a time, so "İ", which lower-cases to "i" and a combining dot, would be
+/// missed). Other searches scan.
+fn indexable(q: &str) -> bool {
+    q.chars().count() >= MIN_INDEXED_SEARCH
+        && q.chars().all(|c| {
+            c.is_ascii() || (c.to_lowercase().count() == 1 && !('\u{300}'..='\u{36f}').contains(&c))
+        })
+}
+
 fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
     let mut conditions = Vec::new();
     let mut values = Vec::new();
     if let Some(q) = &filter.q {
-        values.push(Value::Text(q.to_lowercase()));
+        let indexed = indexable(q);
+        let q = q.to_lowercase();
+        if indexed {
+            // The trigram index narrows the rows; the exact rule below decides, so that
+            // case folding is the same as everywhere else.
+            values.push(Value::Text(format!("\"{}\"", q.replace('"', "\"\""))));
+            conditions.push(format!(
+                "rowid IN (SELECT rowid FROM users_search WHERE users_search MATCH ?{})",
+                values.len()
+            ));
+        }
+        values.push(Value::Text(q));
         let n = values.len();
         conditions.push(format!(
             "(instr(unicode_lower(name), ?{n}) > 0 OR instr(email, ?{n}) > 0 \
@@ -464,10 +624,18 @@ fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
     }
 }
 
+/// How many users match: from the counts the triggers keep, unless `q` is given.
 fn count(conn: &Connection, filter: &UserFilter) -> StorageResult<u64> {
     let (clause, values) = where_clause(filter);
-    let sql = format!("SELECT count(*) FROM users {clause}");
-    let n: i64 = conn.query_row(&sql, rusqlite::params_from_iter(values), |r| r.get(0))?;
+    // Without `q` the clause names only role and active, which `user_counts` has too.
+    let sql = if filter.q.is_some() {
+        format!("SELECT count(*) FROM users {clause}")
+    } else {
+        format!("SELECT coalesce(sum(n), 0) FROM user_counts {clause}")
+    };
+    let n: i64 = conn
+        .prepare_cached(&sql)?
+        .query_row(rusqlite::params_from_iter(values), |r| r.get(0))?;
     Ok(n as u64)
 }
 
@@ -574,7 +742,7 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEvent> {
 #[async_trait]
 impl Repository for SqliteRepository {
     async fn ping(&self) -> StorageResult<()> {
-        self.call(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
     }
 
@@ -585,18 +753,18 @@ impl Repository for SqliteRepository {
 
     async fn user_by_id(&self, id: &UserId) -> StorageResult<Option<User>> {
         let id = id.to_hex();
-        self.call(move |conn| select_user(conn, "id", &id)).await
+        self.read(move |conn| select_user(conn, "id", &id)).await
     }
 
     async fn user_by_email(&self, email: &Email) -> StorageResult<Option<User>> {
         let email = email.as_str().to_owned();
-        self.call(move |conn| select_user(conn, "lower(email)", &email))
+        self.read(move |conn| select_user(conn, "lower(email)", &email))
             .await
     }
 
     async fn user_by_username(&self, username: &Username) -> StorageResult<Option<User>> {
         let key = username.key();
-        self.call(move |conn| select_user(conn, "lower(username)", &key))
+        self.read(move |conn| select_user(conn, "lower(username)", &key))
             .await
     }
 
@@ -657,7 +825,7 @@ impl Repository for SqliteRepository {
 
     async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>> {
         let query = query.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let tx = conn.transaction()?;
             let total = count(&tx, &query.filter)?;
             let (clause, mut values) = where_clause(&query.filter);
@@ -666,23 +834,74 @@ impl Repository for SqliteRepository {
                 SortField::Name => "name",
                 SortField::Email => "email",
             };
-            let direction = match query.order {
-                SortOrder::Ascending => "ASC",
-                SortOrder::Descending => "DESC",
+            let (direction, beyond) = match query.order {
+                SortOrder::Ascending => ("ASC", ">"),
+                SortOrder::Descending => ("DESC", "<"),
             };
-            values.push(Value::Integer(i64::from(query.per_page)));
-            values.push(Value::Integer(query.offset() as i64));
+            let mut conditions = clause;
+            if let Some(after) = &query.after {
+                values.push(match &after.key {
+                    SortKey::CreatedAt(at) => Value::Integer(unix_millis(*at)),
+                    SortKey::Text(text) => Value::Text(text.clone()),
+                });
+                values.push(Value::Text(after.id.to_hex()));
+                let n = values.len();
+                // A row value comparison, which SQLite walks the (key, id) index for.
+                let keyset = format!("({column}, id) {beyond} (?{}, ?{n})", n - 1);
+                conditions = if conditions.is_empty() {
+                    format!("WHERE {keyset}")
+                } else {
+                    format!("{conditions} AND {keyset}")
+                };
+            }
+            values.push(Value::Integer(i64::from(query.limit)));
+            values.push(Value::Integer(query.offset as i64));
             let n = values.len();
             let sql = format!(
-                "SELECT {USER_COLUMNS} FROM users {clause} \
+                "SELECT {USER_COLUMNS} FROM users {conditions} \
                  ORDER BY {column} {direction}, id {direction} LIMIT ?{} OFFSET ?{n}",
                 n - 1
             );
             let items = tx
-                .prepare(&sql)?
+                .prepare_cached(&sql)?
                 .query_map(rusqlite::params_from_iter(values), user_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(Page { items, total })
+        })
+        .await
+    }
+
+    async fn import_users(&self, users: &[User]) -> StorageResult<Vec<Imported>> {
+        let users = users.to_vec();
+        self.call(move |conn| {
+            // A thousand users touch thousands of index pages: with the default 2 MB cache
+            // they spill to the WAL mid-transaction, many times over. Only the import
+            // command's connection grows this large.
+            conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
+            let tx = write_transaction(conn)?;
+            let mut outcomes = Vec::with_capacity(users.len());
+            {
+                let mut insert = tx.prepare_cached(&format!(
+                    "INSERT INTO users ({USER_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                     ON CONFLICT DO NOTHING"
+                ))?;
+                let mut exists =
+                    tx.prepare_cached("SELECT 1 FROM users WHERE id = ?1 OR lower(email) = ?2")?;
+                for user in &users {
+                    let outcome =
+                        if insert.execute(rusqlite::params_from_iter(user_params(user)))? == 1 {
+                            Imported::Created
+                        } else if exists.exists(params![user.id.to_hex(), user.email.as_str()])? {
+                            Imported::Exists
+                        } else {
+                            Imported::UsernameTaken
+                        };
+                    outcomes.push(outcome);
+                }
+            }
+            tx.commit()?;
+            Ok(outcomes)
         })
         .await
     }
@@ -783,7 +1002,7 @@ impl Repository for SqliteRepository {
              AND s.user_id = users.id AND s.ended_at IS NULL AND s.expires_at > ?3) \
              FROM users WHERE id = ?1"
         );
-        self.call(move |conn| {
+        self.read(move |conn| {
             Ok(conn
                 .prepare_cached(&sql)?
                 .query_row(params![id, session, at], |row| {
@@ -801,7 +1020,7 @@ impl Repository for SqliteRepository {
     ) -> StorageResult<Vec<Session>> {
         let user_id = user_id.to_hex();
         let at = unix_millis(at);
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut statement = conn.prepare_cached(
                 "SELECT id, user_id, created_at, last_used_at, expires_at, ip, user_agent \
                  FROM sessions WHERE user_id = ?1 AND ended_at IS NULL AND expires_at > ?2 \
@@ -1167,7 +1386,7 @@ impl Repository for SqliteRepository {
 
     async fn list_audit_events(&self, query: &AuditQuery) -> StorageResult<Page<AuditEvent>> {
         let query = query.clone();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let tx = conn.transaction()?;
             let (clause, values) = audit_where(&query.filter, None);
             let total: i64 = tx.query_row(
@@ -1357,5 +1576,21 @@ impl Repository for SqliteRepository {
             Ok(claimed)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_searches_the_trigram_index_finds_in_full_use_it() {
+        for q in ["mar", "Mario", "ünal", "ÆRØ", "a_b%c\"d", "xn--", "ǅab"] {
+            assert!(indexable(q), "{q}");
+        }
+        // Too short for trigrams; lower-cases to two characters; a combining mark.
+        for q in ["ma", "é", "İst", "i\u{307}st"] {
+            assert!(!indexable(q), "{q}");
+        }
     }
 }

@@ -12,6 +12,7 @@ mod health;
 mod lockout;
 mod logs;
 mod mfa;
+mod paging;
 mod password_reset;
 mod rate_limit;
 mod sessions;

@@ -18,8 +18,9 @@ use std::{collections::HashSet, time::Duration};
 use time::OffsetDateTime;
 use user_service::{
     domain::{
-        DisplayName, Email, ListQuery, Origin, Role, Session, SessionId, SortField, SortOrder,
-        User, UserField, UserFilter, UserId, UserPatch, Username, now, truncate_to_millis,
+        DisplayName, Email, ListQuery, Origin, Role, Session, SessionId, SortField, SortKey,
+        SortOrder, User, UserCursor, UserField, UserFilter, UserId, UserPatch, Username, now,
+        truncate_to_millis, unix_millis,
     },
     storage::{
         DynRepository, LoginAttempts, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord,
@@ -80,7 +81,7 @@ fn admin_user(display_name: &str, address: &str) -> User {
 
 async fn active_admins(repo: &DynRepository) -> Vec<UserId> {
     let query = ListQuery {
-        per_page: 100,
+        limit: 100,
         filter: UserFilter {
             role: Some(Role::Admin),
             active: Some(true),
@@ -198,8 +199,7 @@ fn ids(users: &[User]) -> Vec<UserId> {
 
 fn query(filter: UserFilter) -> ListQuery {
     ListQuery {
-        page: 1,
-        per_page: 100,
+        limit: 100,
         filter,
         ..ListQuery::default()
     }
@@ -257,11 +257,10 @@ fn expected_order<K: Ord>(
 
 fn sorted_query(sort: SortField, order: SortOrder) -> ListQuery {
     ListQuery {
-        page: 1,
-        per_page: 100,
-        filter: UserFilter::default(),
+        limit: 100,
         sort,
         order,
+        ..ListQuery::default()
     }
 }
 
@@ -282,13 +281,13 @@ async fn assert_sorted<K: Ord>(
             "{sort:?} {order:?}"
         );
         let mut paged = Vec::new();
-        for page in 1..=(users.len() as u32).div_ceil(per_page) {
+        for page in 0..(users.len() as u32).div_ceil(per_page) {
             paged.extend(
                 listed(
                     repo,
                     &ListQuery {
-                        page,
-                        per_page,
+                        offset: u64::from(page * per_page),
+                        limit: per_page,
                         ..sorted_query(sort, order)
                     },
                 )
@@ -296,6 +295,28 @@ async fn assert_sorted<K: Ord>(
             );
         }
         assert_eq!(paged, expected, "paged, {sort:?} {order:?}");
+        // Keyset: each page strictly after the last user of the page before.
+        let mut by_cursor: Vec<User> = Vec::new();
+        loop {
+            let after = by_cursor.last().map(|last| UserCursor {
+                key: SortKey::of(last, sort),
+                id: last.id,
+            });
+            let page = repo
+                .list_users(&ListQuery {
+                    after,
+                    limit: per_page,
+                    ..sorted_query(sort, order)
+                })
+                .await
+                .expect("list");
+            assert_eq!(page.total, users.len() as u64, "total with a cursor");
+            if page.items.is_empty() {
+                break;
+            }
+            by_cursor.extend(page.items);
+        }
+        assert_eq!(ids(&by_cursor), expected, "by cursor, {sort:?} {order:?}");
     }
 }
 
@@ -1361,11 +1382,10 @@ pub async fn list_pages_with_a_total_independent_of_the_page(repo: DynRepository
     let mut seen = Vec::new();
     for (page, size) in [(1, 3), (2, 3), (3, 1), (4, 0), (9, 0)] {
         let q = ListQuery {
-            page,
-            per_page: 3,
+            offset: (page - 1) * 3,
+            limit: 3,
             ..ListQuery::default()
         };
-        assert_eq!(q.offset(), u64::from(page - 1) * 3);
         let result = repo.list_users(&q).await.expect("list");
         assert_eq!(result.total, 7, "total on page {page}");
         assert_eq!(result.items.len(), size, "items on page {page}");
@@ -1378,8 +1398,8 @@ pub async fn list_pages_with_a_total_independent_of_the_page(repo: DynRepository
 
     let one = repo
         .list_users(&ListQuery {
-            page: 2,
-            per_page: 1,
+            offset: 1,
+            limit: 1,
             ..ListQuery::default()
         })
         .await
@@ -1638,6 +1658,656 @@ pub async fn list_sorts_by_email(repo: DynRepository) {
             "delta@example.com"
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Listing at scale: keyset paging under writes, exact totals, the search rule
+// ---------------------------------------------------------------------------------------
+
+/// A user whose three sort keys (created_at, name, email) all follow the number `n`, so
+/// that one data set orders the same way under every sort. `tag` keeps the email unique.
+fn keyed_user(n: i64, tag: &str) -> User {
+    let at = moment(n);
+    User {
+        created_at: at,
+        updated_at: at,
+        password_changed_at: at,
+        ..new_user(
+            &format!("Key {n:07}"),
+            &format!("k{n:07}-{tag}@example.com"),
+            None,
+        )
+    }
+}
+
+/// The number `n` a [`keyed_user`] was made from.
+fn key_number(user: &User) -> i64 {
+    user.name.as_str()["Key ".len()..]
+        .parse()
+        .expect("a keyed user")
+}
+
+/// A sortable form of `user`'s key under `sort`, as the contract compares it.
+fn sort_value(user: &User, sort: SortField) -> (i64, String) {
+    match sort {
+        SortField::CreatedAt => (unix_millis(user.created_at), String::new()),
+        SortField::Name => (0, user.name.as_str().to_owned()),
+        SortField::Email => (0, user.email.as_str().to_owned()),
+    }
+}
+
+/// Every user of `filter`, in `sort` `order`, on one page.
+async fn whole_list(
+    repo: &DynRepository,
+    filter: UserFilter,
+    sort: SortField,
+    order: SortOrder,
+) -> Vec<User> {
+    let page = repo
+        .list_users(&ListQuery {
+            filter,
+            sort,
+            order,
+            limit: 1000,
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        page.total,
+        page.items.len() as u64,
+        "total of the whole list"
+    );
+    page.items
+}
+
+/// The page strictly after `after` (or the first one), `limit` long.
+async fn keyset_page(
+    repo: &DynRepository,
+    sort: SortField,
+    order: SortOrder,
+    after: Option<&User>,
+    limit: u32,
+) -> (Vec<User>, u64) {
+    let page = repo
+        .list_users(&ListQuery {
+            sort,
+            order,
+            after: after.map(|last| UserCursor {
+                key: SortKey::of(last, sort),
+                id: last.id,
+            }),
+            limit,
+            ..ListQuery::default()
+        })
+        .await
+        .expect("list");
+    (page.items, page.total)
+}
+
+pub async fn keyset_paging_stays_stable_while_users_are_added(repo: DynRepository) {
+    let mut all = Vec::new();
+    for i in 0..10 {
+        all.push(insert(&repo, keyed_user(100_000 + 1_000 * i, "base")).await);
+    }
+    let mut round = 0;
+    for sort in [SortField::CreatedAt, SortField::Name, SortField::Email] {
+        for order in [SortOrder::Ascending, SortOrder::Descending] {
+            round += 1;
+            let what = format!("{sort:?} {order:?}");
+            let before_walk = whole_list(&repo, UserFilter::default(), sort, order).await;
+            let (first_page, _) = keyset_page(&repo, sort, order, None, 3).await;
+            assert_eq!(ids(&first_page), ids(&before_walk[..3]), "{what}: page 1");
+            let cursor = first_page.last().expect("a full first page").clone();
+            // One step later in the list's order.
+            let step = match order {
+                SortOrder::Ascending => 1,
+                SortOrder::Descending => -1,
+            };
+            let c = key_number(&cursor);
+            let head = key_number(&before_walk[0]);
+            let tail = key_number(before_walk.last().expect("users"));
+            // Before the cursor: before everyone, and among the users of page 1.
+            let mut earlier = Vec::new();
+            for (j, n) in [head - step, c - step].into_iter().enumerate() {
+                let user = keyed_user(n, &format!("r{round}b{j}"));
+                earlier.push(insert(&repo, user).await);
+            }
+            // After it: right after the cursor, and after everyone.
+            let mut later = Vec::new();
+            for (j, n) in [c + step, tail + step].into_iter().enumerate() {
+                let user = keyed_user(n, &format!("r{round}a{j}"));
+                later.push(insert(&repo, user).await);
+            }
+            let mut walked = first_page.clone();
+            let mut last = cursor;
+            loop {
+                let (page, total) = keyset_page(&repo, sort, order, Some(&last), 3).await;
+                assert_eq!(
+                    total,
+                    before_walk.len() as u64 + 4,
+                    "{what}: total counts the users added"
+                );
+                let Some(end) = page.last() else { break };
+                last = end.clone();
+                walked.extend(page);
+            }
+            let walked_ids = ids(&walked);
+            let unique: HashSet<UserId> = walked_ids.iter().copied().collect();
+            assert_eq!(
+                unique.len(),
+                walked_ids.len(),
+                "{what}: a user was repeated"
+            );
+            for user in &before_walk {
+                assert!(
+                    unique.contains(&user.id),
+                    "{what}: {} was skipped",
+                    user.name
+                );
+            }
+            for user in &earlier {
+                assert!(
+                    !unique.contains(&user.id),
+                    "{what}: {} sorts before the cursor yet was listed",
+                    user.name
+                );
+            }
+            let mut expected_users = before_walk.clone();
+            expected_users.extend(later.iter().cloned());
+            assert_eq!(
+                walked_ids,
+                expected_order(&expected_users, order, |u| sort_value(u, sort)),
+                "{what}: the walk is the list as it was plus the users added after the cursor"
+            );
+            all.extend(earlier);
+            all.extend(later);
+            assert_eq!(
+                ids(&whole_list(&repo, UserFilter::default(), sort, order).await),
+                expected_order(&all, order, |u| sort_value(u, sort)),
+                "{what}: the whole list afterwards"
+            );
+        }
+    }
+}
+
+pub async fn keyset_paging_through_equal_names_takes_each_once_ordered_by_id(repo: DynRepository) {
+    let mut users = Vec::new();
+    for (i, display) in [
+        "Same", "Zulu", "Same", "Alpha", "Same", "Same", "Mid", "Same", "Mid",
+    ]
+    .iter()
+    .enumerate()
+    {
+        users.push(create(&repo, display, &format!("tie{i}@example.com"), None).await);
+    }
+    let mut same: Vec<&User> = users.iter().filter(|u| u.name.as_str() == "Same").collect();
+    same.sort_by_key(|u| u.id.to_hex());
+    let same_ascending: Vec<UserId> = same.iter().map(|u| u.id).collect();
+    for order in [SortOrder::Ascending, SortOrder::Descending] {
+        let mut walked: Vec<User> = Vec::new();
+        loop {
+            let (page, total) = keyset_page(&repo, SortField::Name, order, walked.last(), 1).await;
+            assert_eq!(total, users.len() as u64, "{order:?}: total");
+            assert!(page.len() <= 1, "{order:?}: more than the limit");
+            if page.is_empty() {
+                break;
+            }
+            walked.extend(page);
+            assert!(
+                walked.len() <= users.len(),
+                "{order:?}: the walk does not end"
+            );
+        }
+        let expected = expected_order(&users, order, |u| u.name.as_str().to_owned());
+        assert_eq!(ids(&walked), expected, "{order:?}");
+        let ties: Vec<UserId> = walked
+            .iter()
+            .filter(|u| u.name.as_str() == "Same")
+            .map(|u| u.id)
+            .collect();
+        let mut by_id = same_ascending.clone();
+        if order == SortOrder::Descending {
+            by_id.reverse();
+        }
+        assert_eq!(ties, by_id, "{order:?}: equal names in id order");
+        let names: Vec<&str> = walked.iter().map(|u| u.name.as_str()).collect();
+        let mut sorted_names = names.clone();
+        sorted_names.sort_unstable();
+        if order == SortOrder::Descending {
+            sorted_names.reverse();
+        }
+        assert_eq!(names, sorted_names, "{order:?}: names in order");
+    }
+}
+
+/// The filters whose totals are kept: none, each role, each state, and each pair.
+fn count_filters() -> Vec<UserFilter> {
+    let mut filters = Vec::new();
+    for role in [None, Some(Role::User), Some(Role::Admin)] {
+        for active in [None, Some(true), Some(false)] {
+            filters.push(UserFilter {
+                q: None,
+                role,
+                active,
+            });
+        }
+    }
+    filters
+}
+
+/// Checks `total` of every count filter (and of one with `q`) against the users the full
+/// list holds and against `model`, the role and state the test gave each user.
+async fn assert_totals(
+    repo: &DynRepository,
+    model: &std::collections::HashMap<UserId, (Role, bool)>,
+    step: &str,
+) {
+    let mut filters = count_filters();
+    filters.push(UserFilter {
+        q: Some("@EXAMPLE.com".to_owned()),
+        role: Some(Role::User),
+        active: Some(true),
+    });
+    for filter in filters {
+        let expected = model
+            .values()
+            .filter(|(role, active)| {
+                filter.role.is_none_or(|r| r == *role) && filter.active.is_none_or(|a| a == *active)
+            })
+            .count() as u64;
+        let everyone = repo
+            .list_users(&ListQuery {
+                filter: filter.clone(),
+                limit: 1000,
+                ..ListQuery::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            everyone.items.len() as u64,
+            expected,
+            "{step}: users listed for {filter:?}"
+        );
+        for user in &everyone.items {
+            assert_eq!(
+                model.get(&user.id),
+                Some(&(user.role, user.active)),
+                "{step}: {filter:?} listed {}",
+                user.email
+            );
+        }
+        for (offset, limit) in [(0, 1000), (0, 1), (1, 2), (5000, 1)] {
+            let page = repo
+                .list_users(&ListQuery {
+                    filter: filter.clone(),
+                    offset,
+                    limit,
+                    ..ListQuery::default()
+                })
+                .await
+                .expect("list");
+            assert_eq!(
+                page.total, expected,
+                "{step}: total for {filter:?} (offset {offset}, limit {limit})"
+            );
+        }
+    }
+}
+
+pub async fn totals_stay_exact_through_inserts_deletes_role_changes_and_activation(
+    repo: DynRepository,
+) {
+    use std::collections::HashMap;
+    let mut model: HashMap<UserId, (Role, bool)> = HashMap::new();
+    assert_totals(&repo, &model, "empty").await;
+    let mut users = Vec::new();
+    for i in 0..12 {
+        let role = if i % 3 == 0 { Role::Admin } else { Role::User };
+        let active = i % 4 != 1;
+        let user = insert(
+            &repo,
+            User {
+                role,
+                active,
+                ..new_user(
+                    &format!("Count {i}"),
+                    &format!("count{i}@example.com"),
+                    None,
+                )
+            },
+        )
+        .await;
+        model.insert(user.id, (role, active));
+        users.push(user);
+    }
+    assert_totals(&repo, &model, "inserted").await;
+
+    // A refused insert (a taken email) counts nobody.
+    assert_duplicate(
+        repo.create_user(&new_user("Copy", "COUNT1@example.com", None))
+            .await,
+        UniqueField::Email,
+    );
+    assert_totals(&repo, &model, "refused insert").await;
+
+    // Each change with the role and state it leaves its user in.
+    let change = |index: usize, patch: UserPatch, role: Role, active: bool| {
+        (users[index].id, patch, (role, active))
+    };
+    let changes = vec![
+        // Promote, demote, deactivate, activate, both at once, and no change at all.
+        change(
+            1,
+            UserPatch::new().set(UserField::Role(Role::Admin)),
+            Role::Admin,
+            false,
+        ),
+        change(
+            3,
+            UserPatch::new().set(UserField::Role(Role::User)),
+            Role::User,
+            true,
+        ),
+        change(
+            2,
+            UserPatch::new().set(UserField::Active(false)),
+            Role::User,
+            false,
+        ),
+        change(
+            5,
+            UserPatch::new().set(UserField::Active(true)),
+            Role::User,
+            true,
+        ),
+        change(
+            4,
+            UserPatch::new()
+                .set(UserField::Role(Role::Admin))
+                .set(UserField::Active(false)),
+            Role::Admin,
+            false,
+        ),
+        change(
+            6,
+            UserPatch::new()
+                .set(UserField::Role(Role::Admin))
+                .set(UserField::Active(true)),
+            Role::Admin,
+            true,
+        ),
+        change(
+            7,
+            UserPatch::new()
+                .set(UserField::Role(Role::User))
+                .set(UserField::Active(true)),
+            Role::User,
+            true,
+        ),
+        change(
+            8,
+            UserPatch::new().set(UserField::Name(name("Renamed"))),
+            Role::User,
+            true,
+        ),
+    ];
+    for (id, patch, state) in changes {
+        update(&repo, &id, patch.clone()).await;
+        model.insert(id, state);
+        assert_totals(&repo, &model, &format!("after {patch:?}")).await;
+    }
+
+    // Deletes, of an active admin and of an inactive one; a second delete changes nothing.
+    for index in [0, 9] {
+        assert!(repo.delete_user(&users[index].id).await.expect("delete"));
+        model.remove(&users[index].id);
+        assert_totals(&repo, &model, &format!("deleted {index}")).await;
+    }
+    assert!(!repo.delete_user(&users[0].id).await.expect("delete"));
+    assert_totals(&repo, &model, "second delete").await;
+
+    // Refused changes of the last active admin leave the counts alone.
+    let admins: Vec<UserId> = model
+        .iter()
+        .filter(|(_, state)| **state == (Role::Admin, true))
+        .map(|(id, _)| *id)
+        .collect();
+    let (last, others) = admins.split_first().expect("an active admin");
+    for other in others {
+        update(&repo, other, UserPatch::new().set(UserField::Active(false))).await;
+        model.insert(*other, (Role::Admin, false));
+    }
+    assert_totals(&repo, &model, "one active admin left").await;
+    for patch in [
+        UserPatch::new().set(UserField::Role(Role::User)),
+        UserPatch::new().set(UserField::Active(false)),
+    ] {
+        assert!(matches!(
+            repo.update_user(last, &patch).await,
+            Err(StorageError::LastActiveAdmin)
+        ));
+        assert_totals(&repo, &model, &format!("refused {patch:?}")).await;
+    }
+    assert!(matches!(
+        repo.delete_user(last).await,
+        Err(StorageError::LastActiveAdmin)
+    ));
+    assert_totals(&repo, &model, "refused delete").await;
+}
+
+/// The rule of `q`: `text` is in the name, the email or the username, ignoring case.
+fn matches_q(user: &User, text: &str) -> bool {
+    let text = text.to_lowercase();
+    user.name.as_str().to_lowercase().contains(&text)
+        || user.email.as_str().to_lowercase().contains(&text)
+        || user
+            .username
+            .as_ref()
+            .is_some_and(|u| u.as_str().to_lowercase().contains(&text))
+}
+
+/// `found` for `text`, asserted to be `expected` and to agree with the rule over `users`.
+async fn assert_q(repo: &DynRepository, users: &[User], text: &str, expected: &[&User]) {
+    let rule: HashSet<UserId> = users
+        .iter()
+        .filter(|u| matches_q(u, text))
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(
+        set(expected),
+        rule,
+        "the test's own expectation for {text:?}"
+    );
+    assert_eq!(found(repo, q(text)).await, rule, "q = {text:?}");
+}
+
+pub async fn search_finds_exactly_the_users_containing_q_in_any_case(repo: DynRepository) {
+    let aero = create(&repo, "Ærøskøbing Ünal", "aero@example.com", None).await;
+    let unal = create(&repo, "Bjørn Ünalan", "bjorn@example.com", Some("b.unal")).await;
+    let quoted = create(
+        &repo,
+        "Anna \"Nan\" O'Hara",
+        "anna@example.com",
+        Some("ann_a"),
+    )
+    .await;
+    let percent = create(&repo, "100% Pure_Joy", "pure@example.com", None).await;
+    // Decoys for LIKE patterns: `%` and `_` would match these.
+    let decoy = create(&repo, "1000 PureXJoy", "decoy@example.com", Some("annxa")).await;
+    let plain = create(&repo, "Plain Person", "plain@example.com", None).await;
+    let mut users = vec![
+        aero.clone(),
+        unal.clone(),
+        quoted.clone(),
+        percent.clone(),
+        decoy.clone(),
+        plain.clone(),
+    ];
+
+    // Beyond ASCII, in both directions of case.
+    assert_q(&repo, &users, "ÜNAL", &[&aero, &unal]).await;
+    assert_q(&repo, &users, "ünal ", &[]).await;
+    assert_q(&repo, &users, "ærø", &[&aero]).await;
+    assert_q(&repo, &users, "ÆRØSKØBING ü", &[&aero]).await;
+    assert_q(&repo, &users, "SKØB", &[&aero]).await;
+    assert_q(&repo, &users, "ørn ün", &[&unal]).await;
+    // One and two characters: below the length of a trigram.
+    assert_q(&repo, &users, "ø", &[&aero, &unal]).await;
+    assert_q(&repo, &users, "Ø", &[&aero, &unal]).await;
+    assert_q(&repo, &users, "æ", &[&aero]).await;
+    assert_q(&repo, &users, "ün", &[&aero, &unal]).await;
+    assert_q(&repo, &users, "xJ", &[&decoy]).await;
+    assert_q(&repo, &users, "Jo", &[&unal, &percent, &decoy]).await;
+    assert_q(&repo, &users, "y", &[&percent, &decoy]).await;
+    assert_q(&repo, &users, "zq", &[]).await;
+    // Quotes, `%` and `_`, literally.
+    assert_q(&repo, &users, "\"", &[&quoted]).await;
+    assert_q(&repo, &users, "\"n", &[&quoted]).await;
+    assert_q(&repo, &users, "\"NAN\"", &[&quoted]).await;
+    assert_q(&repo, &users, "a \"nan\" o'h", &[&quoted]).await;
+    assert_q(&repo, &users, "\"\"", &[]).await;
+    assert_q(&repo, &users, "o'hara", &[&quoted]).await;
+    assert_q(&repo, &users, "%", &[&percent]).await;
+    assert_q(&repo, &users, "0%", &[&percent]).await;
+    assert_q(&repo, &users, "100%", &[&percent]).await;
+    assert_q(&repo, &users, "%_", &[]).await;
+    assert_q(&repo, &users, "_", &[&quoted, &percent]).await;
+    assert_q(&repo, &users, "e_j", &[&percent]).await;
+    assert_q(&repo, &users, "N_A", &[&quoted]).await;
+    assert_q(&repo, &users, "pure_joy", &[&percent]).await;
+    assert_q(&repo, &users, "*", &[]).await;
+    assert_q(&repo, &users, "NEAR", &[]).await;
+    assert_q(&repo, &users, "pure OR plain", &[]).await;
+    assert_q(&repo, &users, "plain per", &[&plain]).await;
+    // Every field: email and username.
+    assert_q(&repo, &users, "ANNA@", &[&quoted]).await;
+    assert_q(&repo, &users, "B.UN", &[&unal]).await;
+    assert_q(
+        &repo,
+        &users,
+        "@example.com",
+        &users.iter().collect::<Vec<_>>(),
+    )
+    .await;
+
+    // A rename: the old text no longer matches, the new one does.
+    let aero_renamed = update(
+        &repo,
+        &aero.id,
+        UserPatch::new().set(UserField::Name(name("Zoë Zebra"))),
+    )
+    .await;
+    users[0] = aero_renamed.clone();
+    assert_q(&repo, &users, "ærø", &[]).await;
+    assert_q(&repo, &users, "ÜNAL", &[&unal]).await;
+    assert_q(&repo, &users, "ZOË Z", &[&aero_renamed]).await;
+    assert_q(&repo, &users, "zebra", &[&aero_renamed]).await;
+    assert_q(&repo, &users, "ë", &[&aero_renamed]).await;
+    // A cleared username: its text no longer matches.
+    let quoted_cleared = update(
+        &repo,
+        &quoted.id,
+        UserPatch::new().set(UserField::Username(None)),
+    )
+    .await;
+    users[2] = quoted_cleared.clone();
+    assert_q(&repo, &users, "ann_a", &[]).await;
+    assert_q(&repo, &users, "_", &[&percent]).await;
+    assert_q(&repo, &users, "\"nan\"", &[&quoted_cleared]).await;
+    // A new username and a new email.
+    let plain_changed = update(
+        &repo,
+        &plain.id,
+        UserPatch::new()
+            .set(UserField::Username(Some(username("Wandering-Star"))))
+            .set(UserField::Email(email("nomad@example.org"))),
+    )
+    .await;
+    users[5] = plain_changed.clone();
+    assert_q(&repo, &users, "wandering", &[&plain_changed]).await;
+    assert_q(&repo, &users, "NOMAD@", &[&plain_changed]).await;
+    assert_q(&repo, &users, "plain@", &[]).await;
+    assert_q(&repo, &users, "plain per", &[&plain_changed]).await;
+    // A deleted user is found no more.
+    assert!(repo.delete_user(&unal.id).await.expect("delete"));
+    users.remove(1);
+    assert_q(&repo, &users, "ÜNAL", &[]).await;
+    assert_q(&repo, &users, "ø", &[]).await;
+
+    // Every piece of every field, as written, upper- and lower-cased, agrees with the rule.
+    let mut texts: Vec<String> = Vec::new();
+    for user in &users {
+        let fields = [
+            Some(user.name.as_str()),
+            Some(user.email.as_str()),
+            user.username.as_ref().map(Username::as_str),
+        ];
+        for field in fields.into_iter().flatten() {
+            let chars: Vec<char> = field.chars().collect();
+            for len in 1..=4 {
+                for start in 0..chars.len().saturating_sub(len - 1) {
+                    let piece: String = chars[start..start + len].iter().collect();
+                    texts.push(piece.to_uppercase());
+                    texts.push(piece.to_lowercase());
+                    texts.push(piece);
+                }
+            }
+        }
+    }
+    let texts: std::collections::BTreeSet<String> = texts.into_iter().collect();
+    for text in texts {
+        let rule: HashSet<UserId> = users
+            .iter()
+            .filter(|u| matches_q(u, &text))
+            .map(|u| u.id)
+            .collect();
+        assert_eq!(found(&repo, q(&text)).await, rule, "q = {text:?}");
+    }
+}
+
+pub async fn search_agrees_with_a_scan_for_letters_that_change_length_or_form_in_lower_case(
+    repo: DynRepository,
+) {
+    // "İ" lower-cases to two characters ("i" and a combining dot above), "K" (the Kelvin
+    // sign) to a plain "k", "ẞ" to "ß", "ǅ" (a title-case digraph) to "ǆ".
+    let istanbul = create(&repo, "İstanbul Ürün", "ist@example.com", None).await;
+    let kelvin = create(&repo, "\u{212A}elvin Maß", "kel@example.com", None).await;
+    let grosse = create(&repo, "GROẞE ǅemal", "gro@example.com", None).await;
+    let plain = create(&repo, "Istanbul Kelvin", "plain@example.com", None).await;
+    let users = vec![
+        istanbul.clone(),
+        kelvin.clone(),
+        grosse.clone(),
+        plain.clone(),
+    ];
+    assert_q(&repo, &users, "İ", &[&istanbul]).await;
+    assert_q(&repo, &users, "İs", &[&istanbul]).await;
+    assert_q(&repo, &users, "İSTANBUL", &[&istanbul]).await;
+    assert_q(&repo, &users, "i\u{307}stanbul", &[&istanbul]).await;
+    assert_q(&repo, &users, "istanbul", &[&plain]).await;
+    assert_q(&repo, &users, "KELVIN", &[&kelvin, &plain]).await;
+    assert_q(&repo, &users, "\u{212A}elvin", &[&kelvin, &plain]).await;
+    assert_q(&repo, &users, "maß", &[&kelvin]).await;
+    assert_q(&repo, &users, "große", &[&grosse]).await;
+    assert_q(&repo, &users, "ǆemal", &[&grosse]).await;
+    assert_q(&repo, &users, "Ǆ", &[&grosse]).await;
+    for user in &users {
+        let chars: Vec<char> = user.name.as_str().chars().collect();
+        for len in 1..=4 {
+            for start in 0..chars.len().saturating_sub(len - 1) {
+                let piece: String = chars[start..start + len].iter().collect();
+                for text in [piece.to_uppercase(), piece.to_lowercase(), piece] {
+                    let rule: HashSet<UserId> = users
+                        .iter()
+                        .filter(|u| matches_q(u, &text))
+                        .map(|u| u.id)
+                        .collect();
+                    assert_eq!(found(&repo, q(&text)).await, rule, "q = {text:?}");
+                }
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #            active admin
 #       422  a new password that is one of the 10,000 most common, or the account's own email,
 #            name or username (the hooks steer generated ones clear of these)
+#       412  an If-Match naming a version of the user that is not the current one
 #       429  a login for an account or name that earlier failed logins have locked
 #     scripts/schemathesis_hooks.py keeps the fuzzer an admin and its new passwords ASCII
 #     (JSON Schema counts characters, the password rule counts UTF-8 bytes);

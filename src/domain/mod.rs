@@ -9,6 +9,7 @@ mod secret;
 mod session;
 pub mod text;
 mod user;
+mod version;
 
 pub use audit::{AuditEvent, AuditFilter, AuditQuery, EventDetails, EventId, EventKind};
 pub use email::Email;
@@ -21,6 +22,7 @@ pub use user::{
     ListQuery, Page, SortField, SortKey, SortOrder, User, UserCursor, UserField, UserFilter,
     UserId, UserPatch, from_unix_millis, now, truncate_to_millis, unix_millis,
 };
+pub use version::{Precondition, Version};
 
 /// Why a value was refused; the message is meant for API clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

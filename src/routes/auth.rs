@@ -1,4 +1,4 @@
-use actix_web::{HttpResponse, post, web};
+use actix_web::{HttpRequest, HttpResponse, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{
     ToSchema,
@@ -12,13 +12,14 @@ use super::{
     AppState,
     error::{ApiError, Problem},
     extract::RequestOrigin,
+    idempotency,
     json::{FieldErrors, JsonBody, nullable, text},
     schemas,
     users::{UserResponse, created, new_account, ok},
 };
 use crate::{
     domain::{Email, ParseError, Password, Username},
-    services::{LoginId, LoginOutcome, TokenPair},
+    services::{IdempotencyScope, LoginId, LoginOutcome, TokenPair},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -57,18 +58,28 @@ impl From<TokenPair> for TokenResponse {
 #[utoipa::path(
     context_path = "/api", tag = "auth", operation_id = "register", summary = "Register",
     request_body = RegisterRequest,
+    params(idempotency::KeyHeader),
     responses(
-        (status = 201, description = "Registered", body = UserResponse, headers(("Location" = String, description = "/api/users/{id}"))),
+        (status = 201, description = "Registered, or the answer to the first request with this Idempotency-Key given again", body = UserResponse, headers(
+            ("Location" = String, description = "/api/users/{id}"),
+            ("ETag" = String, description = "The version of the user, for If-Match and If-None-Match"),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same Idempotency-Key"),
+        )),
+        (status = 400, description = "Malformed JSON, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Registration is switched off", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Email or username taken", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email or username taken, or a request with this Idempotency-Key is still running (problem type ending in `idempotency-key-in-flight`, `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation failed or unknown field (every bad field is listed), or this Idempotency-Key was used with another body (problem type ending in `idempotency-key-reused`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/auth/register")]
 pub(crate) async fn register(
     state: web::Data<AppState>,
+    req: HttpRequest,
     RequestOrigin(origin): RequestOrigin,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
+    let key = idempotency::key_of(&req)?;
+    let bytes = body.bytes();
     let account = body.parse_then(|r: RegisterRequest| {
         let mut errors = FieldErrors::default();
         let account = new_account(
@@ -80,7 +91,11 @@ pub(crate) async fn register(
         );
         errors.finish(|| account)
     })?;
-    Ok(created(state.accounts.register(account, &origin).await?))
+    let scope = IdempotencyScope::register();
+    idempotency::once(&state, &req, key, scope, &bytes, async {
+        Ok(created(state.accounts.register(account, &origin).await?))
+    })
+    .await
 }
 
 /// Registration takes no role or active flag.

@@ -107,12 +107,15 @@ fn service_status(error: &ServiceError) -> StatusCode {
         }
         ServiceError::Forbidden(_) | ServiceError::EmailNotVerified => StatusCode::FORBIDDEN,
         ServiceError::NotFound => StatusCode::NOT_FOUND,
-        ServiceError::BadQuery { .. } => StatusCode::BAD_REQUEST,
+        ServiceError::BadQuery { .. } | ServiceError::BadHeader { .. } => StatusCode::BAD_REQUEST,
+        ServiceError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+        ServiceError::IdempotencyKeyInFlight => StatusCode::CONFLICT,
         ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         ServiceError::Taken(_) | ServiceError::LastAdmin | ServiceError::Conflict(_) => {
             StatusCode::CONFLICT
         }
         ServiceError::LoginLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ServiceError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         ServiceError::Unavailable(_) | ServiceError::Busy => StatusCode::SERVICE_UNAVAILABLE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -123,6 +126,10 @@ fn service_status(error: &ServiceError) -> StatusCode {
 pub const LOGIN_LOCKED: &str = "tag:user-service,2026:problems/login-locked";
 pub const EMAIL_NOT_VERIFIED: &str = "tag:user-service,2026:problems/email-not-verified";
 pub const HASHING_BUSY: &str = "tag:user-service,2026:problems/hashing-busy";
+pub const IDEMPOTENCY_KEY_REUSED: &str = "tag:user-service,2026:problems/idempotency-key-reused";
+pub const IDEMPOTENCY_KEY_IN_FLIGHT: &str =
+    "tag:user-service,2026:problems/idempotency-key-in-flight";
+pub const PRECONDITION_FAILED: &str = "tag:user-service,2026:problems/precondition-failed";
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
@@ -169,6 +176,21 @@ impl ResponseError for ApiError {
         let mut problem = Problem::new(self.status_code(), detail).with_errors(errors);
         if let ApiError::Service(ServiceError::EmailNotVerified) = self {
             problem.kind = EMAIL_NOT_VERIFIED;
+        }
+        if let ApiError::Service(ServiceError::IdempotencyKeyReused) = self {
+            problem.kind = IDEMPOTENCY_KEY_REUSED;
+        }
+        if let ApiError::Service(ServiceError::IdempotencyKeyInFlight) = self {
+            problem.kind = IDEMPOTENCY_KEY_IN_FLIGHT;
+            let mut response = problem.response();
+            // The first request is at most a few seconds from its answer.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(1));
+            return response;
+        }
+        if let ApiError::Service(ServiceError::PreconditionFailed) = self {
+            problem.kind = PRECONDITION_FAILED;
         }
         if let ApiError::Service(ServiceError::Busy) = self {
             problem.kind = HASHING_BUSY;

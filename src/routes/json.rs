@@ -18,7 +18,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// A request body that is a JSON object: 415 for another content type, 413 past
 /// [`MAX_BODY_BYTES`], 400 for malformed JSON, 422 for JSON that is not an object.
 /// [`JsonBody::parse`] then checks its fields, so handlers can authorise before they validate.
-pub struct JsonBody(Map<String, Value>);
+pub struct JsonBody(Map<String, Value>, web::Bytes);
 
 impl FromRequest for JsonBody {
     type Error = ApiError;
@@ -43,7 +43,7 @@ impl FromRequest for JsonBody {
                 }
             })?;
             match serde_json::from_slice::<UniqueKeys>(&bytes).map(|UniqueKeys(value)| value) {
-                Ok(Value::Object(map)) => Ok(JsonBody(map)),
+                Ok(Value::Object(map)) => Ok(JsonBody(map, bytes)),
                 Ok(_) => Err(ApiError::field("body", "must be a JSON object")),
                 Err(e) => Err(ApiError::BadRequest(format!(
                     "the body is not valid JSON: {e}"
@@ -54,6 +54,11 @@ impl FromRequest for JsonBody {
 }
 
 impl JsonBody {
+    /// The body as it came, byte for byte (what an idempotency key's fingerprint covers).
+    pub fn bytes(&self) -> web::Bytes {
+        self.1.clone()
+    }
+
     /// Deserialises into `T`, refusing every field `T` does not take (each one named) and a
     /// value of the wrong type (named by its path).
     pub fn parse<T: DeserializeOwned>(self) -> Result<T, ApiError> {
@@ -291,7 +296,7 @@ mod tests {
 
     fn body(value: Value) -> JsonBody {
         let Value::Object(map) = value else { panic!() };
-        JsonBody(map)
+        JsonBody(map, web::Bytes::new())
     }
 
     #[test]

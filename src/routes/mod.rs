@@ -2,10 +2,12 @@
 
 mod audit;
 mod auth;
+mod conditional;
 mod docs;
 mod error;
 mod extract;
 mod health;
+mod idempotency;
 pub mod json;
 mod jwks;
 mod mfa;

@@ -1,12 +1,14 @@
-use actix_web::{HttpResponse, delete, get, http::header, patch, post, put, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, http::header, patch, post, put, web};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
     AppState,
+    conditional::{IfMatch, IfNoneMatch, not_modified, tagged},
     error::{ApiError, Problem},
     extract::SignedIn,
+    idempotency,
     json::{FieldErrors, JsonBody, nullable, text},
     query, schemas,
 };
@@ -15,7 +17,7 @@ use crate::{
         DisplayName, Email, Password, Role, SortField, SortOrder, User, UserFilter, UserId,
         Username,
     },
-    services::{AccountAccess, NewAccount, Position, ServiceError, UserChanges},
+    services::{AccountAccess, IdempotencyScope, NewAccount, Position, ServiceError, UserChanges},
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -96,7 +98,14 @@ pub struct UserResponse {
 
 impl From<User> for UserResponse {
     fn from(user: User) -> Self {
-        let locked_until = user.lock_in_force(crate::domain::now());
+        Self::shown_at(user, crate::domain::now())
+    }
+}
+
+impl UserResponse {
+    /// The user as shown at `at` (a login lock that has passed by then is none).
+    fn shown_at(user: User, at: OffsetDateTime) -> Self {
+        let locked_until = user.lock_in_force(at);
         Self {
             id: user.id.to_hex(),
             name: user.name.as_str().to_owned(),
@@ -114,15 +123,27 @@ impl From<User> for UserResponse {
     }
 }
 
-/// 201 with the user and its `Location`.
+/// 201 with the user, its `Location` and `ETag`.
 pub fn created(user: User) -> HttpResponse {
-    HttpResponse::Created()
+    let at = crate::domain::now();
+    tagged(HttpResponse::Created(), &user, at)
         .insert_header((header::LOCATION, format!("/api/users/{}", user.id)))
-        .json(UserResponse::from(user))
+        .json(UserResponse::shown_at(user, at))
 }
 
+/// 200 with the user and its `ETag`.
 pub(super) fn ok(user: User) -> HttpResponse {
-    HttpResponse::Ok().json(UserResponse::from(user))
+    let at = crate::domain::now();
+    tagged(HttpResponse::Ok(), &user, at).json(UserResponse::shown_at(user, at))
+}
+
+/// A GET of one user: 304 when `If-None-Match` names its current version, else 200.
+fn fetched(user: User, if_none_match: &IfNoneMatch) -> HttpResponse {
+    let at = crate::domain::now();
+    match not_modified(if_none_match, &user, at) {
+        Some(response) => response,
+        None => tagged(HttpResponse::Ok(), &user, at).json(UserResponse::shown_at(user, at)),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -333,27 +354,41 @@ impl CreateUserRequest {
     context_path = "/api", tag = "users", operation_id = "create_user",
     summary = "Create a user (admin)",
     request_body = CreateUserRequest,
+    params(idempotency::KeyHeader),
     security(("bearer_auth" = [])),
     responses(
-        (status = 201, description = "Created", body = UserResponse, headers(("Location" = String, description = "/api/users/{id}"))),
+        (status = 201, description = "Created, or the answer to the first request with this Idempotency-Key given again", body = UserResponse, headers(
+            ("Location" = String, description = "/api/users/{id}"),
+            ("ETag" = String, description = "The version of the user, for If-Match and If-None-Match"),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same Idempotency-Key"),
+        )),
+        (status = 400, description = "Malformed JSON, or a malformed Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Email or username taken", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email or username taken, or a request with this Idempotency-Key is still running (problem type ending in `idempotency-key-in-flight`, `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Validation failed or unknown field (every bad field is listed), or this Idempotency-Key was used with another body (problem type ending in `idempotency-key-reused`)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/users")]
 pub(crate) async fn create_user(
     state: web::Data<AppState>,
+    req: HttpRequest,
     SignedIn(actor): SignedIn,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     // 403 before 422: a non-admin learns nothing about the body.
     let admin = actor.admin()?;
+    let key = idempotency::key_of(&req)?;
+    let bytes = body.bytes();
     let (account, role, active, verified) = body.parse_then(CreateUserRequest::into_domain)?;
-    let user = state
-        .users
-        .create(admin, account, role, active, verified)
-        .await?;
-    Ok(created(user))
+    let scope = IdempotencyScope::users_created_by(admin);
+    idempotency::once(&state, &req, key, scope, &bytes, async {
+        let user = state
+            .users
+            .create(admin, account, role, active, verified)
+            .await?;
+        Ok(created(user))
+    })
+    .await
 }
 
 /// PUT and PATCH alike: fields left out stay as they are. `username: null` removes it;
@@ -490,87 +525,98 @@ async fn update(
     state: &AppState,
     access: AccountAccess<'_>,
     body: JsonBody,
+    IfMatch(if_match): IfMatch,
 ) -> Result<HttpResponse, ApiError> {
     let changes = body.parse_then(UpdateUserRequest::into_domain)?;
-    Ok(ok(state.users.update(access, changes).await?))
+    Ok(ok(state
+        .users
+        .update_if(access, changes, if_match.as_ref())
+        .await?))
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "get_me", summary = "The signed-in user",
-    security(("bearer_auth" = [])),
-    responses((status = 200, description = "The user", body = UserResponse))
+    params(("If-None-Match" = Option<String>, Header, description = "304 without a body when the user is still at one of these versions")), security(("bearer_auth" = [])),
+    responses((status = 200, description = "The user", body = UserResponse, headers(("ETag" = String, description = "The version of the user, for If-Match and If-None-Match"))), (status = 304, description = "Not modified: the user is still at the version If-None-Match names", headers(("ETag" = String, description = "The current version"))))
 )]
 #[get("/users/me")]
 pub(crate) async fn get_me(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
+    if_none_match: IfNoneMatch,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(ok(state.users.get(actor.access(actor.id())?).await?))
+    let user = state.users.get(actor.access(actor.id())?).await?;
+    Ok(fetched(user, &if_none_match))
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "put_me", summary = "Update the signed-in user (partial)",
-    request_body = UpdateMeRequest, security(("bearer_auth" = [])),
-    responses((status = 200, description = "The updated user", body = UserResponse), (status = 403, description = "Wrong current_password, or role/active set by a non-admin", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"))
+    request_body = UpdateMeRequest, params(("If-Match" = Option<String>, Header, description = "Only if the user is still at one of these versions (entity tags from ETag, or *); else 412 and nothing changes")), security(("bearer_auth" = [])),
+    responses((status = 200, description = "The updated user", body = UserResponse, headers(("ETag" = String, description = "The version of the user, for If-Match and If-None-Match"))), (status = 403, description = "Wrong current_password, or role/active set by a non-admin", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names no current version of the user: nothing changed", body = Problem, content_type = "application/problem+json"))
 )]
 #[put("/users/me")]
 pub(crate) async fn put_me(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
     body: JsonBody,
+    if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
-    update(&state, actor.access(actor.id())?, body).await
+    update(&state, actor.access(actor.id())?, body, if_match).await
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "patch_me", summary = "Update the signed-in user (partial)",
-    request_body = UpdateMeRequest, security(("bearer_auth" = [])),
-    responses((status = 200, description = "The updated user", body = UserResponse), (status = 403, description = "Wrong current_password, or role/active set by a non-admin", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"))
+    request_body = UpdateMeRequest, params(("If-Match" = Option<String>, Header, description = "Only if the user is still at one of these versions (entity tags from ETag, or *); else 412 and nothing changes")), security(("bearer_auth" = [])),
+    responses((status = 200, description = "The updated user", body = UserResponse, headers(("ETag" = String, description = "The version of the user, for If-Match and If-None-Match"))), (status = 403, description = "Wrong current_password, or role/active set by a non-admin", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names no current version of the user: nothing changed", body = Problem, content_type = "application/problem+json"))
 )]
 #[patch("/users/me")]
 pub(crate) async fn patch_me(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
     body: JsonBody,
+    if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
-    update(&state, actor.access(actor.id())?, body).await
+    update(&state, actor.access(actor.id())?, body, if_match).await
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "delete_me", summary = "Delete the signed-in user",
-    security(("bearer_auth" = [])),
-    responses((status = 204, description = "Deleted"), (status = 409, description = "The last active admin", body = Problem, content_type = "application/problem+json"))
+    params(("If-Match" = Option<String>, Header, description = "Only if the user is still at one of these versions (entity tags from ETag, or *); else 412 and nothing changes")), security(("bearer_auth" = [])),
+    responses((status = 204, description = "Deleted"), (status = 409, description = "The last active admin", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names no current version of the user: nothing changed", body = Problem, content_type = "application/problem+json"))
 )]
 #[delete("/users/me")]
 pub(crate) async fn delete_me(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
+    IfMatch(if_match): IfMatch,
 ) -> Result<HttpResponse, ApiError> {
-    state.users.delete(actor.access(actor.id())?).await?;
+    state
+        .users
+        .delete_if(actor.access(actor.id())?, if_match.as_ref())
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "get_user", summary = "A user (self or admin)",
-    params(UserPath), security(("bearer_auth" = [])),
-    responses((status = 200, description = "The user", body = UserResponse), (status = 403, description = "Another user's id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"))
+    params(UserPath, ("If-None-Match" = Option<String>, Header, description = "304 without a body when the user is still at one of these versions")), security(("bearer_auth" = [])),
+    responses((status = 200, description = "The user", body = UserResponse, headers(("ETag" = String, description = "The version of the user, for If-Match and If-None-Match"))), (status = 403, description = "Another user's id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 304, description = "Not modified: the user is still at the version If-None-Match names", headers(("ETag" = String, description = "The current version"))))
 )]
 #[get("/users/{id}")]
 pub(crate) async fn get_user(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
     path: web::Path<UserPath>,
+    if_none_match: IfNoneMatch,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(ok(state
-        .users
-        .get(actor.access(user_id(&path.id)?)?)
-        .await?))
+    let user = state.users.get(actor.access(user_id(&path.id)?)?).await?;
+    Ok(fetched(user, &if_none_match))
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "put_user", summary = "Update a user (partial; self or admin)",
-    params(UserPath), request_body = UpdateUserRequest, security(("bearer_auth" = [])),
-    responses((status = 200, description = "The updated user", body = UserResponse), (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"))
+    params(UserPath, ("If-Match" = Option<String>, Header, description = "Only if the user is still at one of these versions (entity tags from ETag, or *); else 412 and nothing changes")), request_body = UpdateUserRequest, security(("bearer_auth" = [])),
+    responses((status = 200, description = "The updated user", body = UserResponse, headers(("ETag" = String, description = "The version of the user, for If-Match and If-None-Match"))), (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names no current version of the user: nothing changed", body = Problem, content_type = "application/problem+json"))
 )]
 #[put("/users/{id}")]
 pub(crate) async fn put_user(
@@ -578,14 +624,15 @@ pub(crate) async fn put_user(
     SignedIn(actor): SignedIn,
     path: web::Path<UserPath>,
     body: JsonBody,
+    if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
-    update(&state, actor.access(user_id(&path.id)?)?, body).await
+    update(&state, actor.access(user_id(&path.id)?)?, body, if_match).await
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "patch_user", summary = "Update a user (partial; self or admin)",
-    params(UserPath), request_body = UpdateUserRequest, security(("bearer_auth" = [])),
-    responses((status = 200, description = "The updated user", body = UserResponse), (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"))
+    params(UserPath, ("If-Match" = Option<String>, Header, description = "Only if the user is still at one of these versions (entity tags from ETag, or *); else 412 and nothing changes")), request_body = UpdateUserRequest, security(("bearer_auth" = [])),
+    responses((status = 200, description = "The updated user", body = UserResponse, headers(("ETag" = String, description = "The version of the user, for If-Match and If-None-Match"))), (status = 403, description = "Not allowed", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Taken, or the last active admin", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names no current version of the user: nothing changed", body = Problem, content_type = "application/problem+json"))
 )]
 #[patch("/users/{id}")]
 pub(crate) async fn patch_user(
@@ -593,75 +640,83 @@ pub(crate) async fn patch_user(
     SignedIn(actor): SignedIn,
     path: web::Path<UserPath>,
     body: JsonBody,
+    if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
-    update(&state, actor.access(user_id(&path.id)?)?, body).await
+    update(&state, actor.access(user_id(&path.id)?)?, body, if_match).await
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "delete_user", summary = "Delete a user (self or admin)",
-    params(UserPath), security(("bearer_auth" = [])),
-    responses((status = 204, description = "Deleted"), (status = 403, description = "Another user's id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The last active admin", body = Problem, content_type = "application/problem+json"))
+    params(UserPath, ("If-Match" = Option<String>, Header, description = "Only if the user is still at one of these versions (entity tags from ETag, or *); else 412 and nothing changes")), security(("bearer_auth" = [])),
+    responses((status = 204, description = "Deleted"), (status = 403, description = "Another user's id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The last active admin", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names no current version of the user: nothing changed", body = Problem, content_type = "application/problem+json"))
 )]
 #[delete("/users/{id}")]
 pub(crate) async fn delete_user(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
     path: web::Path<UserPath>,
+    IfMatch(if_match): IfMatch,
 ) -> Result<HttpResponse, ApiError> {
     state
         .users
-        .delete(actor.access(user_id(&path.id)?)?)
+        .delete_if(actor.access(user_id(&path.id)?)?, if_match.as_ref())
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "activate_user", summary = "Activate a user (admin)",
-    params(UserPath), security(("bearer_auth" = [])),
-    responses((status = 200, description = "The user", body = UserResponse), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"))
+    params(UserPath, ("If-Match" = Option<String>, Header, description = "Only if the user is still at one of these versions (entity tags from ETag, or *); else 412 and nothing changes")), security(("bearer_auth" = [])),
+    responses((status = 200, description = "The user", body = UserResponse, headers(("ETag" = String, description = "The version of the user, for If-Match and If-None-Match"))), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names no current version of the user: nothing changed", body = Problem, content_type = "application/problem+json"))
 )]
 #[put("/users/{id}/activate")]
 pub(crate) async fn activate_user(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
     path: web::Path<UserPath>,
+    IfMatch(if_match): IfMatch,
 ) -> Result<HttpResponse, ApiError> {
     let admin = actor.admin()?;
     Ok(ok(state
         .users
-        .set_active(admin, user_id(&path.id)?, true)
+        .set_active_if(admin, user_id(&path.id)?, true, if_match.as_ref())
         .await?))
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "deactivate_user", summary = "Deactivate a user (admin)",
-    params(UserPath), security(("bearer_auth" = [])),
-    responses((status = 200, description = "The user", body = UserResponse), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The last active admin", body = Problem, content_type = "application/problem+json"))
+    params(UserPath, ("If-Match" = Option<String>, Header, description = "Only if the user is still at one of these versions (entity tags from ETag, or *); else 412 and nothing changes")), security(("bearer_auth" = [])),
+    responses((status = 200, description = "The user", body = UserResponse, headers(("ETag" = String, description = "The version of the user, for If-Match and If-None-Match"))), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The last active admin", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names no current version of the user: nothing changed", body = Problem, content_type = "application/problem+json"))
 )]
 #[put("/users/{id}/deactivate")]
 pub(crate) async fn deactivate_user(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
     path: web::Path<UserPath>,
+    IfMatch(if_match): IfMatch,
 ) -> Result<HttpResponse, ApiError> {
     let admin = actor.admin()?;
     Ok(ok(state
         .users
-        .set_active(admin, user_id(&path.id)?, false)
+        .set_active_if(admin, user_id(&path.id)?, false, if_match.as_ref())
         .await?))
 }
 
 #[utoipa::path(
     context_path = "/api", tag = "users", operation_id = "unlock_user", summary = "End a user's login lock (admin)",
-    params(UserPath), security(("bearer_auth" = [])),
-    responses((status = 200, description = "The user, no longer locked", body = UserResponse), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"))
+    params(UserPath, ("If-Match" = Option<String>, Header, description = "Only if the user is still at one of these versions (entity tags from ETag, or *); else 412 and nothing changes")), security(("bearer_auth" = [])),
+    responses((status = 200, description = "The user, no longer locked", body = UserResponse, headers(("ETag" = String, description = "The version of the user, for If-Match and If-None-Match"))), (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names no current version of the user: nothing changed", body = Problem, content_type = "application/problem+json"))
 )]
 #[put("/users/{id}/unlock")]
 pub(crate) async fn unlock_user(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
     path: web::Path<UserPath>,
+    IfMatch(if_match): IfMatch,
 ) -> Result<HttpResponse, ApiError> {
     let admin = actor.admin()?;
-    Ok(ok(state.accounts.unlock(admin, user_id(&path.id)?).await?))
+    Ok(ok(state
+        .accounts
+        .unlock_if(admin, user_id(&path.id)?, if_match.as_ref())
+        .await?))
 }

@@ -11,12 +11,12 @@ use super::{
     password_policy::{self, AccountWords},
     passwords::PasswordHasher,
     tokens::{OpaqueToken, TokenService, hash_token},
-    users::NewAccount,
+    users::{self, NewAccount},
 };
 use crate::{
     domain::{
-        self, Email, EventKind, Origin, Password, Role, Session, SessionId, User, UserField,
-        UserId, UserPatch, Username, unix_millis,
+        self, Email, EventKind, Origin, Password, Precondition, Role, Session, SessionId, User,
+        UserField, UserId, UserPatch, Username, unix_millis,
     },
     mail::{Mail, Mailer},
     metrics,
@@ -320,12 +320,19 @@ impl AccountService {
             (None, LoginId::Email(email)) => format!("email:{email}"),
             (None, LoginId::Username(username)) => format!("username:{}", username.key()),
         };
+        // A place to check the password first: an attempt the hashing queue has no room for
+        // answers 503 and does not count toward the lock.
+        let slot = self.hasher.reserve()?;
         let newly_locked = self.count_attempt(&key, user.as_ref(), origin).await?;
         // Verify even for an unknown user (against a dummy hash), so both fail alike and in
         // about the same time.
         let matched = self
             .hasher
-            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .verify_in(
+                slot,
+                password,
+                user.as_ref().map(|u| u.password_hash.as_str()),
+            )
             .await?;
         let user = match user {
             Some(user) if matched && user.active => user,
@@ -525,7 +532,34 @@ impl AccountService {
 
     /// An admin ends a user's login lock, and the failures counted toward one.
     pub async fn unlock(&self, admin: AdminAccess<'_>, id: UserId) -> Result<User, ServiceError> {
-        let user = self.end_lock(&id).await?.ok_or(ServiceError::NotFound)?;
+        self.unlock_if(admin, id, None).await
+    }
+
+    /// [`AccountService::unlock`] if the user is still at a version `if_match` names, checked
+    /// as by [`super::UserService::update_if`]: the lock is lifted by a write guarded by the
+    /// user as read, and the failures counted are forgotten only once it is.
+    pub async fn unlock_if(
+        &self,
+        admin: AdminAccess<'_>,
+        id: UserId,
+        if_match: Option<&Precondition>,
+    ) -> Result<User, ServiceError> {
+        let user = match if_match {
+            None => self.end_lock(&id).await?,
+            Some(_) => {
+                let read = self
+                    .repo
+                    .user_by_id(&id)
+                    .await?
+                    .ok_or(ServiceError::NotFound)?;
+                users::check_version(if_match, &read)?;
+                let unlocked = UserPatch::new().set(UserField::LockedUntil(None));
+                let user = self.repo.update_user_if(&id, &unlocked, &read).await?;
+                self.repo.clear_login_attempts(&account_key(&id)).await?;
+                user
+            }
+        }
+        .ok_or(ServiceError::NotFound)?;
         let actor = admin.on(id).actor();
         self.audit
             .record(

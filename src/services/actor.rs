@@ -73,6 +73,11 @@ pub struct AdminAccess<'a> {
 }
 
 impl<'a> AdminAccess<'a> {
+    /// The admin's own id.
+    pub fn id(self) -> UserId {
+        self.actor.id()
+    }
+
     /// The same admin acting on account `id`.
     pub fn on(self, id: UserId) -> AccountAccess<'a> {
         AccountAccess {

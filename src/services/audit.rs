@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{
     Actor, AdminAccess, ServiceError,
-    listing::{Cursors, Listing, Position},
+    listing::{Cursors, Listing, Position, bad_cursor},
 };
 use crate::{
     domain::{
@@ -130,10 +130,7 @@ impl AuditLog {
                     .and_then(domain::from_unix_millis);
                 match (at, EventId::parse(&id)) {
                     (Some(at), Ok(id)) => Ok((at, id)),
-                    _ => Err(ServiceError::BadQuery {
-                        parameter: "after",
-                        message: "is not a cursor of this list (with these filters and this sort)",
-                    }),
+                    _ => Err(bad_cursor()),
                 }
             })
             .transpose()?;

@@ -102,12 +102,28 @@ pub enum ServiceError {
     LastAdmin,
     #[error("{}", .0.reason())]
     Conflict(Conflict),
+    /// A conditional request (`If-Match`) named a version of the user that is no longer
+    /// current, or another write came first: nothing changed.
+    #[error("the user has changed since that version: read it again")]
+    PreconditionFailed,
     /// `REQUIRE_VERIFIED_EMAIL`: the password was right, the address is not verified.
     #[error("the email address of this account is not verified yet")]
     EmailNotVerified,
     /// Too many failed logins in a row: no login until the lock ends.
     #[error("too many failed logins: this account is locked for now")]
     LoginLocked { retry_after: std::time::Duration },
+    /// A request header that is malformed, named.
+    #[error("{header} {message}")]
+    BadHeader {
+        header: &'static str,
+        message: &'static str,
+    },
+    /// An `Idempotency-Key` used before for another request (another body).
+    #[error("this Idempotency-Key was used for another request")]
+    IdempotencyKeyReused,
+    /// An `Idempotency-Key` whose first request is still running.
+    #[error("a request with this Idempotency-Key is still running; retry later")]
+    IdempotencyKeyInFlight,
     /// The database does not answer; trying again later may work.
     #[error("the service is temporarily unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -140,6 +156,7 @@ impl From<StorageError> for ServiceError {
         match error {
             StorageError::Duplicate(field) => ServiceError::Taken(field),
             StorageError::LastActiveAdmin => ServiceError::LastAdmin,
+            StorageError::Changed => ServiceError::PreconditionFailed,
             StorageError::Unavailable(_) => ServiceError::Unavailable(error.into()),
             // Kept whole, so that `database_failure` can tell it from other bugs.
             StorageError::Internal(_) => ServiceError::Internal(error.into()),

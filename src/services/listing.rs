@@ -30,6 +30,14 @@ pub struct Listing<T> {
     pub next_cursor: Option<String>,
 }
 
+/// A cursor that this list did not make, or whose fields do not parse.
+pub(super) fn bad_cursor() -> ServiceError {
+    ServiceError::BadQuery {
+        parameter: "after",
+        message: "is not a cursor of this list (with these filters and this sort)",
+    }
+}
+
 /// Makes and reads the cursors of one list, as bound to `binding` (its filters and order).
 pub(super) struct Cursors {
     fingerprint: String,
@@ -51,10 +59,7 @@ impl Cursors {
 
     /// The `N` fields of a cursor made by [`Cursors::encode`] for this same list.
     pub fn decode<const N: usize>(&self, cursor: &str) -> Result<[String; N], ServiceError> {
-        let bad = || ServiceError::BadQuery {
-            parameter: "after",
-            message: "is not a cursor of this list (with these filters and this sort)",
-        };
+        let bad = bad_cursor;
         let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
         let mut fields: Vec<String> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
         if fields.pop().as_deref() != Some(self.fingerprint.as_str()) {

@@ -5,6 +5,7 @@ mod accounts;
 mod actor;
 mod audit;
 mod error;
+mod idempotency;
 mod keys;
 mod listing;
 mod mfa;
@@ -18,13 +19,14 @@ mod users;
 #[cfg(test)]
 mod tests;
 
-pub use crate::storage::UniqueField;
+pub use crate::storage::{StoredAnswer, UniqueField};
 pub use accounts::{
     AccountService, AccountSettings, Lockout, LoginId, LoginOutcome, SessionView, TokenPair,
 };
 pub use actor::{AccountAccess, Actor, AdminAccess};
 pub use audit::{AuditLog, AuditPage};
 pub use error::{Conflict, Credential, Refusal, ServiceError};
+pub use idempotency::{Begun, Held, Idempotency, IdempotencyKey, IdempotencyScope};
 pub use keys::{
     KeyAlgorithm, KeyError, KeyMaterial, Keyring, KeyringError, PrivateKey, PublicKey,
     SigningAlgorithm,
@@ -65,6 +67,7 @@ pub struct Services {
     pub audit: AuditLog,
     pub tokens: TokenService,
     pub transfer: Transfer,
+    pub idempotency: Idempotency,
     repo: DynRepository,
 }
 
@@ -111,6 +114,7 @@ impl Services {
             audit,
             tokens,
             transfer,
+            idempotency: Idempotency::new(repo.clone()),
             repo,
         })
     }

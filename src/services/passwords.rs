@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{Context, anyhow};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::{ServiceError, error::Refusal};
 use crate::domain::{Password, User};
@@ -70,6 +70,23 @@ impl PasswordHasher {
     /// Checks `password` against `hash`; a malformed stored hash simply does not match.
     /// [`ServiceError::Busy`] when the hashing queue is full.
     pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, ServiceError> {
+        self.verify_in(self.reserve()?, password, hash).await
+    }
+
+    /// A place in the hashing queue, taken before anything else is done for a request (a
+    /// login counts its attempt only once it is sure to be checked); dropped unused, it is
+    /// given back. [`ServiceError::Busy`] when the queue is full.
+    pub fn reserve(&self) -> Result<HashSlot, ServiceError> {
+        self.pool.reserve()
+    }
+
+    /// [`PasswordHasher::verify`] in a place reserved before.
+    pub async fn verify_in(
+        &self,
+        slot: HashSlot,
+        password: &str,
+        hash: Option<&str>,
+    ) -> Result<bool, ServiceError> {
         let password = password.to_owned();
         let (hash, real) = match hash {
             Some(hash) => (hash.to_owned(), true),
@@ -80,7 +97,9 @@ impl PasswordHasher {
         let too_long = password.len() > Password::MAX_BYTES;
         let matched = self
             .pool
-            .run(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .run_in(slot, move || {
+                bcrypt::verify(password, &hash).unwrap_or(false)
+            })
             .await?;
         Ok(real && matched && !too_long)
     }
@@ -121,11 +140,22 @@ type Job = Box<dyn FnOnce() + Send>;
 #[derive(Clone)]
 struct HashingPool {
     jobs: mpsc::SyncSender<Job>,
+    /// Places for jobs queued or running: the bound, taken before a job is sent.
+    room: Arc<Semaphore>,
+}
+
+/// A reserved place in the hashing queue (see [`PasswordHasher::reserve`]).
+pub struct HashSlot {
+    /// Held for as long as the place is taken.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl HashingPool {
     fn start(threads: NonZeroUsize, queue: NonZeroUsize) -> anyhow::Result<Self> {
-        let (jobs, waiting) = mpsc::sync_channel::<Job>(queue.get());
+        // Room for every job the threads run and the queue holds: sending never blocks,
+        // as `room` admits no more.
+        let places = threads.get() + queue.get();
+        let (jobs, waiting) = mpsc::sync_channel::<Job>(places);
         // std's receiver has a single owner: the threads take turns at it.
         let waiting = Arc::new(Mutex::new(waiting));
         for n in 0..threads.get() {
@@ -135,7 +165,17 @@ impl HashingPool {
                 .spawn(move || work(&waiting))
                 .context("cannot start a password-hashing thread")?;
         }
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            room: Arc::new(Semaphore::new(places)),
+        })
+    }
+
+    fn reserve(&self) -> Result<HashSlot, ServiceError> {
+        Arc::clone(&self.room)
+            .try_acquire_owned()
+            .map(|permit| HashSlot { _permit: permit })
+            .map_err(|_| ServiceError::Busy)
     }
 
     /// Runs `f` on a pool thread, in the caller's span so that it logs with the request id.
@@ -144,15 +184,29 @@ impl HashingPool {
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, ServiceError> {
+        self.run_in(self.reserve()?, f).await
+    }
+
+    /// [`HashingPool::run`] in a place reserved before; the place is given back once the
+    /// job is done (or skipped).
+    async fn run_in<R: Send + 'static>(
+        &self,
+        slot: HashSlot,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, ServiceError> {
         let (reply, answer) = oneshot::channel();
         let span = tracing::Span::current();
         let job: Job = Box::new(move || {
             // A caller that has gone (its client hung up) wants no answer: skip the work.
             if !reply.is_closed() {
-                let _ = reply.send(span.in_scope(f));
+                let result = span.in_scope(f);
+                // The place is free before the caller hears back, so that it may take it.
+                drop(slot);
+                let _ = reply.send(result);
             }
         });
         self.jobs.try_send(job).map_err(|error| match error {
+            // Cannot happen while `room` bounds the jobs to the channel's capacity.
             mpsc::TrySendError::Full(_) => ServiceError::Busy,
             mpsc::TrySendError::Disconnected(_) => {
                 ServiceError::internal(anyhow!("the password-hashing threads are gone"))
@@ -247,6 +301,31 @@ mod tests {
         assert!(!hasher.needs_rehash(&hash));
         let stronger = PasswordHasher::new(5).await.unwrap();
         assert!(stronger.needs_rehash(&hash));
+    }
+
+    #[tokio::test]
+    async fn a_reserved_place_is_kept_until_used_or_dropped() {
+        let hasher = PasswordHasher::with_pool(4, NonZeroUsize::MIN, NonZeroUsize::MIN)
+            .await
+            .unwrap();
+        // One thread and one waiting job: two places.
+        let first = hasher.reserve().unwrap();
+        let second = hasher.reserve().unwrap();
+        assert!(matches!(hasher.reserve(), Err(ServiceError::Busy)));
+        assert!(matches!(
+            hasher.verify("correct horse", None).await,
+            Err(ServiceError::Busy)
+        ));
+        drop(first);
+        assert!(
+            !hasher
+                .verify_in(second, "correct horse", None)
+                .await
+                .unwrap()
+        );
+        // Both places are free again.
+        let _a = hasher.reserve().unwrap();
+        let _b = hasher.reserve().unwrap();
     }
 
     #[tokio::test]

@@ -2,15 +2,16 @@ use super::{
     AccountAccess, AdminAccess, ServiceError,
     audit::{AuditLog, Event},
     error::Refusal,
-    listing::{Cursors, Listing, Position},
+    listing::{Cursors, Listing, Position, bad_cursor},
     outbox::Outbox,
     password_policy::{self, AccountWords},
     passwords::PasswordHasher,
 };
 use crate::{
     domain::{
-        self, DisplayName, Email, EventKind, ListQuery, Origin, Password, Role, SortField, SortKey,
-        SortOrder, User, UserCursor, UserField, UserFilter, UserId, UserPatch, Username,
+        self, DisplayName, Email, EventKind, ListQuery, Origin, Password, Precondition, Role,
+        SortField, SortKey, SortOrder, User, UserCursor, UserField, UserFilter, UserId, UserPatch,
+        Username,
     },
     mail::Mail,
     storage::DynRepository,
@@ -80,6 +81,20 @@ fn changed_fields(before: &User, after: &User) -> Vec<&'static str> {
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))
     .collect()
+}
+
+/// `if_match` against the user as read now: [`ServiceError::PreconditionFailed`] when it
+/// names a version that is no longer current. `None` (no condition) always holds.
+pub(super) fn check_version(
+    if_match: Option<&Precondition>,
+    user: &User,
+) -> Result<(), ServiceError> {
+    match if_match {
+        Some(condition) if !condition.holds_for(&user.version(domain::now())) => {
+            Err(ServiceError::PreconditionFailed)
+        }
+        _ => Ok(()),
+    }
 }
 
 impl UserService {
@@ -196,10 +211,7 @@ impl UserService {
                 };
                 match (key, UserId::parse(&id)) {
                     (Some(key), Ok(id)) => Ok(UserCursor { key, id }),
-                    _ => Err(ServiceError::BadQuery {
-                        parameter: "after",
-                        message: "is not a cursor of this list (with these filters and this sort)",
-                    }),
+                    _ => Err(bad_cursor()),
                 }
             })
             .transpose()?;
@@ -226,6 +238,19 @@ impl UserService {
         access: AccountAccess<'_>,
         changes: UserChanges,
     ) -> Result<User, ServiceError> {
+        self.update_if(access, changes, None).await
+    }
+
+    /// Applies `changes` if the user is still at a version `if_match` names (`None`: any,
+    /// last write wins). The version is checked against a fresh read, and the write is
+    /// guarded by that read in the database, so that a write racing in between also fails
+    /// with [`ServiceError::PreconditionFailed`] and nothing changes.
+    pub async fn update_if(
+        &self,
+        access: AccountAccess<'_>,
+        changes: UserChanges,
+        if_match: Option<&Precondition>,
+    ) -> Result<User, ServiceError> {
         let admin_only =
             changes.role.is_some() || changes.active.is_some() || changes.email_verified.is_some();
         if !access.by_admin() && admin_only {
@@ -233,9 +258,12 @@ impl UserService {
         }
         if changes.is_empty() {
             // Nothing to change: not even `updated_at` moves.
-            return self.get(access).await;
+            let user = self.get(access).await?;
+            check_version(if_match, &user)?;
+            return Ok(user);
         }
         let target = self.get(access).await?;
+        check_version(if_match, &target)?;
         let new_email = changes
             .email
             .as_ref()
@@ -262,11 +290,15 @@ impl UserService {
         }
         let email_changed = new_email.is_some();
         let patch = self.patch(changes, email_changed).await?;
-        let user = self
-            .repo
-            .update_user(&access.target(), &patch)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
+        let updated = match if_match {
+            Some(_) => {
+                self.repo
+                    .update_user_if(&access.target(), &patch, &target)
+                    .await?
+            }
+            None => self.repo.update_user(&access.target(), &patch).await?,
+        };
+        let user = updated.ok_or(ServiceError::NotFound)?;
         self.changed(&access, &target, &user).await?;
         Ok(user)
     }
@@ -387,16 +419,44 @@ impl UserService {
         id: UserId,
         active: bool,
     ) -> Result<User, ServiceError> {
+        self.set_active_if(admin, id, active, None).await
+    }
+
+    /// [`UserService::set_active`] under `if_match`, as for [`UserService::update_if`].
+    pub async fn set_active_if(
+        &self,
+        admin: AdminAccess<'_>,
+        id: UserId,
+        active: bool,
+        if_match: Option<&Precondition>,
+    ) -> Result<User, ServiceError> {
         let changes = UserChanges {
             active: Some(active),
             ..UserChanges::default()
         };
-        self.update(admin.on(id), changes).await
+        self.update_if(admin.on(id), changes, if_match).await
     }
 
     /// Deletes the user with their sessions; their audit events stay.
     pub async fn delete(&self, access: AccountAccess<'_>) -> Result<(), ServiceError> {
-        if !self.repo.delete_user(&access.target()).await? {
+        self.delete_if(access, None).await
+    }
+
+    /// [`UserService::delete`] under `if_match`, as for [`UserService::update_if`].
+    pub async fn delete_if(
+        &self,
+        access: AccountAccess<'_>,
+        if_match: Option<&Precondition>,
+    ) -> Result<(), ServiceError> {
+        let deleted = match if_match {
+            Some(_) => {
+                let target = self.get(access).await?;
+                check_version(if_match, &target)?;
+                self.repo.delete_user_if(&access.target(), &target).await?
+            }
+            None => self.repo.delete_user(&access.target()).await?,
+        };
+        if !deleted {
             return Err(ServiceError::NotFound);
         }
         let actor = access.actor();

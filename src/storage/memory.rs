@@ -14,9 +14,9 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    Imported, LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, Repository,
-    ResetTokenRecord, StorageError, StorageResult, StoredAttempts, TotpState, UniqueField,
-    VerificationTokenRecord,
+    Claim, Imported, LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse,
+    Repository, ResetTokenRecord, StorageError, StorageResult, StoredAnswer, StoredAttempts,
+    TotpState, UniqueField, VerificationTokenRecord,
 };
 use crate::domain::{
     AuditEvent, AuditFilter, AuditQuery, Email, ListQuery, Page, Secret, Session, SessionId,
@@ -56,6 +56,16 @@ struct Data {
     verification: HashMap<String, (VerificationTokenRecord, bool)>,
     /// When a mail of a kind last went to an address.
     mail_log: HashMap<(String, String), OffsetDateTime>,
+    /// Idempotency keys by (scope, key).
+    idempotency: HashMap<(String, String), StoredIdempotency>,
+}
+
+struct StoredIdempotency {
+    fingerprint: String,
+    /// `None` while in flight.
+    answer: Option<StoredAnswer>,
+    created_at: OffsetDateTime,
+    expires_at: OffsetDateTime,
 }
 
 impl Data {
@@ -181,6 +191,62 @@ fn is_after(user: &User, after: &UserCursor, query: &ListQuery) -> bool {
     }
 }
 
+/// The writes of a user, guarded by the user as last read or not.
+impl MemoryRepository {
+    fn update_guarded(
+        &self,
+        id: &UserId,
+        patch: &UserPatch,
+        expected: Option<&User>,
+    ) -> StorageResult<Option<User>> {
+        let mut data = self.data();
+        let Some(mut user) = data.users.get(id).cloned() else {
+            return Ok(None);
+        };
+        if expected.is_some_and(|expected| *expected != user) {
+            return Err(StorageError::Changed);
+        }
+        let was_active_admin = user.is_active_admin();
+        patch.apply_to(&mut user);
+        let user = stored(user);
+        if let Some(field) = data.taken(&user) {
+            return Err(StorageError::Duplicate(field));
+        }
+        let previous = data.users.insert(*id, user.clone());
+        if was_active_admin && !data.has_an_active_admin() {
+            data.users
+                .insert(*id, previous.expect("the user was there"));
+            return Err(StorageError::LastActiveAdmin);
+        }
+        Ok(Some(user))
+    }
+
+    fn delete_guarded(&self, id: &UserId, expected: Option<&User>) -> StorageResult<bool> {
+        let mut data = self.data();
+        if let (Some(expected), Some(user)) = (expected, data.users.get(id))
+            && expected != user
+        {
+            return Err(StorageError::Changed);
+        }
+        let Some(user) = data.users.remove(id) else {
+            return Ok(false);
+        };
+        if user.is_active_admin() && !data.has_an_active_admin() {
+            data.users.insert(*id, user);
+            return Err(StorageError::LastActiveAdmin);
+        }
+        data.refresh.retain(|_, token| token.record.user_id != *id);
+        data.sessions.retain(|_, session| session.user_id != *id);
+        data.totp.remove(id);
+        data.challenges
+            .retain(|_, (challenge, _, _)| challenge.user_id != *id);
+        data.reset.retain(|_, token| token.record.user_id != *id);
+        data.verification
+            .retain(|_, (token, _)| token.user_id != *id);
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl Repository for MemoryRepository {
     async fn ping(&self) -> StorageResult<()> {
@@ -243,43 +309,24 @@ impl Repository for MemoryRepository {
     }
 
     async fn update_user(&self, id: &UserId, patch: &UserPatch) -> StorageResult<Option<User>> {
-        let mut data = self.data();
-        let Some(mut user) = data.users.get(id).cloned() else {
-            return Ok(None);
-        };
-        let was_active_admin = user.is_active_admin();
-        patch.apply_to(&mut user);
-        let user = stored(user);
-        if let Some(field) = data.taken(&user) {
-            return Err(StorageError::Duplicate(field));
-        }
-        let previous = data.users.insert(*id, user.clone());
-        if was_active_admin && !data.has_an_active_admin() {
-            data.users
-                .insert(*id, previous.expect("the user was there"));
-            return Err(StorageError::LastActiveAdmin);
-        }
-        Ok(Some(user))
+        self.update_guarded(id, patch, None)
     }
 
     async fn delete_user(&self, id: &UserId) -> StorageResult<bool> {
-        let mut data = self.data();
-        let Some(user) = data.users.remove(id) else {
-            return Ok(false);
-        };
-        if user.is_active_admin() && !data.has_an_active_admin() {
-            data.users.insert(*id, user);
-            return Err(StorageError::LastActiveAdmin);
-        }
-        data.refresh.retain(|_, token| token.record.user_id != *id);
-        data.sessions.retain(|_, session| session.user_id != *id);
-        data.totp.remove(id);
-        data.challenges
-            .retain(|_, (challenge, _, _)| challenge.user_id != *id);
-        data.reset.retain(|_, token| token.record.user_id != *id);
-        data.verification
-            .retain(|_, (token, _)| token.user_id != *id);
-        Ok(true)
+        self.delete_guarded(id, None)
+    }
+
+    async fn update_user_if(
+        &self,
+        id: &UserId,
+        patch: &UserPatch,
+        expected: &User,
+    ) -> StorageResult<Option<User>> {
+        self.update_guarded(id, patch, Some(expected))
+    }
+
+    async fn delete_user_if(&self, id: &UserId, expected: &User) -> StorageResult<bool> {
+        self.delete_guarded(id, Some(expected))
     }
 
     async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>> {
@@ -746,5 +793,72 @@ impl Repository for MemoryRepository {
         }
         data.mail_log.insert(key, at);
         Ok(true)
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        ttl: std::time::Duration,
+        stale_after: std::time::Duration,
+    ) -> StorageResult<Claim> {
+        let at = truncate_to_millis(at);
+        let mut data = self.data();
+        data.idempotency.retain(|_, entry| entry.expires_at > at);
+        let id = (scope.to_owned(), key.to_owned());
+        if let Some(entry) = data.idempotency.get(&id) {
+            let abandoned = entry.answer.is_none() && entry.created_at + stale_after <= at;
+            if !abandoned {
+                return Ok(if entry.fingerprint != fingerprint {
+                    Claim::Mismatch
+                } else if let Some(answer) = &entry.answer {
+                    Claim::Replay(answer.clone())
+                } else {
+                    Claim::InFlight
+                });
+            }
+        }
+        data.idempotency.insert(
+            id,
+            StoredIdempotency {
+                fingerprint: fingerprint.to_owned(),
+                answer: None,
+                created_at: at,
+                expires_at: at + ttl,
+            },
+        );
+        Ok(Claim::New)
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+        answer: &StoredAnswer,
+    ) -> StorageResult<()> {
+        let mut data = self.data();
+        if let Some(entry) = data
+            .idempotency
+            .get_mut(&(scope.to_owned(), key.to_owned()))
+            .filter(|entry| entry.answer.is_none())
+        {
+            entry.answer = Some(answer.clone());
+        }
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, scope: &str, key: &str) -> StorageResult<()> {
+        let mut data = self.data();
+        let id = (scope.to_owned(), key.to_owned());
+        if data
+            .idempotency
+            .get(&id)
+            .is_some_and(|entry| entry.answer.is_none())
+        {
+            data.idempotency.remove(&id);
+        }
+        Ok(())
     }
 }

@@ -61,6 +61,10 @@ pub enum StorageError {
     /// The write would have left no active admin, so none of it was made.
     #[error("the last active admin cannot be removed, deactivated or demoted")]
     LastActiveAdmin,
+    /// A guarded write found the user no longer as expected (another write came first), so
+    /// none of it was made.
+    #[error("the user changed since it was read")]
+    Changed,
     /// The database did not answer; retrying later may succeed.
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -216,6 +220,29 @@ pub struct VerificationTokenRecord {
     pub expires_at: OffsetDateTime,
 }
 
+/// An answer stored under an idempotency key, to be given again to a retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    /// The body as sent (JSON text).
+    pub body: String,
+    pub location: Option<String>,
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free (never used, expired, released, or an abandoned claim): it is now
+    /// held in flight by this caller, who must complete or release it.
+    New,
+    /// The key was used with the same fingerprint and completed: here is its answer.
+    Replay(StoredAnswer),
+    /// The key was used with another fingerprint (in flight or completed).
+    Mismatch,
+    /// The key is held by a request with the same fingerprint that has not finished.
+    InFlight,
+}
+
 #[async_trait]
 pub trait Repository: Send + Sync + 'static {
     /// A trivial round trip, for readiness.
@@ -236,6 +263,19 @@ pub trait Repository: Send + Sync + 'static {
     /// Deletes the user, then their sessions, tokens and MFA state (their audit events
     /// stay); `false` when there was no such user. Like [`Repository::update_user`], refuses to delete the last active admin.
     async fn delete_user(&self, id: &UserId) -> StorageResult<bool>;
+    /// [`Repository::update_user`], made only while the stored user is still `expected`
+    /// (every field equal), checked in the same atomic write: otherwise
+    /// [`StorageError::Changed`] and nothing changes. Of two guarded writes from one read,
+    /// one wins. `None` when there is no such user.
+    async fn update_user_if(
+        &self,
+        id: &UserId,
+        patch: &UserPatch,
+        expected: &User,
+    ) -> StorageResult<Option<User>>;
+    /// [`Repository::delete_user`], made only while the stored user is still `expected`, as
+    /// for [`Repository::update_user_if`].
+    async fn delete_user_if(&self, id: &UserId, expected: &User) -> StorageResult<bool>;
     async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>>;
     /// Stores each user as given (id, hash and times included) unless one with its id or
     /// email exists; one outcome per user, in order. Quicker than one `create_user` each:
@@ -393,6 +433,34 @@ pub trait Repository: Send + Sync + 'static {
         at: OffsetDateTime,
         window: Duration,
     ) -> StorageResult<bool>;
+
+    /// Claims the idempotency key `key` of `scope` for a request whose fingerprint is
+    /// `fingerprint`, in one atomic step (of simultaneous claims through any number of
+    /// handles, at most one is `New`). An entry whose `expires_at` has passed counts as
+    /// absent, and so does one still in flight that was claimed `stale_after` or longer
+    /// before `at` (its holder died between claim and completion). A new claim holds the key
+    /// in flight and expires at `at + ttl`. A different fingerprint is a `Mismatch` whatever
+    /// the entry's state.
+    async fn claim_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        ttl: Duration,
+        stale_after: Duration,
+    ) -> StorageResult<Claim>;
+    /// Stores the answer of a key held in flight, which replays it from now on (until the
+    /// entry expires). Does nothing when the key is not in flight.
+    async fn complete_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+        answer: &StoredAnswer,
+    ) -> StorageResult<()>;
+    /// Frees a key held in flight (its request failed), so that a retry runs again. Does
+    /// nothing to a completed key.
+    async fn release_idempotency_key(&self, scope: &str, key: &str) -> StorageResult<()>;
 }
 
 /// How long start-up waits for MongoDB (as when it starts beside us in `docker compose`)

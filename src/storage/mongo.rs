@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{
-    Imported, LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, Repository,
-    ResetTokenRecord, StorageError, StorageResult, TotpState, UniqueField, VerificationTokenRecord,
-    role_from_stored, stored_role,
+    Claim, Imported, LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse,
+    Repository, ResetTokenRecord, StorageError, StorageResult, StoredAnswer, TotpState,
+    UniqueField, VerificationTokenRecord, role_from_stored, stored_role,
 };
 use crate::domain::{
     self, AuditEvent, AuditFilter, AuditQuery, DisplayName, Email, EventDetails, EventId,
@@ -31,6 +31,10 @@ const AUDIT_EVENTS: &str = "audit_events";
 const AUDIT_TTL_INDEX: &str = "at_ttl";
 const EMAIL_INDEX: &str = "email_unique";
 const USERNAME_INDEX: &str = "username_key_unique";
+/// `{scope, key, fingerprint, created_at, expires_at, answer?: {status, body, location}}`:
+/// an idempotency key, in flight until it has an `answer`. Unique on (scope, key); a TTL
+/// index removes it once expired.
+const IDEMPOTENCY_KEYS: &str = "idempotency_keys";
 const DUPLICATE_KEY: i32 = 11000;
 /// An index of that name exists with other options (`IndexOptionsConflict`), or other keys
 /// (`IndexKeySpecsConflict`).
@@ -691,6 +695,35 @@ fn set_document(patch: &UserPatch) -> Document {
     set
 }
 
+/// A filter matching the user's document only while every stored field is as in `user`
+/// (fields absent from older documents count as their defaults).
+fn as_read(user: &User) -> Document {
+    let stored = UserDocument::from(user);
+    let flag = |on: bool| {
+        if on {
+            Bson::Boolean(true)
+        } else {
+            Bson::Document(doc! { "$ne": true })
+        }
+    };
+    doc! {
+        "_id": stored.id,
+        "name": stored.name,
+        "username": stored.username,
+        "email": stored.email,
+        "role": stored.role,
+        "active": stored.active,
+        "password_hash": stored.password_hash,
+        "created_at": stored.created_at,
+        "updated_at": stored.updated_at,
+        "last_login_at": stored.last_login_at,
+        "password_changed_at": stored.password_changed_at,
+        "locked_until": stored.locked_until,
+        "email_verified": flag(stored.email_verified),
+        "mfa_enabled": flag(stored.mfa_enabled),
+    }
+}
+
 /// Runs `attempt` until it succeeds or `deadline` passes, backing off between tries.
 async fn retry_until<T, E, F, Fut>(
     deadline: tokio::time::Instant,
@@ -911,7 +944,17 @@ impl MongoRepository {
                 expiring("expires_at_ttl"),
             ])
             .await?;
+        self.idempotency_keys()
+            .create_indexes([
+                unique(doc! { "scope": 1, "key": 1 }, "scope_key_unique", None),
+                expiring("expires_at_ttl"),
+            ])
+            .await?;
         Ok(())
+    }
+
+    fn idempotency_keys(&self) -> Collection<Document> {
+        self.db.collection(IDEMPOTENCY_KEYS)
     }
 
     /// The TTL index that removes audit events `retention` after they happened (MongoDB
@@ -1079,6 +1122,26 @@ impl MongoRepository {
         })
         .await?;
         Ok(true)
+    }
+
+    /// After a guarded write that matched nothing, with no admin reservation involved:
+    /// [`StorageError::Changed`] when the user is there (so not as read), `Ok` when gone.
+    async fn not_as_read(&self, id: &UserId) -> StorageResult<()> {
+        match self.user_by_id(id).await? {
+            Some(_) => Err(StorageError::Changed),
+            None => Ok(()),
+        }
+    }
+
+    /// After a guarded write under [`MongoRepository::remove_admin`] matched nothing:
+    /// [`StorageError::Changed`] when the user is there but no longer as read; `Ok` when
+    /// they are gone or still as read (the write missed for the admin rule, which
+    /// `remove_admin` goes on with).
+    async fn check_as_read(&self, id: &UserId, expected: &User) -> StorageResult<()> {
+        match self.user_by_id(id).await? {
+            Some(user) if user != *expected => Err(StorageError::Changed),
+            _ => Ok(()),
+        }
     }
 
     /// A write (`apply`, given the filter to write under) that may take user `id` out of
@@ -1289,6 +1352,55 @@ impl Repository for MongoRepository {
         let deleted = self
             .remove_admin(id, |filter| async move {
                 Ok(self.delete_where(id, filter).await?.then_some(()))
+            })
+            .await?;
+        Ok(deleted.is_some())
+    }
+
+    async fn update_user_if(
+        &self,
+        id: &UserId,
+        patch: &UserPatch,
+        expected: &User,
+    ) -> StorageResult<Option<User>> {
+        let as_read = &as_read(expected);
+        if patch.is_empty() {
+            return match self.find_user(as_read.clone()).await? {
+                Some(user) => Ok(Some(user)),
+                None => self.not_as_read(id).await.map(|()| None),
+            };
+        }
+        let guarded = |filter: Document| doc! { "$and": [filter, as_read.clone()] };
+        if !patch.may_remove_an_admin() {
+            let filter = guarded(doc! { "_id": id.object_id() });
+            return match self.update_where(id, filter, patch).await? {
+                Some(user) => Ok(Some(user)),
+                None => self.not_as_read(id).await.map(|()| None),
+            };
+        }
+        self.remove_admin(id, |filter| {
+            let filter = guarded(filter);
+            async move {
+                match self.update_where(id, filter, patch).await? {
+                    Some(user) => Ok(Some(user)),
+                    None => self.check_as_read(id, expected).await.map(|()| None),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn delete_user_if(&self, id: &UserId, expected: &User) -> StorageResult<bool> {
+        let as_read = &as_read(expected);
+        let deleted = self
+            .remove_admin(id, |filter| {
+                let filter = doc! { "$and": [filter, as_read.clone()] };
+                async move {
+                    if self.delete_where(id, filter).await? {
+                        return Ok(Some(()));
+                    }
+                    self.check_as_read(id, expected).await.map(|()| None)
+                }
             })
             .await?;
         Ok(deleted.is_some())
@@ -1978,6 +2090,119 @@ impl Repository for MongoRepository {
             }
             Err(failure) => Err(failure.into()),
         }
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        ttl: Duration,
+        stale_after: Duration,
+    ) -> StorageResult<Claim> {
+        let keys = self.idempotency_keys();
+        let id = doc! { "scope": scope, "key": key };
+        // The entry may be replaced when it has expired (the TTL monitor runs only once a
+        // minute) or is a claim in flight that was abandoned.
+        let mut free = id.clone();
+        free.insert(
+            "$or",
+            vec![
+                Bson::Document(doc! { "expires_at": { "$lte": bson_time(at) } }),
+                Bson::Document(doc! {
+                    "answer": { "$exists": false },
+                    "created_at": { "$lte": bson_time(at - stale_after) },
+                }),
+            ],
+        );
+        let claim = doc! {
+            "$set": {
+                "fingerprint": fingerprint,
+                "created_at": bson_time(at),
+                "expires_at": bson_time(at + ttl),
+            },
+            "$unset": { "answer": "" },
+        };
+        // A claim that met a taken key reads it; if the entry went away meanwhile (released,
+        // expired), claim again.
+        for _ in 0..CONFLICT_RETRIES {
+            let claimed = run(|| {
+                keys.update_one(free.clone(), claim.clone())
+                    .upsert(true)
+                    .into_future()
+            })
+            .await;
+            match claimed {
+                Ok(_) => return Ok(Claim::New),
+                Err(Failure::Server(error))
+                    if matches!(diagnose(&error), Diagnosis::Duplicate(_)) => {}
+                Err(failure) => return Err(failure.into()),
+            }
+            let Some(entry) = run(|| keys.find_one(id.clone()).into_future()).await? else {
+                continue;
+            };
+            let expired = entry
+                .get_datetime("expires_at")
+                .is_ok_and(|t| *t <= bson_time(at));
+            let answer = entry.get_document("answer").ok();
+            let abandoned = answer.is_none()
+                && entry
+                    .get_datetime("created_at")
+                    .is_ok_and(|t| *t <= bson_time(at - stale_after));
+            if expired || abandoned {
+                continue;
+            }
+            if entry.get_str("fingerprint").ok() != Some(fingerprint) {
+                return Ok(Claim::Mismatch);
+            }
+            let Some(answer) = answer else {
+                return Ok(Claim::InFlight);
+            };
+            let status = answer
+                .get_i32("status")
+                .ok()
+                .and_then(|s| u16::try_from(s).ok())
+                .ok_or_else(|| {
+                    StorageError::internal(anyhow::anyhow!("an idempotency answer has no status"))
+                })?;
+            return Ok(Claim::Replay(StoredAnswer {
+                status,
+                body: answer.get_str("body").unwrap_or_default().to_owned(),
+                location: answer.get_str("location").ok().map(str::to_owned),
+            }));
+        }
+        Err(StorageError::Unavailable(anyhow::anyhow!(
+            "the idempotency key kept changing while it was claimed"
+        )))
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+        answer: &StoredAnswer,
+    ) -> StorageResult<()> {
+        let keys = self.idempotency_keys();
+        let filter = doc! { "scope": scope, "key": key, "answer": { "$exists": false } };
+        let mut stored = doc! { "status": i32::from(answer.status), "body": &answer.body };
+        if let Some(location) = &answer.location {
+            stored.insert("location", location);
+        }
+        let update = doc! { "$set": { "answer": stored } };
+        run(|| {
+            keys.update_one(filter.clone(), update.clone())
+                .into_future()
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn release_idempotency_key(&self, scope: &str, key: &str) -> StorageResult<()> {
+        let keys = self.idempotency_keys();
+        let filter = doc! { "scope": scope, "key": key, "answer": { "$exists": false } };
+        run(|| keys.delete_one(filter.clone()).into_future()).await?;
+        Ok(())
     }
 }
 

@@ -16,9 +16,9 @@ use rusqlite::{
 use time::OffsetDateTime;
 
 use super::{
-    Imported, LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, Repository,
-    ResetTokenRecord, StorageError, StorageResult, StoredAttempts, TotpState, UniqueField,
-    VerificationTokenRecord, role_from_stored, stored_role,
+    Claim, Imported, LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse,
+    Repository, ResetTokenRecord, StorageError, StorageResult, StoredAnswer, StoredAttempts,
+    TotpState, UniqueField, VerificationTokenRecord, role_from_stored, stored_role,
 };
 use crate::{
     domain::{
@@ -232,6 +232,22 @@ CREATE TRIGGER users_search_update AFTER UPDATE OF name, email, username ON user
     INSERT INTO users_search (rowid, name, email, username)
         VALUES (new.rowid, new.name, new.email, new.username);
 END;
+"#,
+    // Idempotency keys of POST /api/auth/register and POST /api/users: a claim in flight
+    // (`status` NULL) or the answer to replay. Expired rows are swept at each claim.
+    r#"
+CREATE TABLE idempotency_keys (
+    scope       TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status      INTEGER,
+    body        TEXT,
+    location    TEXT,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at);
 "#,
 ];
 
@@ -739,6 +755,86 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<AuditEvent> {
     })
 }
 
+/// The writes of a user, guarded by the user as last read or not: the check and the write
+/// share one transaction that holds the write lock.
+impl SqliteRepository {
+    async fn update_guarded(
+        &self,
+        id: &UserId,
+        patch: &UserPatch,
+        expected: Option<User>,
+    ) -> StorageResult<Option<User>> {
+        let id = id.to_hex();
+        let guarded = patch.may_remove_an_admin();
+        let (columns, values): (Vec<_>, Vec<_>) = patch.fields().iter().map(column).unzip();
+        let assignments = columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| format!("{column} = ?{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE users SET {assignments} WHERE id = ?{} RETURNING {USER_COLUMNS}",
+            values.len() + 1
+        );
+        self.call(move |conn| {
+            if values.is_empty() && expected.is_none() {
+                return select_user(conn, "id", &id);
+            }
+            let tx = write_transaction(conn)?;
+            if let Some(expected) = &expected {
+                // Under the write lock, taken at BEGIN IMMEDIATE: no write comes in between.
+                match select_user(&tx, "id", &id)? {
+                    None => return Ok(None),
+                    Some(user) if user != *expected => return Err(StorageError::Changed),
+                    Some(user) if values.is_empty() => return Ok(Some(user)),
+                    Some(_) => {}
+                }
+            }
+            let was_active_admin = guarded && is_active_admin(&tx, &id)?;
+            let parameters = values.iter().cloned().chain([Value::Text(id.clone())]);
+            let user = tx
+                .prepare_cached(&sql)?
+                .query_row(rusqlite::params_from_iter(parameters), user_from_row)
+                .optional()?;
+            if was_active_admin {
+                ensure_an_active_admin(&tx)?;
+            }
+            tx.commit()?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn delete_guarded(&self, id: &UserId, expected: Option<User>) -> StorageResult<bool> {
+        let id = id.to_hex();
+        self.call(move |conn| {
+            let tx = write_transaction(conn)?;
+            if let Some(expected) = &expected {
+                match select_user(&tx, "id", &id)? {
+                    None => return Ok(false),
+                    Some(user) if user != *expected => return Err(StorageError::Changed),
+                    Some(_) => {}
+                }
+            }
+            let was_active_admin = is_active_admin(&tx, &id)?;
+            let deleted = tx.execute("DELETE FROM users WHERE id = ?1", [&id])? > 0;
+            tx.execute("DELETE FROM refresh_tokens WHERE user_id = ?1", [&id])?;
+            tx.execute("DELETE FROM sessions WHERE user_id = ?1", [&id])?;
+            tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [&id])?;
+            tx.execute("DELETE FROM mfa_challenges WHERE user_id = ?1", [&id])?;
+            tx.execute("DELETE FROM reset_tokens WHERE user_id = ?1", [&id])?;
+            tx.execute("DELETE FROM verification_tokens WHERE user_id = ?1", [&id])?;
+            if was_active_admin {
+                ensure_an_active_admin(&tx)?;
+            }
+            tx.commit()?;
+            Ok(deleted)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl Repository for SqliteRepository {
     async fn ping(&self) -> StorageResult<()> {
@@ -769,58 +865,24 @@ impl Repository for SqliteRepository {
     }
 
     async fn update_user(&self, id: &UserId, patch: &UserPatch) -> StorageResult<Option<User>> {
-        let id = id.to_hex();
-        let guarded = patch.may_remove_an_admin();
-        let (columns, values): (Vec<_>, Vec<_>) = patch.fields().iter().map(column).unzip();
-        let assignments = columns
-            .iter()
-            .enumerate()
-            .map(|(i, column)| format!("{column} = ?{}", i + 1))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "UPDATE users SET {assignments} WHERE id = ?{} RETURNING {USER_COLUMNS}",
-            values.len() + 1
-        );
-        self.call(move |conn| {
-            if values.is_empty() {
-                return select_user(conn, "id", &id);
-            }
-            let tx = write_transaction(conn)?;
-            let was_active_admin = guarded && is_active_admin(&tx, &id)?;
-            let parameters = values.iter().cloned().chain([Value::Text(id.clone())]);
-            let user = tx
-                .prepare_cached(&sql)?
-                .query_row(rusqlite::params_from_iter(parameters), user_from_row)
-                .optional()?;
-            if was_active_admin {
-                ensure_an_active_admin(&tx)?;
-            }
-            tx.commit()?;
-            Ok(user)
-        })
-        .await
+        self.update_guarded(id, patch, None).await
     }
 
     async fn delete_user(&self, id: &UserId) -> StorageResult<bool> {
-        let id = id.to_hex();
-        self.call(move |conn| {
-            let tx = write_transaction(conn)?;
-            let was_active_admin = is_active_admin(&tx, &id)?;
-            let deleted = tx.execute("DELETE FROM users WHERE id = ?1", [&id])? > 0;
-            tx.execute("DELETE FROM refresh_tokens WHERE user_id = ?1", [&id])?;
-            tx.execute("DELETE FROM sessions WHERE user_id = ?1", [&id])?;
-            tx.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [&id])?;
-            tx.execute("DELETE FROM mfa_challenges WHERE user_id = ?1", [&id])?;
-            tx.execute("DELETE FROM reset_tokens WHERE user_id = ?1", [&id])?;
-            tx.execute("DELETE FROM verification_tokens WHERE user_id = ?1", [&id])?;
-            if was_active_admin {
-                ensure_an_active_admin(&tx)?;
-            }
-            tx.commit()?;
-            Ok(deleted)
-        })
-        .await
+        self.delete_guarded(id, None).await
+    }
+
+    async fn update_user_if(
+        &self,
+        id: &UserId,
+        patch: &UserPatch,
+        expected: &User,
+    ) -> StorageResult<Option<User>> {
+        self.update_guarded(id, patch, Some(expected.clone())).await
+    }
+
+    async fn delete_user_if(&self, id: &UserId, expected: &User) -> StorageResult<bool> {
+        self.delete_guarded(id, Some(expected.clone())).await
     }
 
     async fn list_users(&self, query: &ListQuery) -> StorageResult<Page<User>> {
@@ -1574,6 +1636,107 @@ impl Repository for SqliteRepository {
             )? == 1;
             tx.commit()?;
             Ok(claimed)
+        })
+        .await
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        at: OffsetDateTime,
+        ttl: std::time::Duration,
+        stale_after: std::time::Duration,
+    ) -> StorageResult<Claim> {
+        let (scope, key, fingerprint) = (scope.to_owned(), key.to_owned(), fingerprint.to_owned());
+        let (now, stale, expires) = (
+            unix_millis(at),
+            unix_millis(at - stale_after),
+            unix_millis(at + ttl),
+        );
+        self.call(move |conn| {
+            let tx = write_transaction(conn)?;
+            // Expired entries, and this key's abandoned claim, count as absent.
+            tx.prepare_cached("DELETE FROM idempotency_keys WHERE expires_at <= ?1")?
+                .execute([now])?;
+            tx.prepare_cached(
+                "DELETE FROM idempotency_keys \
+                 WHERE scope = ?1 AND key = ?2 AND status IS NULL AND created_at <= ?3",
+            )?
+            .execute(params![scope, key, stale])?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO idempotency_keys \
+                     (scope, key, fingerprint, created_at, expires_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (scope, key) DO NOTHING",
+                )?
+                .execute(params![scope, key, fingerprint, now, expires])?
+                == 1;
+            let claim = if inserted {
+                Claim::New
+            } else {
+                let (stored, status, body, location) = tx
+                    .prepare_cached(
+                        "SELECT fingerprint, status, body, location FROM idempotency_keys \
+                         WHERE scope = ?1 AND key = ?2",
+                    )?
+                    .query_row(params![scope, key], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, Option<u16>>(1)?,
+                            row.get::<_, Option<String>>(2)?,
+                            row.get::<_, Option<String>>(3)?,
+                        ))
+                    })?;
+                match status {
+                    _ if stored != fingerprint => Claim::Mismatch,
+                    Some(status) => Claim::Replay(StoredAnswer {
+                        status,
+                        body: body.unwrap_or_default(),
+                        location,
+                    }),
+                    None => Claim::InFlight,
+                }
+            };
+            tx.commit()?;
+            Ok(claim)
+        })
+        .await
+    }
+
+    async fn complete_idempotency_key(
+        &self,
+        scope: &str,
+        key: &str,
+        answer: &StoredAnswer,
+    ) -> StorageResult<()> {
+        let (scope, key, answer) = (scope.to_owned(), key.to_owned(), answer.clone());
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE idempotency_keys SET status = ?3, body = ?4, location = ?5 \
+                 WHERE scope = ?1 AND key = ?2 AND status IS NULL",
+            )?
+            .execute(params![
+                scope,
+                key,
+                answer.status,
+                answer.body,
+                answer.location
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_idempotency_key(&self, scope: &str, key: &str) -> StorageResult<()> {
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM idempotency_keys WHERE scope = ?1 AND key = ?2 AND status IS NULL",
+            )?
+            .execute(params![scope, key])?;
+            Ok(())
         })
         .await
     }

@@ -6,12 +6,16 @@
 //! backend that wrote its own time, or moved a field the patch did not list, fails them.
 
 mod audit;
+mod idempotency;
 mod mfa;
 mod sessions;
+mod versions;
 
 pub use audit::*;
+pub use idempotency::*;
 pub use mfa::*;
 pub use sessions::*;
+pub use versions::*;
 
 use std::{collections::HashSet, time::Duration};
 

@@ -200,6 +200,15 @@ macro_rules! conformance_suite {
             audit_events_are_newest_first_with_ties_broken_by_id,
             audit_events_page_by_offset_and_by_keyset_with_a_total_of_the_whole_filter,
             deleting_audit_events_before_a_time_removes_only_older_ones,
+            // Idempotency keys (conformance/idempotency.rs).
+            an_idempotency_key_is_claimed_once_then_replays_its_answer,
+            a_released_idempotency_key_is_free_again,
+            an_expired_idempotency_key_is_free_again,
+            an_abandoned_idempotency_claim_may_be_claimed_again,
+            // Guarded writes of a user (conformance/versions.rs).
+            a_guarded_update_applies_to_the_user_as_read_and_is_refused_after_another_write,
+            a_guarded_delete_applies_to_the_user_as_read_and_is_refused_after_another_write,
+            guarded_writes_keep_the_last_active_admin,
         );
         // Tests that write through two handles on one database at once.
         conformance_suite!(@pairs $backend, [$(#[$attr])*],
@@ -212,6 +221,8 @@ macro_rules! conformance_suite {
             concurrent_uses_of_one_recovery_code_have_one_winner,
             concurrent_consumes_of_an_mfa_challenge_have_one_winner,
             concurrent_attempts_at_an_mfa_challenge_never_exceed_the_limit,
+            concurrent_claims_of_one_idempotency_key_have_one_winner,
+            concurrent_guarded_writes_from_one_read_have_one_winner,
         );
     };
     (@pairs $backend:path, $attrs:tt, $($test:ident),+ $(,)?) => {

@@ -262,6 +262,15 @@ impl TryFrom<UserDocument> for User {
 }
 
 /// The projection of every ordinary user read: everything but the MFA secrets.
+/// The user's sessions that have not ended and are unexpired at `at`.
+fn live_sessions_of(user_id: &UserId, at: OffsetDateTime) -> Document {
+    doc! {
+        "user_id": user_id.object_id(),
+        "ended_at": Bson::Null,
+        "expires_at": { "$gt": bson_time(at) },
+    }
+}
+
 fn without_secrets() -> Document {
     doc! { "mfa": 0 }
 }
@@ -1560,17 +1569,14 @@ impl Repository for MongoRepository {
         at: OffsetDateTime,
     ) -> StorageResult<Option<(User, bool)>> {
         let oid = id.object_id();
+        let mut live = live_sessions_of(id, at);
+        live.insert("_id", session.as_str());
         let pipeline = [
             doc! { "$match": { "_id": oid } },
             doc! { "$lookup": {
                 "from": SESSIONS,
                 "pipeline": [
-                    { "$match": {
-                        "_id": session.as_str(),
-                        "user_id": oid,
-                        "ended_at": Bson::Null,
-                        "expires_at": { "$gt": bson_time(at) },
-                    } },
+                    { "$match": live },
                     { "$project": { "_id": 1 } },
                 ],
                 "as": "live_session",
@@ -1598,11 +1604,7 @@ impl Repository for MongoRepository {
         user_id: &UserId,
         at: OffsetDateTime,
     ) -> StorageResult<Vec<Session>> {
-        let live = doc! {
-            "user_id": user_id.object_id(),
-            "ended_at": Bson::Null,
-            "expires_at": { "$gt": bson_time(at) },
-        };
+        let live = live_sessions_of(user_id, at);
         run(|| async {
             self.sessions
                 .find(live.clone())
@@ -1623,12 +1625,8 @@ impl Repository for MongoRepository {
         session: &SessionId,
         at: OffsetDateTime,
     ) -> StorageResult<bool> {
-        let live = doc! {
-            "_id": session.as_str(),
-            "user_id": user_id.object_id(),
-            "ended_at": Bson::Null,
-            "expires_at": { "$gt": bson_time(at) },
-        };
+        let mut live = live_sessions_of(user_id, at);
+        live.insert("_id", session.as_str());
         let end = doc! { "$set": { "ended_at": bson_time(at) } };
         let ended = run(|| {
             self.sessions
@@ -1640,11 +1638,7 @@ impl Repository for MongoRepository {
     }
 
     async fn end_user_sessions(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<u64> {
-        let live = doc! {
-            "user_id": user_id.object_id(),
-            "ended_at": Bson::Null,
-            "expires_at": { "$gt": bson_time(at) },
-        };
+        let live = live_sessions_of(user_id, at);
         let end = doc! { "$set": { "ended_at": bson_time(at) } };
         let ended = run(|| {
             self.sessions

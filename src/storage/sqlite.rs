@@ -348,6 +348,17 @@ impl SqliteRepository {
             .map_err(StorageError::internal)?
     }
 
+    /// Runs one conditional write: whether it changed a row, i.e. whether its condition held.
+    async fn changed(&self, sql: &'static str, values: Vec<Value>) -> StorageResult<bool> {
+        self.call(move |conn| {
+            Ok(conn
+                .prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(values.iter()))?
+                > 0)
+        })
+        .await
+    }
+
     /// Runs `f`, which only reads, with a reading connection on the blocking pool.
     async fn read<T, F>(&self, f: F) -> StorageResult<T>
     where
@@ -1102,13 +1113,11 @@ impl Repository for SqliteRepository {
     ) -> StorageResult<bool> {
         let (user_id, session) = (user_id.to_hex(), session.as_str().to_owned());
         let at = unix_millis(at);
-        self.call(move |conn| {
-            Ok(conn.execute(
-                "UPDATE sessions SET ended_at = ?3 WHERE id = ?1 AND user_id = ?2 \
+        self.changed(
+            "UPDATE sessions SET ended_at = ?3 WHERE id = ?1 AND user_id = ?2 \
                  AND ended_at IS NULL AND expires_at > ?3",
-                params![session, user_id, at],
-            )? > 0)
-        })
+            vec![session.into(), user_id.into(), at.into()],
+        )
         .await
     }
 
@@ -1265,12 +1274,10 @@ impl Repository for SqliteRepository {
 
     async fn set_pending_totp(&self, user_id: &UserId, secret: &Secret) -> StorageResult<bool> {
         let (user_id, secret) = (user_id.to_hex(), secret.expose().to_owned());
-        self.call(move |conn| {
-            Ok(conn.execute(
-                "UPDATE users SET totp_pending = ?2 WHERE id = ?1 AND mfa_enabled = 0",
-                params![user_id, secret],
-            )? > 0)
-        })
+        self.changed(
+            "UPDATE users SET totp_pending = ?2 WHERE id = ?1 AND mfa_enabled = 0",
+            vec![user_id.into(), secret.into()],
+        )
         .await
     }
 
@@ -1305,24 +1312,20 @@ impl Repository for SqliteRepository {
     async fn claim_totp_step(&self, user_id: &UserId, step: u64) -> StorageResult<bool> {
         let user_id = user_id.to_hex();
         let step = stored_step(step)?;
-        self.call(move |conn| {
-            Ok(conn.execute(
-                "UPDATE users SET totp_last_step = ?2 WHERE id = ?1 AND mfa_enabled = 1 \
+        self.changed(
+            "UPDATE users SET totp_last_step = ?2 WHERE id = ?1 AND mfa_enabled = 1 \
                  AND (totp_last_step IS NULL OR totp_last_step < ?2)",
-                params![user_id, step],
-            )? > 0)
-        })
+            vec![user_id.into(), step.into()],
+        )
         .await
     }
 
     async fn use_recovery_code(&self, user_id: &UserId, code_hash: &str) -> StorageResult<bool> {
         let (user_id, code_hash) = (user_id.to_hex(), code_hash.to_owned());
-        self.call(move |conn| {
-            Ok(conn.execute(
-                "DELETE FROM recovery_codes WHERE user_id = ?1 AND code_hash = ?2",
-                params![user_id, code_hash],
-            )? > 0)
-        })
+        self.changed(
+            "DELETE FROM recovery_codes WHERE user_id = ?1 AND code_hash = ?2",
+            vec![user_id.into(), code_hash.into()],
+        )
         .await
     }
 
@@ -1414,13 +1417,11 @@ impl Repository for SqliteRepository {
     ) -> StorageResult<bool> {
         let token_hash = token_hash.to_owned();
         let at = unix_millis(at);
-        self.call(move |conn| {
-            Ok(conn.execute(
-                "UPDATE mfa_challenges SET used_at = ?2 WHERE token_hash = ?1 \
+        self.changed(
+            "UPDATE mfa_challenges SET used_at = ?2 WHERE token_hash = ?1 \
                  AND used_at IS NULL AND expires_at > ?2",
-                params![token_hash, at],
-            )? > 0)
-        })
+            vec![token_hash.into(), at.into()],
+        )
         .await
     }
 

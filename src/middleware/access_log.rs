@@ -3,12 +3,13 @@
 use std::time::Instant;
 
 use actix_web::{
-    Error,
+    Error, HttpMessage,
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
     middleware::Next,
 };
 
+use super::request_span::Route;
 use crate::metrics;
 
 /// Middleware: counts, times and logs every request under its route pattern
@@ -30,11 +31,9 @@ pub async fn track(
         "OPTIONS" => "OPTIONS",
         _ => "OTHER",
     };
+    let route = req.extensions().get::<Route>().cloned();
     let response = next.call(req).await?;
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = route.map_or_else(|| "unmatched".to_owned(), |route| route.0);
     let status = response.status().as_u16();
     let latency = started.elapsed();
     metrics::observe_request(method, &route, status, latency);

@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Users per database round trip, both ways.
-pub const BATCH: usize = 1000;
+pub const BATCH: usize = 5000;
 
 /// One user as a line of an export, or of an import (where only `name`, `email` and one of
 /// `password_hash` or `password` are required).

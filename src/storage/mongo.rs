@@ -1279,12 +1279,32 @@ impl Repository for MongoRepository {
                     || d.get_str("email").ok() == Some(user.email.as_str())
             })
         };
+        // ...the others go in one unordered batch, in which a refused one stops no other. An
+        // unordered batch may be applied in any order, so it holds only lines that share no
+        // id, email or username with an earlier line; those few are tried one by one after
+        // it, in order, which gives each line the outcome it would have had alone.
+        let mut seen = std::collections::HashSet::new();
+        let batched: Vec<bool> = users
+            .iter()
+            .map(|user| {
+                let keys = [
+                    Some(user.id.to_hex()),
+                    Some(format!("email:{}", user.email.as_str())),
+                    user.username
+                        .as_ref()
+                        .map(|u| format!("username:{}", u.key())),
+                ];
+                let first = keys.iter().flatten().all(|key| !seen.contains(key));
+                seen.extend(keys.into_iter().flatten());
+                first && !exists(user)
+            })
+            .collect();
         let fresh: Vec<UserDocument> = users
             .iter()
-            .filter(|user| !exists(user))
-            .map(UserDocument::from)
+            .zip(&batched)
+            .filter(|(_, batched)| **batched)
+            .map(|(user, _)| UserDocument::from(user))
             .collect();
-        // ...the others go in one unordered batch, in which a refused one stops no other.
         if !fresh.is_empty() {
             let inserted = self.users.insert_many(&fresh).ordered(false).await;
             if let Err(error) = inserted
@@ -1307,19 +1327,25 @@ impl Repository for MongoRepository {
                 .await
         })
         .await?;
-        let created: std::collections::HashSet<ObjectId> = created
+        let mut created: std::collections::HashSet<ObjectId> = created
             .iter()
             .filter_map(|d| d.get_object_id("_id").ok())
             .collect();
         let mut outcomes = Vec::with_capacity(users.len());
-        for user in users {
+        for (user, batched) in users.iter().zip(batched) {
             outcomes.push(if exists(user) {
                 Imported::Exists
-            } else if created.contains(&user.id.object_id()) {
+            } else if batched && created.contains(&user.id.object_id()) {
                 Imported::Created
+            } else if created.contains(&user.id.object_id()) {
+                // An earlier line of this batch had the id.
+                Imported::Exists
             } else {
                 match self.create_user(user).await {
-                    Ok(()) => Imported::Created,
+                    Ok(()) => {
+                        created.insert(user.id.object_id());
+                        Imported::Created
+                    }
                     Err(StorageError::Duplicate(UniqueField::Email)) => Imported::Exists,
                     Err(StorageError::Duplicate(UniqueField::Username)) => Imported::UsernameTaken,
                     Err(e) => return Err(e),

@@ -27,8 +27,8 @@ use user_service::{
         truncate_to_millis, unix_millis,
     },
     storage::{
-        DynRepository, LoginAttempts, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord,
-        StorageError, UniqueField, VerificationTokenRecord,
+        DynRepository, Imported, LoginAttempts, RefreshTokenRecord, RefreshTokenUse,
+        ResetTokenRecord, StorageError, UniqueField, VerificationTokenRecord,
     },
 };
 
@@ -3104,4 +3104,71 @@ pub async fn concurrent_mail_claims_hold_once(repo: DynRepository, twin: DynRepo
         held += usize::from(task.await.expect("task"));
     }
     assert_eq!(held, 1);
+}
+
+pub async fn import_creates_new_users_as_given_and_reports_the_rest_line_by_line(
+    repo: DynRepository,
+) {
+    let existing = create(&repo, "Existing", "existing@example.com", Some("taken")).await;
+    let given = User {
+        created_at: moment(10),
+        updated_at: moment(20),
+        password_changed_at: moment(5),
+        last_login_at: Some(moment(30)),
+        email_verified: true,
+        role: Role::Admin,
+        ..new_user("Given", "given@example.com", Some("given"))
+    };
+    let same_id = User {
+        id: existing.id,
+        ..new_user("Same Id", "same.id@example.com", None)
+    };
+    let lines = vec![
+        given.clone(),
+        // Already there: by id, and by email in another case.
+        same_id,
+        new_user("Shouting", "EXISTING@example.com", None),
+        // A username someone has, in another case.
+        new_user("Taker", "taker@example.com", Some("TAKEN")),
+        // An earlier line of this batch took the email, then the username.
+        new_user("Twice", "given@example.com", None),
+        new_user("Copycat", "copycat@example.com", Some("Given")),
+        User {
+            id: given.id,
+            ..new_user("Clone", "clone@example.com", None)
+        },
+        // Fine, after all the refusals.
+        new_user("Last", "last@example.com", None),
+    ];
+    let outcomes = repo.import_users(&lines).await.expect("import");
+    assert_eq!(
+        outcomes,
+        [
+            Imported::Created,
+            Imported::Exists,
+            Imported::Exists,
+            Imported::UsernameTaken,
+            Imported::Exists,
+            Imported::UsernameTaken,
+            Imported::Exists,
+            Imported::Created,
+        ]
+    );
+    assert_eq!(fetch(&repo, &given.id).await, given);
+    assert_eq!(fetch(&repo, &existing.id).await, existing);
+    assert!(
+        repo.user_by_email(&email("taker@example.com"))
+            .await
+            .expect("user_by_email")
+            .is_none()
+    );
+    assert_eq!(user_count(&repo).await, 3);
+
+    // The same file again creates nothing.
+    let again = repo.import_users(&lines).await.expect("import again");
+    assert!(
+        again.iter().all(|outcome| *outcome != Imported::Created),
+        "{again:?}"
+    );
+    assert_eq!(user_count(&repo).await, 3);
 }

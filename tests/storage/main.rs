@@ -146,6 +146,7 @@ macro_rules! conformance_suite {
             delete_removes_the_users_refresh_and_reset_tokens,
             delete_removes_the_users_sessions_and_mfa_but_keeps_their_audit_events,
             list_pages_with_a_total_independent_of_the_page,
+            import_creates_new_users_as_given_and_reports_the_rest_line_by_line,
             list_filters_by_q_on_name_email_and_username_ignoring_case,
             list_filter_q_ignores_case_beyond_ascii,
             list_filter_q_matches_metacharacters_literally,

@@ -54,6 +54,9 @@ enum Command {
     /// Write every user as JSON Lines to standard output, oldest first, password hashes
     /// included (two-factor enrolments, sessions and the audit log are not exported).
     Export,
+    /// Rebuild the embedded database's search index, after a manual `VACUUM` (which may
+    /// renumber the rows it follows). MongoDB has no such index: nothing to do there.
+    Reindex,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             .and_then(|admin| runtime.block_on(create_admin(settings, admin))),
         Some(Command::Import { file }) => import(&runtime, settings, &file),
         Some(Command::Export) => export(&runtime, settings),
+        Some(Command::Reindex) => runtime.block_on(reindex(settings)),
         _ => runtime.block_on(serve(settings)),
     };
     match result {
@@ -125,6 +129,22 @@ fn admin_from_args(email: &str, name: &str) -> anyhow::Result<NewAccount> {
         username: None,
         password,
     })
+}
+
+async fn reindex(settings: Settings) -> anyhow::Result<()> {
+    match &settings.database {
+        storage::DatabaseSettings::Sqlite { path } => {
+            let indexed = storage::SqliteRepository::open(path)
+                .await?
+                .rebuild_search_index()
+                .await?;
+            println!("the search index holds {indexed} users");
+        }
+        storage::DatabaseSettings::Mongo { .. } => {
+            println!("MongoDB has no search index of this service's to rebuild");
+        }
+    }
+    Ok(())
 }
 
 async fn create_admin(settings: Settings, admin: NewAccount) -> anyhow::Result<()> {

@@ -31,6 +31,14 @@ use crate::{
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+/// Fills the (empty) search index from `users`: in its migration, and when it is rebuilt.
+macro_rules! fill_search_index {
+    () => {
+        "INSERT INTO users_search (rowid, name, email, username) \
+         SELECT rowid, unicode_lower(name), email, unicode_lower(username) FROM users;"
+    };
+}
+
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE users (
@@ -250,6 +258,37 @@ CREATE TABLE idempotency_keys (
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at);
 "#,
+    // The search index holds each user's text lower-cased by `unicode_lower`, the rule `q`
+    // is judged by, and folds nothing itself: a phrase match is then exactly "contains q in
+    // any case", with no row to fetch and check. Contentless (the text is in `users`), with
+    // deletes by rowid.
+    concat!(
+        r#"
+DROP TRIGGER users_search_insert;
+DROP TRIGGER users_search_delete;
+DROP TRIGGER users_search_update;
+DROP TABLE users_search;
+CREATE VIRTUAL TABLE users_search USING fts5 (
+    name, email, username, content = '', contentless_delete = 1,
+    tokenize = 'trigram case_sensitive 1'
+);
+"#,
+        fill_search_index!(),
+        r#"
+CREATE TRIGGER users_search_insert AFTER INSERT ON users BEGIN
+    INSERT INTO users_search (rowid, name, email, username)
+        VALUES (new.rowid, unicode_lower(new.name), new.email, unicode_lower(new.username));
+END;
+CREATE TRIGGER users_search_delete AFTER DELETE ON users BEGIN
+    DELETE FROM users_search WHERE rowid = old.rowid;
+END;
+CREATE TRIGGER users_search_update AFTER UPDATE OF name, email, username ON users BEGIN
+    DELETE FROM users_search WHERE rowid = old.rowid;
+    INSERT INTO users_search (rowid, name, email, username)
+        VALUES (new.rowid, unicode_lower(new.name), new.email, unicode_lower(new.username));
+END;
+"#
+    ),
 ];
 
 const USER_COLUMNS: &str = "id, name, username, email, role, active, password_hash, \
@@ -315,8 +354,9 @@ impl SqliteRepository {
                 let mut writer = open()?;
                 migrate(&mut writer)?;
                 // Fresh statistics where they are missing or stale, so that the planner picks
-                // the right index for filtered lists (cheap: bounded by the analysis limit).
-                writer.execute_batch("PRAGMA optimize = 0x10002")?;
+                // the right index for filtered lists; the analysis limit keeps this to moments
+                // on a large database that has no statistics yet (after an import).
+                writer.execute_batch("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002")?;
                 let readers = (0..reader_count())
                     .map(|_| {
                         let reader = open()?;
@@ -335,6 +375,19 @@ impl SqliteRepository {
                 next: AtomicUsize::new(0),
             }),
         })
+    }
+
+    /// Builds the search index anew from `users`, which a manual `VACUUM` calls for: the
+    /// index follows users by rowid, and `VACUUM` may renumber rowids. How many users it holds.
+    pub async fn rebuild_search_index(&self) -> StorageResult<u64> {
+        self.call(|conn| {
+            let tx = write_transaction(conn)?;
+            tx.execute("DELETE FROM users_search", [])?;
+            let indexed = tx.execute(fill_search_index!(), [])?;
+            tx.commit()?;
+            Ok(indexed as u64)
+        })
+        .await
     }
 
     /// Runs `f` with the writing connection on the blocking pool.
@@ -628,38 +681,32 @@ const IMPORT_CACHE_KIB: i64 = 256 * 1024;
 /// Trigrams: the search index finds only terms of three characters or more.
 const MIN_INDEXED_SEARCH: usize = 3;
 
-/// Whether the trigram index finds every match of `q`: three characters or more, none of
-/// which lower-cases to several characters or is a combining mark (the index folds case one
-/// character at a time, so "İ", which lower-cases to "i" and a combining dot, would be
-/// missed). Other searches scan.
-fn indexable(q: &str) -> bool {
-    q.chars().count() >= MIN_INDEXED_SEARCH
-        && q.chars().all(|c| {
-            c.is_ascii() || (c.to_lowercase().count() == 1 && !('\u{300}'..='\u{36f}').contains(&c))
-        })
+/// The search index's query for `q` (lower-cased already), when the index can answer it:
+/// the whole of `q` as one phrase, so that its trigrams must follow each other in one
+/// field. Shorter searches have no trigram and scan.
+fn search_phrase(q: &str) -> Option<String> {
+    (q.chars().count() >= MIN_INDEXED_SEARCH).then(|| format!("\"{}\"", q.replace('"', "\"\"")))
 }
 
 fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
     let mut conditions = Vec::new();
     let mut values = Vec::new();
     if let Some(q) = &filter.q {
-        let indexed = indexable(q);
         let q = q.to_lowercase();
-        if indexed {
-            // The trigram index narrows the rows; the exact rule below decides, so that
-            // case folding is the same as everywhere else.
-            values.push(Value::Text(format!("\"{}\"", q.replace('"', "\"\""))));
+        if let Some(phrase) = search_phrase(&q) {
+            values.push(Value::Text(phrase));
             conditions.push(format!(
                 "rowid IN (SELECT rowid FROM users_search WHERE users_search MATCH ?{})",
                 values.len()
             ));
+        } else {
+            values.push(Value::Text(q));
+            let n = values.len();
+            conditions.push(format!(
+                "(instr(unicode_lower(name), ?{n}) > 0 OR instr(email, ?{n}) > 0 \
+                 OR instr(unicode_lower(coalesce(username, '')), ?{n}) > 0)"
+            ));
         }
-        values.push(Value::Text(q));
-        let n = values.len();
-        conditions.push(format!(
-            "(instr(unicode_lower(name), ?{n}) > 0 OR instr(email, ?{n}) > 0 \
-             OR instr(unicode_lower(coalesce(username, '')), ?{n}) > 0)"
-        ));
     }
     if let Some(role) = filter.role {
         values.push(Value::Text(stored_role(role).to_owned()));
@@ -679,11 +726,21 @@ fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
 /// How many users match: from the counts the triggers keep, unless `q` is given.
 fn count(conn: &Connection, filter: &UserFilter) -> StorageResult<u64> {
     let (clause, values) = where_clause(filter);
-    // Without `q` the clause names only role and active, which `user_counts` has too.
-    let sql = if filter.q.is_some() {
-        format!("SELECT count(*) FROM users {clause}")
-    } else {
-        format!("SELECT coalesce(sum(n), 0) FROM user_counts {clause}")
+    let phrase = filter
+        .q
+        .as_deref()
+        .map(str::to_lowercase)
+        .and_then(|q| search_phrase(&q));
+    let sql = match (&filter.q, phrase) {
+        // Without `q` the clause names only role and active, which `user_counts` has too.
+        (None, _) => format!("SELECT coalesce(sum(n), 0) FROM user_counts {clause}"),
+        // A search alone is counted in the index, without reading a row.
+        (Some(_), Some(phrase)) if filter.role.is_none() && filter.active.is_none() => {
+            return Ok(conn
+                .prepare_cached("SELECT count(*) FROM users_search WHERE users_search MATCH ?1")?
+                .query_row([phrase], |r| r.get::<_, i64>(0))? as u64);
+        }
+        (Some(_), _) => format!("SELECT count(*) FROM users {clause}"),
     };
     let n: i64 = conn
         .prepare_cached(&sql)?
@@ -1797,14 +1854,65 @@ impl Repository for SqliteRepository {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_rebuilt_search_index_finds_every_user_again() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let repo = SqliteRepository::open(dir.path().join("users.db"))
+            .await
+            .expect("open");
+        for (name, email) in [
+            ("Mario Rossi", "mario@example.com"),
+            ("Anna", "anna@example.com"),
+        ] {
+            let at = crate::domain::now();
+            let user = User {
+                id: UserId::generate(),
+                name: crate::domain::DisplayName::parse(name).expect("a name"),
+                username: None,
+                email: crate::domain::Email::parse(email).expect("an email"),
+                role: crate::domain::Role::User,
+                active: true,
+                password_hash: "$2b$04$hash".to_owned(),
+                created_at: at,
+                updated_at: at,
+                last_login_at: None,
+                password_changed_at: at,
+                locked_until: None,
+                email_verified: false,
+                mfa_enabled: false,
+            };
+            repo.create_user(&user).await.expect("create");
+        }
+        let search = |q: &str| ListQuery {
+            filter: UserFilter {
+                q: Some(q.to_owned()),
+                ..UserFilter::default()
+            },
+            ..ListQuery::default()
+        };
+        // An index that lost track of the rows (as after a VACUUM renumbered them) finds
+        // nobody until it is rebuilt.
+        repo.call(|conn| Ok(conn.execute("DELETE FROM users_search", [])?))
+            .await
+            .expect("empty the index");
+        assert_eq!(
+            repo.list_users(&search("rossi")).await.expect("list").total,
+            0
+        );
+        assert_eq!(repo.rebuild_search_index().await.expect("rebuild"), 2);
+        for (q, total) in [("ROSSI", 1), ("example", 2), ("nobody", 0)] {
+            let page = repo.list_users(&search(q)).await.expect("list");
+            assert_eq!(page.total, total, "{q}");
+            assert_eq!(page.items.len() as u64, total, "{q}");
+        }
+    }
+
     #[test]
-    fn only_searches_the_trigram_index_finds_in_full_use_it() {
-        for q in ["mar", "Mario", "ünal", "ÆRØ", "a_b%c\"d", "xn--", "ǅab"] {
-            assert!(indexable(q), "{q}");
-        }
-        // Too short for trigrams; lower-cases to two characters; a combining mark.
-        for q in ["ma", "é", "İst", "i\u{307}st"] {
-            assert!(!indexable(q), "{q}");
-        }
+    fn searches_of_three_characters_or_more_go_to_the_index_as_one_quoted_phrase() {
+        assert_eq!(search_phrase("mar").as_deref(), Some("\"mar\""));
+        assert_eq!(search_phrase("a\"b").as_deref(), Some("\"a\"\"b\""));
+        assert_eq!(search_phrase("i\u{307}s").as_deref(), Some("\"i\u{307}s\""));
+        assert_eq!(search_phrase("ma"), None);
+        assert_eq!(search_phrase("é"), None);
     }
 }

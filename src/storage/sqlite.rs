@@ -314,6 +314,10 @@ pub struct SqliteRepository {
 struct Readers {
     connections: Vec<Mutex<Connection>>,
     next: AtomicUsize,
+    /// One permit per connection, taken before a read goes to the blocking pool: reads
+    /// beyond that wait here, asleep, instead of each holding a thread of the pool (and its
+    /// memory) only to wait for a connection.
+    permits: tokio::sync::Semaphore,
 }
 
 impl Readers {
@@ -361,6 +365,7 @@ impl SqliteRepository {
                     .map(|_| {
                         let reader = open()?;
                         reader.pragma_update(None, "query_only", true)?;
+                        reader.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
                         Ok(reader)
                     })
                     .collect::<anyhow::Result<_>>()?;
@@ -371,6 +376,7 @@ impl SqliteRepository {
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(Readers {
+                permits: tokio::sync::Semaphore::new(readers.len()),
                 connections: readers.into_iter().map(Mutex::new).collect(),
                 next: AtomicUsize::new(0),
             }),
@@ -419,12 +425,23 @@ impl SqliteRepository {
         T: Send + 'static,
         F: FnMut(&mut Connection) -> Result<T, StorageError> + Send + 'static,
     {
+        let _permit = self
+            .readers
+            .permits
+            .acquire()
+            .await
+            .map_err(StorageError::internal)?;
         let readers = Arc::clone(&self.readers);
         spawn_blocking_with_tracing(move || with_retries(&mut readers.lock(), f))
             .await
             .map_err(StorageError::internal)?
     }
 }
+
+/// How much of the database file a reader maps into memory. Pages read through the map
+/// are the kernel's page cache itself: no copy into a cache of the connection's own, no
+/// allocation (whose global lock would serialise parallel readers), no system call.
+const READER_MMAP_BYTES: i64 = 1 << 32;
 
 /// Enough readers that the blocking pool's threads rarely wait for one.
 fn reader_count() -> usize {
@@ -1018,9 +1035,26 @@ impl Repository for SqliteRepository {
             values.push(Value::Integer(i64::from(query.limit)));
             values.push(Value::Integer(query.offset as i64));
             let n = values.len();
+            let select = |state: Option<&str>| match (state, conditions.is_empty()) {
+                (None, _) => format!("SELECT {USER_COLUMNS} FROM users {conditions}"),
+                (Some(state), true) => format!("SELECT {USER_COLUMNS} FROM users WHERE {state}"),
+                (Some(state), false) => {
+                    format!("SELECT {USER_COLUMNS} FROM users {conditions} AND {state}")
+                }
+            };
+            // A role without a state: the (role, active, key) indexes hold each state in
+            // order, so the two are merged as they come, rather than the whole role sorted.
+            let rows = if query.filter.role.is_some() && query.filter.active.is_none() {
+                format!(
+                    "{} UNION ALL {}",
+                    select(Some("active = 0")),
+                    select(Some("active = 1"))
+                )
+            } else {
+                select(None)
+            };
             let sql = format!(
-                "SELECT {USER_COLUMNS} FROM users {conditions} \
-                 ORDER BY {column} {direction}, id {direction} LIMIT ?{} OFFSET ?{n}",
+                "{rows} ORDER BY {column} {direction}, id {direction} LIMIT ?{} OFFSET ?{n}",
                 n - 1
             );
             let items = tx

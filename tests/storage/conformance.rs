@@ -3172,3 +3172,57 @@ pub async fn import_creates_new_users_as_given_and_reports_the_rest_line_by_line
     );
     assert_eq!(user_count(&repo).await, 3);
 }
+
+pub async fn a_role_walked_by_cursor_mixes_both_states_in_every_sort(repo: DynRepository) {
+    let mut admins = Vec::new();
+    for (i, display) in ["Kilo", "Alpha", "Kilo", "Zulu", "Mike", "Bravo", "Kilo"]
+        .iter()
+        .enumerate()
+    {
+        let user = User {
+            role: Role::Admin,
+            active: i % 2 == 0,
+            created_at: moment(i64::try_from(100 - 7 * i).expect("small")),
+            ..new_user(display, &format!("admin{}@example.com", (i * 5) % 7), None)
+        };
+        admins.push(insert(&repo, user).await);
+        create(&repo, display, &format!("user{i}@example.com"), None).await;
+    }
+    let role = UserFilter {
+        role: Some(Role::Admin),
+        ..UserFilter::default()
+    };
+    for sort in [SortField::CreatedAt, SortField::Name, SortField::Email] {
+        for order in [SortOrder::Ascending, SortOrder::Descending] {
+            let mut walked: Vec<User> = Vec::new();
+            loop {
+                let page = repo
+                    .list_users(&ListQuery {
+                        sort,
+                        order,
+                        filter: role.clone(),
+                        after: walked.last().map(|last| UserCursor {
+                            key: SortKey::of(last, sort),
+                            id: last.id,
+                        }),
+                        limit: 2,
+                        ..ListQuery::default()
+                    })
+                    .await
+                    .expect("list");
+                assert_eq!(page.total, admins.len() as u64, "{sort:?} {order:?}");
+                if page.items.is_empty() {
+                    break;
+                }
+                walked.extend(page.items);
+                assert!(walked.len() <= admins.len(), "{sort:?} {order:?}: no end");
+            }
+            let expected = match sort {
+                SortField::CreatedAt => expected_order(&admins, order, |u| u.created_at),
+                SortField::Name => expected_order(&admins, order, |u| u.name.as_str().to_owned()),
+                SortField::Email => expected_order(&admins, order, |u| u.email.as_str().to_owned()),
+            };
+            assert_eq!(ids(&walked), expected, "{sort:?} {order:?}");
+        }
+    }
+}

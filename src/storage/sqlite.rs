@@ -314,10 +314,6 @@ pub struct SqliteRepository {
 struct Readers {
     connections: Vec<Mutex<Connection>>,
     next: AtomicUsize,
-    /// One permit per connection, taken before a read goes to the blocking pool: reads
-    /// beyond that wait here, asleep, instead of each holding a thread of the pool (and its
-    /// memory) only to wait for a connection.
-    permits: tokio::sync::Semaphore,
 }
 
 impl Readers {
@@ -376,7 +372,6 @@ impl SqliteRepository {
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(Readers {
-                permits: tokio::sync::Semaphore::new(readers.len()),
                 connections: readers.into_iter().map(Mutex::new).collect(),
                 next: AtomicUsize::new(0),
             }),
@@ -425,12 +420,6 @@ impl SqliteRepository {
         T: Send + 'static,
         F: FnMut(&mut Connection) -> Result<T, StorageError> + Send + 'static,
     {
-        let _permit = self
-            .readers
-            .permits
-            .acquire()
-            .await
-            .map_err(StorageError::internal)?;
         let readers = Arc::clone(&self.readers);
         spawn_blocking_with_tracing(move || with_retries(&mut readers.lock(), f))
             .await

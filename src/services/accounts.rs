@@ -109,6 +109,13 @@ pub struct TokenPair {
     pub refresh_token: String,
 }
 
+/// An access token alone, for a session that goes on with the refresh token it has.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub access_token: String,
+    pub expires_in: u64,
+}
+
 /// What a login with the right password leads to.
 #[derive(Debug, Clone)]
 pub enum LoginOutcome {
@@ -585,21 +592,53 @@ impl AccountService {
         refresh_token: &str,
         origin: &Origin,
     ) -> Result<TokenPair, ServiceError> {
+        let found = self
+            .repo
+            .use_refresh_token(&hash_token(refresh_token), domain::now())
+            .await?;
+        let (user, session) = self.session_of_refresh_token(found, origin).await?;
+        self.issue_pair(&user, session).await
+    }
+
+    /// A fresh access token for the session of a refresh token that stays as it is. For the
+    /// web pages, which keep one refresh token in a cookie that every open tab shares:
+    /// rotating it on each page load would let one tab spend what another still holds, and
+    /// the reuse rule would end the session. The token must pass every check a refresh makes.
+    pub async fn access_token(
+        &self,
+        refresh_token: &str,
+        origin: &Origin,
+    ) -> Result<AccessToken, ServiceError> {
+        let found = self
+            .repo
+            .peek_refresh_token(&hash_token(refresh_token))
+            .await?;
+        let (user, session) = self.session_of_refresh_token(found, origin).await?;
+        self.issue_access(&user, &session)
+    }
+
+    /// The user and session a presented refresh token is good for: a live token (spent by a
+    /// refresh, or only looked at) of a live session, not expired, issued after the user's
+    /// last password change, of an active user (verified, when that is required). A token
+    /// presented again after it was spent ends its session.
+    async fn session_of_refresh_token(
+        &self,
+        found: RefreshTokenUse,
+        origin: &Origin,
+    ) -> Result<(User, SessionId), ServiceError> {
         let refused = ServiceError::InvalidCredentials(Credential::RefreshToken);
         let now = domain::now();
-        match self
-            .repo
-            .use_refresh_token(&hash_token(refresh_token), now)
-            .await?
-        {
-            RefreshTokenUse::Spent(record) if record.expires_at > now => {
+        match found {
+            RefreshTokenUse::Spent(record) | RefreshTokenUse::Live(record)
+                if record.expires_at > now =>
+            {
                 let user = self.repo.user_by_id(&record.user_id).await?;
                 match user {
                     // A token older than the password would survive a reset that raced it
                     // (the reset revokes, then this refresh issues anew): refuse it.
                     Some(user) if user.active && record.created_at >= user.password_changed_at => {
                         self.ensure_verified(&user)?;
-                        self.issue_pair(&user, record.session_id).await
+                        Ok((user, record.session_id))
                     }
                     _ => Err(refused),
                 }
@@ -620,9 +659,10 @@ impl AccountService {
                     .await;
                 Err(refused)
             }
-            RefreshTokenUse::Spent(_) | RefreshTokenUse::Revoked | RefreshTokenUse::Unknown => {
-                Err(refused)
-            }
+            RefreshTokenUse::Spent(_)
+            | RefreshTokenUse::Live(_)
+            | RefreshTokenUse::Revoked
+            | RefreshTokenUse::Unknown => Err(refused),
         }
     }
 
@@ -822,15 +862,29 @@ impl AccountService {
             .await
     }
 
+    fn issue_access(
+        &self,
+        user: &User,
+        session_id: &SessionId,
+    ) -> Result<AccessToken, ServiceError> {
+        Ok(AccessToken {
+            access_token: self
+                .tokens
+                .issue_access(user, session_id)
+                .map_err(ServiceError::Internal)?,
+            expires_in: self.tokens.access_ttl().as_secs(),
+        })
+    }
+
     async fn issue_pair(
         &self,
         user: &User,
         session_id: SessionId,
     ) -> Result<TokenPair, ServiceError> {
-        let access_token = self
-            .tokens
-            .issue_access(user, &session_id)
-            .map_err(ServiceError::Internal)?;
+        let AccessToken {
+            access_token,
+            expires_in,
+        } = self.issue_access(user, &session_id)?;
         let refresh = OpaqueToken::generate();
         let now = domain::now();
         self.repo
@@ -844,7 +898,7 @@ impl AccountService {
             .await?;
         Ok(TokenPair {
             access_token,
-            expires_in: self.tokens.access_ttl().as_secs(),
+            expires_in,
             refresh_token: refresh.secret,
         })
     }

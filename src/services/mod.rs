@@ -21,7 +21,8 @@ mod tests;
 
 pub use crate::storage::{StoredAnswer, UniqueField};
 pub use accounts::{
-    AccountService, AccountSettings, Lockout, LoginId, LoginOutcome, SessionView, TokenPair,
+    AccessToken, AccountService, AccountSettings, Lockout, LoginId, LoginOutcome, SessionView,
+    TokenPair,
 };
 pub use actor::{AccountAccess, Actor, AdminAccess};
 pub use audit::{AuditLog, AuditPage};

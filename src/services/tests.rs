@@ -514,6 +514,92 @@ async fn refresh_rotates_and_a_replay_ends_the_session() {
     );
 }
 
+#[tokio::test]
+async fn an_access_token_for_a_refresh_token_leaves_it_live_in_the_same_session() {
+    let h = harness().await;
+    h.user("user@example.com", Role::User).await;
+    let accounts = &h.services.accounts;
+    let pair = h.login("user@example.com", PASSWORD).await.unwrap();
+    let first = accounts
+        .authenticate(&pair.access_token, here())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let fresh = accounts
+            .access_token(&pair.refresh_token, &here())
+            .await
+            .unwrap();
+        let actor = accounts
+            .authenticate(&fresh.access_token, here())
+            .await
+            .unwrap();
+        assert_eq!(actor.session(), first.session());
+        assert_eq!(fresh.expires_in, 900);
+    }
+    // Not rotated: the token still refreshes, once.
+    assert!(accounts.refresh(&pair.refresh_token, &here()).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_access_token_is_refused_where_a_refresh_would_be() {
+    let h = harness().await;
+    let admin = h.user("admin@example.com", Role::Admin).await;
+    let user = h.user("user@example.com", Role::User).await;
+    let accounts = &h.services.accounts;
+    let refused = |result: Result<crate::services::AccessToken, ServiceError>| {
+        matches!(
+            result,
+            Err(ServiceError::InvalidCredentials(Credential::RefreshToken))
+        )
+    };
+    assert!(refused(
+        accounts.access_token("no such token", &here()).await
+    ));
+
+    // Spent by a refresh, then presented here: a replay, which ends the session.
+    let rotated = h.login("user@example.com", PASSWORD).await.unwrap();
+    let next = accounts
+        .refresh(&rotated.refresh_token, &here())
+        .await
+        .unwrap();
+    assert!(refused(
+        accounts.access_token(&rotated.refresh_token, &here()).await
+    ));
+    assert!(matches!(
+        accounts.refresh(&next.refresh_token, &here()).await,
+        Err(ServiceError::InvalidCredentials(Credential::RefreshToken))
+    ));
+
+    // Ended by a logout.
+    let out = h.login("user@example.com", PASSWORD).await.unwrap();
+    accounts.logout(&out.refresh_token, &here()).await.unwrap();
+    assert!(refused(
+        accounts.access_token(&out.refresh_token, &here()).await
+    ));
+
+    // Older than the password.
+    let old = h.login("user@example.com", PASSWORD).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let patch = crate::domain::UserPatch::new().set(crate::domain::UserField::PasswordChangedAt(
+        crate::domain::now(),
+    ));
+    h.repo.update_user(&user.id(), &patch).await.unwrap();
+    assert!(refused(
+        accounts.access_token(&old.refresh_token, &here()).await
+    ));
+
+    // A deactivated user.
+    let live = h.login("user@example.com", PASSWORD).await.unwrap();
+    h.services
+        .users
+        .set_active(admin.admin().unwrap(), user.id(), false)
+        .await
+        .unwrap();
+    assert!(refused(
+        accounts.access_token(&live.refresh_token, &here()).await
+    ));
+}
+
 /// A refresh that spends its token just before a reset revokes the user's tokens must not
 /// hand out a new session afterwards.
 #[tokio::test]

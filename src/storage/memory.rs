@@ -69,6 +69,24 @@ struct StoredIdempotency {
 }
 
 impl Data {
+    /// What a refresh token is now, without changing it.
+    fn refresh_token_state(&self, token_hash: &str) -> RefreshTokenUse {
+        let Some(token) = self.refresh.get(token_hash) else {
+            return RefreshTokenUse::Unknown;
+        };
+        let session = &token.record.session_id;
+        if self.ended_sessions.contains(session) || !self.sessions.contains_key(session) {
+            RefreshTokenUse::Revoked
+        } else if token.spent {
+            RefreshTokenUse::Replayed {
+                session_id: session.clone(),
+                user_id: token.record.user_id,
+            }
+        } else {
+            RefreshTokenUse::Live(token.record.clone())
+        }
+    }
+
     /// The unique field of `user` that another user holds already.
     fn taken(&self, user: &User) -> Option<UniqueField> {
         let others = || self.users.values().filter(|other| other.id != user.id);
@@ -480,24 +498,19 @@ impl Repository for MemoryRepository {
         _at: OffsetDateTime,
     ) -> StorageResult<RefreshTokenUse> {
         let mut data = self.data();
-        let data = &mut *data;
-        let Some(token) = data.refresh.get_mut(token_hash) else {
-            return Ok(RefreshTokenUse::Unknown);
-        };
-        let session = &token.record.session_id;
-        Ok(
-            if data.ended_sessions.contains(session) || !data.sessions.contains_key(session) {
-                RefreshTokenUse::Revoked
-            } else if token.spent {
-                RefreshTokenUse::Replayed {
-                    session_id: session.clone(),
-                    user_id: token.record.user_id,
+        Ok(match data.refresh_token_state(token_hash) {
+            RefreshTokenUse::Live(record) => {
+                if let Some(token) = data.refresh.get_mut(token_hash) {
+                    token.spent = true;
                 }
-            } else {
-                token.spent = true;
-                RefreshTokenUse::Spent(token.record.clone())
-            },
-        )
+                RefreshTokenUse::Spent(record)
+            }
+            other => other,
+        })
+    }
+
+    async fn peek_refresh_token(&self, token_hash: &str) -> StorageResult<RefreshTokenUse> {
+        Ok(self.data().refresh_token_state(token_hash))
     }
 
     async fn end_session_of_token(

@@ -115,6 +115,8 @@ pub struct RefreshTokenRecord {
 pub enum RefreshTokenUse {
     /// The token was live; it is now spent and cannot be used again.
     Spent(RefreshTokenRecord),
+    /// The token is live and stays so: what [`Repository::peek_refresh_token`] finds.
+    Live(RefreshTokenRecord),
     /// The token had already been spent: a sign it was stolen.
     Replayed {
         session_id: SessionId,
@@ -335,6 +337,9 @@ pub trait Repository: Send + Sync + 'static {
         token_hash: &str,
         at: OffsetDateTime,
     ) -> StorageResult<RefreshTokenUse>;
+    /// What [`Repository::use_refresh_token`] would find, without spending the token: a
+    /// live one comes back as [`RefreshTokenUse::Live`] and can be used again.
+    async fn peek_refresh_token(&self, token_hash: &str) -> StorageResult<RefreshTokenUse>;
     /// Ends the session the token belongs to (a logout); whose it was, when it was live.
     async fn end_session_of_token(
         &self,

@@ -1752,6 +1752,35 @@ impl Repository for MongoRepository {
         }))
     }
 
+    async fn peek_refresh_token(&self, token_hash: &str) -> StorageResult<RefreshTokenUse> {
+        let found = run(|| {
+            self.refresh_tokens
+                .find_one(doc! { "_id": token_hash })
+                .into_future()
+        })
+        .await?;
+        let Some(token) = found else {
+            return Ok(RefreshTokenUse::Unknown);
+        };
+        if self.session_ended(&token.session_id).await? {
+            return Ok(RefreshTokenUse::Revoked);
+        }
+        let session_id = SessionId::parse(&token.session_id).map_err(StorageError::internal)?;
+        Ok(match token.spent_at {
+            Some(_) => RefreshTokenUse::Replayed {
+                session_id,
+                user_id: token.user_id.into(),
+            },
+            None => RefreshTokenUse::Live(RefreshTokenRecord {
+                session_id,
+                token_hash: token.token_hash,
+                user_id: token.user_id.into(),
+                created_at: token.created_at.to_time_0_3(),
+                expires_at: token.expires_at.to_time_0_3(),
+            }),
+        })
+    }
+
     async fn end_session_of_token(
         &self,
         token_hash: &str,

@@ -498,6 +498,51 @@ fn write_transaction(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>>
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
 }
 
+/// What a refresh token is now, read without changing it: [`RefreshTokenUse::Live`] for one
+/// that may be used.
+fn refresh_token_state(conn: &Connection, token_hash: &str) -> StorageResult<RefreshTokenUse> {
+    let found = conn
+        .query_row(
+            "SELECT t.session_id, t.user_id, t.created_at, t.expires_at, \
+             t.spent_at IS NOT NULL, s.id IS NULL OR s.ended_at IS NOT NULL \
+             FROM refresh_tokens t LEFT JOIN sessions s ON s.id = t.session_id \
+             WHERE t.token_hash = ?1",
+            [token_hash],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, bool>(4)?,
+                    row.get::<_, bool>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((session_id, user_id, created_at, expires_at, spent, ended)) = found else {
+        return Ok(RefreshTokenUse::Unknown);
+    };
+    let session_id = SessionId::parse(&session_id).map_err(StorageError::internal)?;
+    let user_id = UserId::parse(&user_id).map_err(StorageError::internal)?;
+    Ok(if ended {
+        RefreshTokenUse::Revoked
+    } else if spent {
+        RefreshTokenUse::Replayed {
+            session_id,
+            user_id,
+        }
+    } else {
+        RefreshTokenUse::Live(RefreshTokenRecord {
+            token_hash: token_hash.to_owned(),
+            session_id,
+            user_id,
+            created_at: from_millis(created_at)?,
+            expires_at: from_millis(expires_at)?,
+        })
+    })
+}
+
 fn is_busy(error: &StorageError) -> bool {
     let StorageError::Unavailable(cause) = error else {
         return false;
@@ -1309,53 +1354,25 @@ impl Repository for SqliteRepository {
         let token_hash = token_hash.to_owned();
         self.call(move |conn| {
             let tx = write_transaction(conn)?;
-            let found = tx
-                .query_row(
-                    "SELECT t.session_id, t.user_id, t.created_at, t.expires_at, \
-                     t.spent_at IS NOT NULL, s.id IS NULL OR s.ended_at IS NOT NULL \
-                     FROM refresh_tokens t LEFT JOIN sessions s ON s.id = t.session_id \
-                     WHERE t.token_hash = ?1",
-                    [&token_hash],
-                    |row| {
-                        Ok((
-                            row.get::<_, String>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, i64>(2)?,
-                            row.get::<_, i64>(3)?,
-                            row.get::<_, bool>(4)?,
-                            row.get::<_, bool>(5)?,
-                        ))
-                    },
-                )
-                .optional()?;
-            let Some((session_id, user_id, created_at, expires_at, spent, ended)) = found else {
-                return Ok(RefreshTokenUse::Unknown);
-            };
-            let session_id = SessionId::parse(&session_id).map_err(StorageError::internal)?;
-            let user_id = UserId::parse(&user_id).map_err(StorageError::internal)?;
-            if ended {
-                return Ok(RefreshTokenUse::Revoked);
+            match refresh_token_state(&tx, &token_hash)? {
+                RefreshTokenUse::Live(record) => {
+                    tx.execute(
+                        "UPDATE refresh_tokens SET spent_at = ?2 WHERE token_hash = ?1",
+                        params![token_hash, unix_millis(at)],
+                    )?;
+                    tx.commit()?;
+                    Ok(RefreshTokenUse::Spent(record))
+                }
+                other => Ok(other),
             }
-            if spent {
-                return Ok(RefreshTokenUse::Replayed {
-                    session_id,
-                    user_id,
-                });
-            }
-            tx.execute(
-                "UPDATE refresh_tokens SET spent_at = ?2 WHERE token_hash = ?1",
-                params![token_hash, unix_millis(at)],
-            )?;
-            tx.commit()?;
-            Ok(RefreshTokenUse::Spent(RefreshTokenRecord {
-                token_hash: token_hash.clone(),
-                session_id,
-                user_id,
-                created_at: from_millis(created_at)?,
-                expires_at: from_millis(expires_at)?,
-            }))
         })
         .await
+    }
+
+    async fn peek_refresh_token(&self, token_hash: &str) -> StorageResult<RefreshTokenUse> {
+        let token_hash = token_hash.to_owned();
+        self.call(move |conn| refresh_token_state(conn, &token_hash))
+            .await
     }
 
     async fn end_session_of_token(

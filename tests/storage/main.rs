@@ -184,6 +184,7 @@ macro_rules! conformance_suite {
             end_user_sessions_ends_and_counts_only_the_users_live_sessions,
             a_refresh_token_moves_its_sessions_last_use_and_extends_its_expiry,
             a_replay_names_its_session_and_ending_that_session_revokes_its_tokens,
+            peeking_at_a_refresh_token_tells_its_state_and_spends_nothing,
             end_session_of_token_ends_a_live_session_once,
             // TOTP, recovery codes and MFA challenges (conformance/mfa.rs).
             a_pending_totp_secret_is_replaced_until_mfa_is_on,

@@ -438,6 +438,48 @@ pub async fn a_replay_names_its_session_and_ending_that_session_revokes_its_toke
     ));
 }
 
+pub async fn peeking_at_a_refresh_token_tells_its_state_and_spends_nothing(repo: DynRepository) {
+    let user = create(&repo, "Mario", "mario@example.com", None).await;
+    let session = start_session(&repo, user.id).await;
+    repo.insert_refresh_token(refresh("kept", &session, user.id))
+        .await
+        .expect("insert");
+    let peek = |token: &'static str| {
+        let repo = repo.clone();
+        async move {
+            repo.peek_refresh_token(token)
+                .await
+                .expect("peek_refresh_token")
+        }
+    };
+    // Looked at as often as anyone likes, the token stays live and can still be spent once.
+    for _ in 0..2 {
+        match peek("kept").await {
+            RefreshTokenUse::Live(found) => {
+                assert_eq!(found.session_id, session);
+                assert_eq!(found.user_id, user.id);
+                assert_eq!(found.token_hash, "kept");
+            }
+            other => panic!("expected Live, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        use_token(&repo, "kept").await,
+        RefreshTokenUse::Spent(_)
+    ));
+    // Once spent, a look finds what a second use would: a replay of its session.
+    assert_eq!(
+        peek("kept").await,
+        RefreshTokenUse::Replayed {
+            session_id: session.clone(),
+            user_id: user.id,
+        }
+    );
+    assert_eq!(peek("nobody's").await, RefreshTokenUse::Unknown);
+    assert!(end(&repo, user.id, &session, now()).await);
+    assert_eq!(peek("kept").await, RefreshTokenUse::Revoked);
+}
+
 pub async fn end_session_of_token_ends_a_live_session_once(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     let session = start_session(&repo, user.id).await;

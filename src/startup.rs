@@ -14,10 +14,10 @@ use anyhow::Context;
 use tracing_actix_web::{RequestId, TracingLogger};
 
 use crate::{
-    config::Settings,
+    config::{AppEnv, Settings},
     mail::MailTransport,
     middleware::{self, ClientIp, RateLimit, RequestSpan},
-    routes::{self, ApiError, AppState, json::MAX_BODY_BYTES},
+    routes::{self, ApiError, AppState, WebSettings, json::MAX_BODY_BYTES},
     services::{AuditLog, Services},
     storage::{self, DynRepository},
 };
@@ -131,6 +131,10 @@ fn server(
         }
     });
     let origins = settings.cors_origins.clone();
+    let web_settings = web::Data::new(WebSettings {
+        secure_cookies: settings.app_env != AppEnv::Development,
+        session_ttl: settings.services.accounts.refresh_token_ttl,
+    });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -139,7 +143,15 @@ fn server(
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 ApiError::BadRequest(format!("malformed query string: {e}")).into()
             }))
+            .app_data(web_settings.clone())
             .configure(routes::configure_operations)
+            .configure(routes::configure_pages)
+            .service(
+                web::scope("/web")
+                    .wrap(rate_limit.middleware())
+                    .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
+                    .configure(routes::configure_web),
+            )
             .service(
                 web::scope("/api")
                     .wrap(rate_limit.middleware())

@@ -180,40 +180,53 @@ pub(crate) async fn login(
     RequestOrigin(origin): RequestOrigin,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.parse::<LoginRequest>()?;
-    let mut errors = FieldErrors::default();
-    // `null` is no way of leaving a field out: it is refused like any value of the wrong type.
-    let email = errors.not_null("email", text(&request.email), Email::parse);
-    let username = errors.not_null("username", text(&request.username), Username::parse);
-    let id = match (email, username) {
-        (Some(Some(email)), Some(None)) => Some(LoginId::Email(email)),
-        (Some(None), Some(Some(username))) => Some(LoginId::Username(username)),
-        (Some(Some(_)), Some(Some(_))) => {
-            errors.add("username", "send either email or username, not both");
-            None
+    let (id, password) = body.parse::<LoginRequest>()?.credentials()?;
+    let outcome = state.accounts.login(id, &password, &origin).await?;
+    Ok(HttpResponse::Ok().json(LoginResponse::from(outcome)))
+}
+
+impl LoginRequest {
+    /// Who logs in and the password they gave; every bad field is reported at once.
+    pub(super) fn credentials(self) -> Result<(LoginId, String), ApiError> {
+        let mut errors = FieldErrors::default();
+        // `null` is no way of leaving a field out: it is refused like any value of the wrong
+        // type.
+        let email = errors.not_null("email", text(&self.email), Email::parse);
+        let username = errors.not_null("username", text(&self.username), Username::parse);
+        let id = match (email, username) {
+            (Some(Some(email)), Some(None)) => Some(LoginId::Email(email)),
+            (Some(None), Some(Some(username))) => Some(LoginId::Username(username)),
+            (Some(Some(_)), Some(Some(_))) => {
+                errors.add("username", "send either email or username, not both");
+                None
+            }
+            (Some(None), Some(None)) => {
+                errors.add("email", "email or username is required");
+                None
+            }
+            // A field was refused above.
+            _ => None,
+        };
+        // Any non-empty string may be tried: length rules apply when a password is set.
+        let password = errors.required("password", self.password.as_deref(), non_empty);
+        errors.finish(|| Some((id?, password?)))
+    }
+}
+
+impl From<LoginOutcome> for LoginResponse {
+    fn from(outcome: LoginOutcome) -> Self {
+        match outcome {
+            LoginOutcome::Tokens(pair) => Self::Tokens(pair.into()),
+            LoginOutcome::MfaRequired {
+                mfa_token,
+                expires_in,
+            } => Self::MfaRequired(MfaRequiredResponse {
+                mfa_required: true,
+                mfa_token,
+                expires_in,
+            }),
         }
-        (Some(None), Some(None)) => {
-            errors.add("email", "email or username is required");
-            None
-        }
-        // A field was refused above.
-        _ => None,
-    };
-    // Any non-empty string may be tried: length rules apply when a password is set.
-    let password = errors.required("password", request.password.as_deref(), non_empty);
-    let (id, password) = errors.finish(|| Some((id?, password?)))?;
-    let response = match state.accounts.login(id, &password, &origin).await? {
-        LoginOutcome::Tokens(pair) => LoginResponse::Tokens(pair.into()),
-        LoginOutcome::MfaRequired {
-            mfa_token,
-            expires_in,
-        } => LoginResponse::MfaRequired(MfaRequiredResponse {
-            mfa_required: true,
-            mfa_token,
-            expires_in,
-        }),
-    };
-    Ok(HttpResponse::Ok().json(response))
+    }
 }
 
 /// The first step of a login with MFA on.
@@ -257,13 +270,19 @@ pub(crate) async fn login_mfa(
     RequestOrigin(origin): RequestOrigin,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
-    let request = body.parse::<LoginMfaRequest>()?;
-    let mut errors = FieldErrors::default();
-    let token = errors.required("mfa_token", request.mfa_token.as_deref(), non_empty);
-    let code = errors.required("code", request.code.as_deref(), code);
-    let (token, code) = errors.finish(|| Some((token?, code?)))?;
+    let (token, code) = body.parse::<LoginMfaRequest>()?.parts()?;
     let pair = state.accounts.login_mfa(&token, &code, &origin).await?;
     Ok(HttpResponse::Ok().json(TokenResponse::from(pair)))
+}
+
+impl LoginMfaRequest {
+    /// The `mfa_token` and the code, both checked.
+    pub(super) fn parts(self) -> Result<(String, String), ApiError> {
+        let mut errors = FieldErrors::default();
+        let token = errors.required("mfa_token", self.mfa_token.as_deref(), non_empty);
+        let code = errors.required("code", self.code.as_deref(), code);
+        errors.finish(|| Some((token?, code?)))
+    }
 }
 
 /// A TOTP or recovery code as sent: not empty, not long.

@@ -37,6 +37,9 @@ pub enum ApiError {
     /// 415
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
+    /// 403: a request to the web session endpoints that another site made the browser send.
+    #[error("this request did not come from this service's own pages")]
+    CrossSite,
     /// 422, every bad field at once.
     #[error("the request is invalid")]
     Validation(Vec<FieldError>),
@@ -137,6 +140,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::CrossSite => StatusCode::FORBIDDEN,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Service(error) => service_status(error),
         }

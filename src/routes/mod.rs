@@ -11,21 +11,21 @@ mod idempotency;
 pub mod json;
 mod jwks;
 mod mfa;
+mod pages;
 mod query;
 mod schemas;
 mod sessions;
 mod users;
+mod web_session;
 
-use actix_web::{
-    HttpRequest, HttpResponse,
-    http::{StatusCode, header, header::HeaderValue},
-    web,
-};
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 
 pub use docs::{ApiDoc, document};
 pub use error::{ApiError, FieldError, Problem};
 pub use extract::ClientAddress;
+pub use pages::CONTENT_SECURITY_POLICY;
 pub use users::UserResponse;
+pub use web_session::{SESSION_COOKIE, WebSettings};
 
 /// What every handler reaches: the services.
 pub type AppState = crate::services::Services;
@@ -47,28 +47,31 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
     users::configure(cfg);
 }
 
+/// The web pages and their files, outside the rate limit.
+pub fn configure_pages(cfg: &mut web::ServiceConfig) {
+    pages::configure(cfg);
+}
+
+/// The web pages' session endpoints, which the rate limit covers (they sign in).
+pub fn configure_web(cfg: &mut web::ServiceConfig) {
+    web_session::configure(cfg);
+}
+
 /// Requests no route took: 405 with `Allow` for a known path (as the OpenAPI document lists
 /// it) asked with another method, else 404. Both as problem documents.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     let allowed = docs::allowed_methods(req.path());
     if allowed.is_empty() {
-        return Problem::new(
-            StatusCode::NOT_FOUND,
-            format!("no route for {}", req.path()),
-        )
-        .response();
+        return no_route(&req);
     }
-    let mut response = Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!(
-            "{} is not allowed here; use {}",
-            req.method(),
-            allowed.join(", ")
-        ),
+    pages::method_not_allowed(req.method(), &allowed)
+}
+
+/// 404 as a problem document.
+fn no_route(req: &HttpRequest) -> HttpResponse {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {}", req.path()),
     )
-    .response();
-    if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
-        response.headers_mut().insert(header::ALLOW, value);
-    }
-    response
+    .response()
 }

@@ -13,6 +13,7 @@ mod idempotency;
 mod lockout;
 mod logs;
 mod mfa;
+mod pages;
 mod paging;
 mod password_reset;
 mod rate_limit;

@@ -1,0 +1,82 @@
+// Sign-in, with the MFA step when the account has it on, and "forgot password".
+
+import { call, resume, signIn, signInWithCode } from './api.js';
+import { $, onSubmit, say, sayOnPage } from './ui.js';
+
+const params = new URLSearchParams(location.search);
+
+/** Where to go after signing in: a path of this site only, never another origin. */
+function next() {
+  const target = params.get('next') || '';
+  return /^\/(?![/\\])/.test(target) ? target : '/account';
+}
+
+function done() {
+  location.assign(next());
+}
+
+const passwordStep = $('#password-step');
+const codeStep = $('#code-step');
+let mfaToken = null;
+
+/** The service's terse refusals, said the way a sign-in page says them. */
+function plainly(error, wrong) {
+  if (error.status === 401) error.message = wrong;
+  if (error.kind === 'login-locked') {
+    error.message =
+      'Too many failed attempts: this account is locked for a while. Try again later, or reset your password.';
+  }
+  if (error.kind === 'email-not-verified') {
+    error.message = 'Confirm your email address first: open the link we mailed to you.';
+  }
+  return error;
+}
+
+onSubmit($('#sign-in-form'), async ({ email, password }) => {
+  const login = email.trim();
+  const credentials = login.includes('@') ? { email: login, password } : { username: login, password };
+  const outcome = await signIn(credentials).catch((error) => {
+    throw plainly(error, 'The email address, username or password is wrong.');
+  });
+  if (!outcome.mfaToken) return done();
+  mfaToken = outcome.mfaToken;
+  passwordStep.hidden = true;
+  codeStep.hidden = false;
+  $('#code').focus();
+});
+
+onSubmit($('#code-form'), async ({ code }) => {
+  await signInWithCode(mfaToken, code.replace(/\s+/g, '')).catch((error) => {
+    throw plainly(error, 'That code is wrong or was used already. Codes change every 30 seconds.');
+  });
+  done();
+});
+
+const forgotToggle = $('#forgot-toggle');
+const forgotForm = $('#forgot-form');
+forgotToggle.addEventListener('click', () => {
+  const open = forgotForm.hidden;
+  forgotForm.hidden = !open;
+  forgotToggle.setAttribute('aria-expanded', String(open));
+  if (open) $('#forgot-email').focus();
+});
+
+onSubmit(forgotForm, async ({ email }, form) => {
+  await call('POST', '/api/auth/forgot-password', { body: { email: email.trim() } });
+  say(form, 'If that address belongs to an account, a link to reset its password is on its way. Check your mail.');
+});
+
+/** Why the page was sent here, said at the top. */
+const REASONS = {
+  signed_out: 'You have signed out.',
+  signed_out_everywhere: 'You have signed out everywhere. Sign in again to carry on here.',
+  password_changed: 'Your password has been changed, and every session signed out. Sign in with the new password.',
+};
+
+const reason = REASONS[params.get('reason')];
+if (reason) {
+  sayOnPage(reason);
+} else if (await resume()) {
+  // Already signed in (another tab, or the back button): carry on.
+  done();
+}

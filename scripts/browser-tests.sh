@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The web pages in headless Chromium: starts an SMTP sink and the release build on a fresh
+# SQLite file, then runs tests/browser with node's test runner (Playwright drives Debian's
+# Chromium; axe-core checks every page at 375 and 1280 px; screenshots of every page go to
+# target/screenshots/). Builds the release binary only when it is missing. Every process it
+# starts is stopped when it ends, however it ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+target=${CARGO_TARGET_DIR:-$root/target}
+binary=$target/release/user-service
+
+if [ ! -x "$binary" ]; then
+  cargo build --release
+fi
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits up to 30 s for a TCP port to accept connections.
+wait_for_port() {
+  for _ in $(seq 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+mkdir -p "$work/mail"
+smtp_port=$(free_port)
+node tests/browser/smtp-sink.mjs "$smtp_port" "$work/mail" &
+pids+=($!)
+wait_for_port "$smtp_port"
+
+port=$(free_port)
+base="http://127.0.0.1:$port"
+export ADMIN_EMAIL=admin@example.com
+export ADMIN_PASSWORD='browser tests admin password'
+env \
+  HOST=127.0.0.1 PORT="$port" \
+  DATABASE_URL="sqlite://$work/users.db" \
+  APP_ENV=development \
+  JWT_SECRET=browser-tests-secret-0123456789abcdef \
+  RATE_LIMIT_PER_SECOND=0 \
+  BCRYPT_COST=4 \
+  MAIL_THROTTLE_SECS=0 \
+  LOCKOUT_THRESHOLD=3 \
+  SMTP_URL="smtp://127.0.0.1:$smtp_port" \
+  PASSWORD_RESET_URL="$base/reset-password" \
+  EMAIL_VERIFICATION_URL="$base/verify-email" \
+  RUST_LOG=warn \
+  "$binary" >"$work/service.log" 2>&1 &
+pids+=($!)
+if ! wait_for_port "$port"; then
+  cat "$work/service.log" >&2
+  exit 1
+fi
+
+mkdir -p "$target/screenshots"
+status=0
+(
+  cd tests/browser
+  BASE_URL=$base MAIL_DIR=$work/mail SCREENSHOT_DIR=$target/screenshots \
+    timeout 600 node --test --test-concurrency=1 --test-reporter=spec ./*.test.mjs
+) || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "== service log (last 50 lines)" >&2
+  tail -n 50 "$work/service.log" >&2
+fi
+exit "$status"

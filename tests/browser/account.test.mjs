@@ -1,0 +1,175 @@
+// The account page, as one user goes through it: sign-in, profile, two-factor enrolment
+// with a code computed from the secret, recovery codes, sessions, security events, the
+// sign-in's code step, a password change, and signing out everywhere.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import {
+  ADMIN,
+  api,
+  assertClean,
+  check,
+  createUser,
+  launch,
+  login,
+  newPage,
+  RUN,
+  signIn,
+  totp,
+} from './lib.mjs';
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+test('a user manages their own account', async () => {
+  const adminToken = await login(ADMIN.email, ADMIN.password);
+  const password = 'correct horse battery';
+  const user = await createUser(adminToken, { name: 'Ada Byron', email: `ada.${RUN}@example.com` });
+  // A second session, elsewhere, to sign out from the page.
+  const elsewhere = await login(user.email, password);
+
+  const page = await newPage(browser);
+  // Not signed in: the page sends the browser to sign-in, and back after it.
+  await page.goto('/account');
+  await page.waitForURL('**/sign-in?next=%2Faccount');
+  await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+  await check(page, 'sign-in');
+
+  // A wrong password: the service's answer, in the live region.
+  await page.getByLabel('Email or username').fill(user.email);
+  await page.getByLabel('Password', { exact: true }).fill('not the password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('alert').filter({ hasText: 'username or password is wrong' }).waitFor();
+  await check(page, 'sign-in-refused');
+
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL('**/account');
+  await page.getByRole('heading', { name: 'Profile' }).waitFor();
+  assert.equal(await page.locator('#profile-name').inputValue(), 'Ada Byron');
+  // The whole page, keyboard first: the skip link is the first stop.
+  await page.keyboard.press('Tab');
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Skip to content');
+  await check(page, 'account');
+
+  // A page load keeps the session (the cookie), without a new sign-in.
+  await page.reload();
+  await page.getByRole('heading', { name: 'Profile' }).waitFor();
+  assert.equal(await page.locator('#profile-name').inputValue(), 'Ada Byron');
+
+  // --- profile ---
+  await page.locator('#profile-name').fill('Ada Lovelace');
+  await page.locator('#profile-username').fill(`ada_${RUN}`);
+  await page.getByRole('button', { name: 'Save profile' }).click();
+  await page.locator('#profile-form [data-status]').filter({ hasText: 'Saved.' }).waitFor();
+
+  // A new address needs the current password: refused without it, next to the field.
+  const newEmail = `ada.lovelace.${RUN}@example.com`;
+  await page.locator('#profile-email').fill(newEmail);
+  await page.getByRole('button', { name: 'Save profile' }).click();
+  await page.locator('#profile-form .status.error').waitFor();
+  await page.locator('#profile-current-password').fill(password);
+  await page.getByRole('button', { name: 'Save profile' }).click();
+  await page.getByText(`A confirmation link is on its way to ${newEmail}`).waitFor();
+  await page.getByText('Not confirmed yet').waitFor();
+  const me = await api('GET', `/api/users/${user.id}`, { token: adminToken });
+  assert.equal(me.data.name, 'Ada Lovelace');
+  assert.equal(me.data.username, `ada_${RUN}`);
+  assert.equal(me.data.email, newEmail);
+
+  // --- two-factor sign-in ---
+  await page.locator('#mfa-start-password').fill(password);
+  await page.getByRole('button', { name: 'Set up two-factor sign-in' }).click();
+  const qr = page.getByRole('img', { name: /QR code/ });
+  await qr.waitFor();
+  assert.ok(await qr.evaluate((img) => img.complete && img.naturalWidth > 0), 'the QR code shows');
+  const secret = (await page.locator('#mfa-secret').innerText()).trim();
+  assert.match(secret, /^[A-Z2-7]+=*$/);
+  await check(page, 'account-mfa-enrolment');
+  // A wrong code first: refused on the field.
+  await page.getByLabel('Code from the app').fill(totp(secret) === '000000' ? '111111' : '000000');
+  await page.getByRole('button', { name: 'Turn on two-factor sign-in' }).click();
+  await page.locator('#mfa-code-error').waitFor();
+  await page.getByLabel('Code from the app').fill(totp(secret));
+  await page.getByRole('button', { name: 'Turn on two-factor sign-in' }).click();
+  const codes = page.locator('#recovery-list li');
+  await page.getByRole('heading', { name: 'Your recovery codes' }).waitFor();
+  assert.equal(await codes.count(), 10);
+  const recoveryCodes = await codes.allInnerTexts();
+  await check(page, 'account-recovery-codes');
+  await page.getByRole('button', { name: 'I have kept them' }).click();
+  assert.equal(await codes.count(), 0, 'the codes are shown once');
+  await page.getByText('Two-factor sign-in is on.').waitFor();
+
+  // --- sessions ---
+  const rows = page.locator('#sessions tbody tr');
+  assert.equal(await rows.count(), 2);
+  const other = rows.filter({ hasNotText: 'this browser' });
+  await other.getByRole('button', { name: /^Sign out/ }).click();
+  await page.getByText('That session is signed out.').waitFor();
+  assert.equal(await rows.count(), 1);
+  await rows.filter({ hasText: 'this browser' }).waitFor();
+  assert.equal((await api('GET', '/api/users/me', { token: elsewhere })).status, 401);
+
+  // --- security events ---
+  await page.reload();
+  const events = page.locator('#events tbody');
+  await events.getByText('Two-factor sign-in turned on').waitFor();
+  await events.getByText('Signed in').first().waitFor();
+  await events.getByText('Signed out').first().waitFor();
+  await check(page, 'account-after-changes');
+
+  // --- sign out, and in again through the code step ---
+  await page.getByRole('button', { name: 'Sign out', exact: true }).click();
+  await page.waitForURL('**/sign-in?reason=signed_out');
+  await page.getByText('You have signed out.').waitFor();
+  await page.goto('/account');
+  await page.waitForURL('**/sign-in?next=%2Faccount');
+
+  await signIn(page, `ada_${RUN}`, password);
+  await page.getByRole('heading', { name: 'Two-factor sign-in' }).waitFor();
+  await check(page, 'sign-in-code');
+  await page.getByLabel('Code').fill(totp(secret, 1));
+  await page.getByRole('button', { name: 'Verify' }).click();
+  await page.waitForURL('**/account');
+  await page.getByRole('heading', { name: 'Profile' }).waitFor();
+
+  // --- password ---
+  const newPassword = 'a newer longer passphrase';
+  await page.locator('#password-current').fill(password);
+  await page.locator('#password-new').fill('ada lovelace');
+  await page.locator('#password-confirm').fill('ada lovelace');
+  await page.getByRole('button', { name: 'Change password' }).click();
+  await page.locator('#password-new-error').waitFor();
+  await page.locator('#password-new').fill(newPassword);
+  await page.locator('#password-confirm').fill(newPassword);
+  await page.getByRole('button', { name: 'Change password' }).click();
+  await page.waitForURL('**/sign-in?reason=password_changed');
+  await page.getByText('Your password has been changed').waitFor();
+
+  // The new password, and a recovery code for the second step.
+  await signIn(page, newEmail, newPassword);
+  await page.getByLabel('Code').fill(recoveryCodes[0]);
+  await page.getByRole('button', { name: 'Verify' }).click();
+  await page.waitForURL('**/account');
+  await page.getByRole('heading', { name: 'Profile' }).waitFor();
+
+  // --- two-factor sign-in off again ---
+  await page.locator('#mfa-disable-password').fill(newPassword);
+  await page.getByRole('button', { name: 'Turn off two-factor sign-in' }).click();
+  await page.getByText('Two-factor sign-in is off.').first().waitFor();
+  assert.equal((await api('GET', `/api/users/${user.id}`, { token: adminToken })).data.mfa_enabled, false);
+
+  // --- everywhere ---
+  await page.getByRole('button', { name: 'Sign out everywhere' }).click();
+  await page.waitForURL('**/sign-in?reason=signed_out_everywhere');
+  await page.goto('/account');
+  await page.waitForURL('**/sign-in?next=%2Faccount');
+  assertClean(page);
+});

@@ -4,9 +4,13 @@
 # Chromium; axe-core checks every page at 375 and 1280 px; screenshots of every page go to
 # target/screenshots/). Builds the release binary only when it is missing. Every process it
 # starts is stopped when it ends, however it ends.
+#
+#   bash scripts/browser-tests.sh                     # every test file
+#   bash scripts/browser-tests.sh admin.test.mjs      # some of them (names in tests/browser)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+files=("$@")
 target=${CARGO_TARGET_DIR:-$root/target}
 binary=$target/release/user-service
 
@@ -79,8 +83,9 @@ mkdir -p "$target/screenshots"
 status=0
 (
   cd tests/browser
+  [ ${#files[@]} -gt 0 ] || files=(./*.test.mjs)
   BASE_URL=$base MAIL_DIR=$work/mail SCREENSHOT_DIR=$target/screenshots \
-    timeout 600 node --test --test-concurrency=1 --test-reporter=spec ./*.test.mjs
+    timeout 600 node --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
 ) || status=$?
 if [ "$status" -ne 0 ]; then
   echo "== service log (last 50 lines)" >&2

@@ -86,8 +86,25 @@ export async function check(page, name) {
       [],
       `${name} at ${width}px`,
     );
+    // Nothing may stick out of the window sideways (inside a box that clips or scrolls
+    // within the window is fine); if something does, name it.
+    const sticking = await page.evaluate(() => {
+      const right = window.innerWidth + 0.5;
+      const contained = (node) => {
+        for (let box = node.parentElement; box && box !== document.body; box = box.parentElement) {
+          if (getComputedStyle(box).overflowX !== 'visible' && box.getBoundingClientRect().right <= right) {
+            return true;
+          }
+        }
+        return false;
+      };
+      return [...document.querySelectorAll('body *')]
+        .filter((node) => node.getBoundingClientRect().right > right && !contained(node))
+        .map((node) => `${node.tagName.toLowerCase()}${node.id ? `#${node.id}` : ''}.${node.className}`);
+    });
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    assert.ok(overflow <= 0, `${name} at ${width}px scrolls sideways by ${overflow}px`);
+    assert.ok(overflow <= 0, `${name} at ${width}px scrolls sideways by ${overflow}px: ${sticking}`);
+    assert.deepEqual(sticking, [], `${name} at ${width}px: these stick out sideways`);
     await page.screenshot({ path: path.join(SCREENSHOTS, `${name}-${width}.png`), fullPage: true });
   }
   await page.setViewportSize(original);

@@ -2,7 +2,7 @@
 // rows of the audit log, which the account page and the admin console both show.
 
 import { get } from './api.js';
-import { h, showError, time } from './ui.js';
+import { h, showError, time, when } from './ui.js';
 
 /** What each event type means, in words. */
 const EVENT_NAMES = {
@@ -33,6 +33,12 @@ export function eventName(type) {
   return EVENT_NAMES[type] ?? type;
 }
 
+/** A detail's value; a timestamp (such as the end of a lock) in local time. */
+function readable(value) {
+  const text = String(value);
+  return /^\d{4}-\d\d-\d\dT\d\d:\d\d/.test(text) ? when(text) : text;
+}
+
 function details(event) {
   const entries = Object.entries(event.details ?? {});
   if (entries.length === 0) return '—';
@@ -41,14 +47,40 @@ function details(event) {
     { class: 'details' },
     entries.map(([key, value]) => [
       h('dt', {}, key.replaceAll('_', ' ')),
-      h('dd', {}, Array.isArray(value) ? value.join(', ') : String(value)),
+      h('dd', {}, Array.isArray(value) ? value.join(', ') : readable(value)),
     ]),
   );
 }
 
-/** A link to a user's page in the admin console, or a dash. */
-export function userLink(id) {
-  return id ? h('a', { href: `/admin?user=${id}`, class: 'mono' }, id) : '—';
+/** The names of users by id, each asked for once per page. */
+const names = new Map();
+
+function nameOf(id) {
+  if (!names.has(id)) {
+    names.set(
+      id,
+      get(`/api/users/${id}`).then(
+        (user) => user.name,
+        () => null,
+      ),
+    );
+  }
+  return names.get(id);
+}
+
+/**
+ * A link to a user's page in the admin console, or a dash. It shows the user's name once
+ * known; a user since deleted keeps the id.
+ */
+function userLink(id) {
+  if (!id) return '—';
+  const link = h('a', { href: `/admin?user=${id}`, class: 'mono' }, id);
+  nameOf(id).then((name) => {
+    if (name === null) return;
+    link.textContent = name;
+    link.className = '';
+  });
+  return link;
 }
 
 /** A row of the audit log; the admin console adds who did it and to whom. */

@@ -7,10 +7,7 @@ export function h(tag, props = {}, ...children) {
   for (const [key, value] of Object.entries(props)) {
     if (value === false || value === null || value === undefined) continue;
     if (key === 'class') node.className = value;
-    else if (key === 'dataset') Object.assign(node.dataset, value);
-    else if (key.startsWith('on') && typeof value === 'function') {
-      node.addEventListener(key.slice(2), value);
-    } else if (value === true) node.setAttribute(key, '');
+    else if (value === true) node.setAttribute(key, '');
     else node.setAttribute(key, value);
   }
   for (const child of children.flat(Infinity)) {
@@ -53,7 +50,7 @@ function sentence(text) {
 }
 
 /** Removes the messages and field errors a form shows. */
-export function clear(form) {
+function clear(form) {
   const status = statusOf(form);
   if (status) {
     status.textContent = '';
@@ -97,7 +94,7 @@ export function showError(form, error) {
  * Runs `work` for a submitted form: clears old messages, disables the form's buttons while
  * it runs, and shows any error. Returns what `work` returned, or undefined after an error.
  */
-export async function submit(form, work) {
+async function submit(form, work) {
   clear(form);
   const buttons = form.querySelectorAll('button');
   for (const button of buttons) button.disabled = true;
@@ -140,11 +137,6 @@ export function when(iso) {
 /** A <time> element for a timestamp. */
 export function time(iso) {
   return iso ? h('time', { datetime: iso }, when(iso)) : '—';
-}
-
-/** Shows one of several sibling views and hides the others. */
-export function show(node, visible = true) {
-  node.hidden = !visible;
 }
 
 /** Reads the mailed token from the address and takes it out of the address bar (and so out

@@ -23,7 +23,6 @@ use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 pub use docs::{ApiDoc, document};
 pub use error::{ApiError, FieldError, Problem};
 pub use extract::ClientAddress;
-pub use pages::CONTENT_SECURITY_POLICY;
 pub use users::UserResponse;
 pub use web_session::{SESSION_COOKIE, WebSettings};
 

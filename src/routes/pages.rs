@@ -2,7 +2,7 @@
 //! `cargo run` (or the release binary alone) serves them with nothing to build or install.
 //! The pages talk to the JSON API like any other client; this module only hands out files.
 
-use std::sync::LazyLock;
+use std::{collections::HashMap, sync::LazyLock};
 
 use actix_web::{
     HttpRequest, HttpResponse, Resource, Route, guard,
@@ -18,23 +18,21 @@ use super::error::Problem;
 
 /// Allows nothing from another origin, no inline script or style, no plugins, no framing.
 /// `img-src data:` is for the QR code, which the account page shows as a `data:` URL.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
-/// A file of `web/`, with the type it is served as.
+/// A file of `web/`, built into the binary.
 struct WebFile {
     path: &'static str,
-    content_type: &'static str,
-    body: &'static [u8],
+    body: &'static str,
 }
 
 macro_rules! web_file {
-    ($path:literal, $content_type:expr) => {
+    ($path:literal) => {
         WebFile {
             path: $path,
-            content_type: $content_type,
-            body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/", $path)),
+            body: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/", $path)),
         }
     };
 }
@@ -44,58 +42,123 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const SVG: &str = "image/svg+xml";
 
-/// Every file of `web/` (a test checks that none is missing).
-const FILES: &[WebFile] = &[
-    web_file!("account.html", HTML),
-    web_file!("admin.html", HTML),
-    web_file!("sign-in.html", HTML),
-    web_file!("reset-password.html", HTML),
-    web_file!("verify-email.html", HTML),
-    web_file!("assets/app.css", CSS),
-    web_file!("assets/favicon.svg", SVG),
-    web_file!("assets/api.js", JS),
-    web_file!("assets/ui.js", JS),
-    web_file!("assets/page.js", JS),
-    web_file!("assets/events.js", JS),
-    web_file!("assets/sign-in.js", JS),
-    web_file!("assets/reset-password.js", JS),
-    web_file!("assets/verify-email.js", JS),
-    web_file!("assets/account.js", JS),
-    web_file!("assets/admin.js", JS),
+/// What every page shares: the document's head, the skip link and the header.
+const LAYOUT: WebFile = web_file!("layout.html");
+
+/// A page: its address, the `<main>` it puts into the layout, its title. Its script is the
+/// module of the same name, `assets/NAME.js`.
+struct Page {
+    path: &'static str,
+    main: WebFile,
+    title: &'static str,
+}
+
+const PAGES: &[Page] = &[
+    Page {
+        path: "/account",
+        main: web_file!("account.html"),
+        title: "Your account",
+    },
+    Page {
+        path: "/admin",
+        main: web_file!("admin.html"),
+        title: "Admin console",
+    },
+    Page {
+        path: "/sign-in",
+        main: web_file!("sign-in.html"),
+        title: "Sign in",
+    },
+    Page {
+        path: "/reset-password",
+        main: web_file!("reset-password.html"),
+        title: "Set a new password",
+    },
+    Page {
+        path: "/verify-email",
+        main: web_file!("verify-email.html"),
+        title: "Confirm your email address",
+    },
 ];
 
-/// The pages and the files they are; `web/assets/*` is served as it is under `/assets/`.
-pub const PAGES: &[(&str, &str)] = &[
-    ("/account", "account.html"),
-    ("/admin", "admin.html"),
-    ("/sign-in", "sign-in.html"),
-    ("/reset-password", "reset-password.html"),
-    ("/verify-email", "verify-email.html"),
+/// Served as they are, under `/assets/`.
+const ASSETS: &[WebFile] = &[
+    web_file!("assets/app.css"),
+    web_file!("assets/favicon.svg"),
+    web_file!("assets/api.js"),
+    web_file!("assets/ui.js"),
+    web_file!("assets/page.js"),
+    web_file!("assets/events.js"),
+    web_file!("assets/sign-in.js"),
+    web_file!("assets/reset-password.js"),
+    web_file!("assets/verify-email.js"),
+    web_file!("assets/account.js"),
+    web_file!("assets/admin.js"),
 ];
 
-/// Each file's strong ETag: a hash of its bytes, fixed for the life of the binary.
-static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
-    FILES
+impl Page {
+    /// The whole document: the layout around this page's `<main>`. The page's own text
+    /// goes in last, so that nothing in it is taken for a placeholder.
+    fn render(&self) -> String {
+        let script = format!("{}.js", self.path.trim_start_matches('/'));
+        LAYOUT
+            .body
+            .replacen("{{title}}", self.title, 1)
+            .replacen("{{script}}", &script, 1)
+            .replacen("{{main}}", self.main.body.trim_end(), 1)
+    }
+}
+
+/// What a URL path serves.
+struct Served {
+    content_type: &'static str,
+    body: Vec<u8>,
+    /// Strong: a hash of the body, fixed for the life of the binary.
+    etag: String,
+}
+
+impl Served {
+    fn new(content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
+        let body = body.into();
+        let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32]);
+        Self {
+            content_type,
+            body,
+            etag,
+        }
+    }
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit('.').next() {
+        Some("js") => JS,
+        Some("css") => CSS,
+        Some("svg") => SVG,
+        _ => HTML,
+    }
+}
+
+/// Every page, rendered once, and every asset, by URL path.
+static SERVED: LazyLock<HashMap<String, Served>> = LazyLock::new(|| {
+    let pages = PAGES
         .iter()
-        .map(|file| format!("\"{}\"", &hex::encode(Sha256::digest(file.body))[..32]))
-        .collect()
+        .map(|page| (page.path.to_owned(), Served::new(HTML, page.render())));
+    let assets = ASSETS.iter().map(|asset| {
+        let served = Served::new(content_type(asset.path), asset.body);
+        (format!("/{}", asset.path), served)
+    });
+    pages.chain(assets).collect()
 });
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    for (path, file) in PAGES {
+    let paths = PAGES.iter().map(|page| page.path).chain(["/assets/{name}"]);
+    for path in paths {
         cfg.service(only(
             &["GET", "HEAD"],
             path,
-            read().to(move |req: HttpRequest| async move { serve(&req, file) }),
+            read().to(|req: HttpRequest| async move { serve(&req) }),
         ));
     }
-    cfg.service(only(
-        &["GET", "HEAD"],
-        "/assets/{name}",
-        read().to(|req: HttpRequest, name: web::Path<String>| async move {
-            serve(&req, &format!("assets/{name}"))
-        }),
-    ));
 }
 
 fn read() -> Route {
@@ -125,21 +188,19 @@ pub(super) fn method_not_allowed(method: &Method, allowed: &[&str]) -> HttpRespo
     response
 }
 
-/// The file at `path` of `web/`, with its security headers; 304 when the client's copy is
-/// current, 404 (as a problem document) when there is no such file.
-fn serve(req: &HttpRequest, path: &str) -> HttpResponse {
-    let Some(index) = FILES.iter().position(|file| file.path == path) else {
+/// What the request's path serves, with its security headers; 304 when the client's copy
+/// is current, 404 (as a problem document) when there is nothing.
+fn serve(req: &HttpRequest) -> HttpResponse {
+    let Some(served) = SERVED.get(req.path()) else {
         return super::no_route(req);
     };
-    let file = &FILES[index];
-    let etag = &ETAGS[index];
     let fresh = req
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|tags| {
             tags.split(',')
-                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+                .any(|tag| tag.trim() == served.etag || tag.trim() == "*")
         });
     let mut response = if fresh {
         HttpResponse::NotModified()
@@ -147,7 +208,7 @@ fn serve(req: &HttpRequest, path: &str) -> HttpResponse {
         HttpResponse::Ok()
     };
     response
-        .insert_header((header::ETAG, etag.as_str()))
+        .insert_header((header::ETAG, served.etag.as_str()))
         // Kept, but checked with the ETag on every use: a new binary's files show at once.
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
@@ -158,7 +219,9 @@ fn serve(req: &HttpRequest, path: &str) -> HttpResponse {
     if fresh {
         return response.finish();
     }
-    response.content_type(file.content_type).body(file.body)
+    response
+        .content_type(served.content_type)
+        .body(served.body.clone())
 }
 
 #[cfg(test)]
@@ -180,28 +243,42 @@ mod tests {
     }
 
     #[test]
-    fn every_file_of_web_is_served_once_with_its_type() {
+    fn every_file_of_web_is_used_once() {
         let mut on_disk = BTreeSet::new();
         files_under(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("web"),
             "",
             &mut on_disk,
         );
-        let served: BTreeSet<String> = FILES.iter().map(|f| f.path.to_owned()).collect();
-        assert_eq!(served.len(), FILES.len(), "a file is listed twice");
-        assert_eq!(served, on_disk);
-        for file in FILES {
-            let expected = match file.path.rsplit('.').next() {
-                Some("html") => HTML,
-                Some("js") => JS,
-                Some("css") => CSS,
-                Some("svg") => SVG,
-                other => panic!("no type known for {other:?}"),
-            };
-            assert_eq!(file.content_type, expected, "{}", file.path);
+        let used: Vec<&str> = [LAYOUT.path]
+            .into_iter()
+            .chain(PAGES.iter().map(|page| page.main.path))
+            .chain(ASSETS.iter().map(|asset| asset.path))
+            .collect();
+        let unique: BTreeSet<String> = used.iter().map(|path| (*path).to_owned()).collect();
+        assert_eq!(unique.len(), used.len(), "a file is listed twice");
+        assert_eq!(unique, on_disk);
+    }
+
+    #[test]
+    fn every_page_is_a_whole_document_with_its_own_script() {
+        for page in PAGES {
+            let html = page.render();
+            assert!(html.starts_with("<!doctype html>"), "{}", page.path);
+            assert!(!html.contains("{{"), "{}", page.path);
+            assert!(html.contains(&format!("<title>{} · user-service</title>", page.title)));
+            let script = format!("/assets{}.js", page.path);
+            assert!(html.contains(&format!("src=\"{script}\"")), "{}", page.path);
+            assert!(SERVED.contains_key(&script), "{script}");
+            assert_eq!(html.matches("<main ").count(), 1, "{}", page.path);
         }
-        for (_, page) in PAGES {
-            assert!(served.contains(*page), "{page}");
-        }
+    }
+
+    #[test]
+    fn assets_have_their_types() {
+        assert_eq!(SERVED["/assets/app.css"].content_type, CSS);
+        assert_eq!(SERVED["/assets/api.js"].content_type, JS);
+        assert_eq!(SERVED["/assets/favicon.svg"].content_type, SVG);
+        assert_eq!(SERVED["/account"].content_type, HTML);
     }
 }

@@ -266,6 +266,11 @@ fn set_cookie(reply: &Reply) -> (String, BTreeSet<String>) {
     (value, parts.map(str::to_ascii_lowercase).collect())
 }
 
+/// Asks for an access token with the session cookie, as a page does when it loads.
+async fn token_for(app: &TestApp, cookie: Option<&str>) -> Reply {
+    web_post(app, "/web/session/token", &json!({}), cookie).await
+}
+
 async fn sign_in(app: &TestApp, email: &str, password: &str) -> (Value, String) {
     let reply = web_post(
         app,
@@ -335,7 +340,7 @@ async fn the_cookie_gives_access_tokens_without_being_rotated() {
     let (_, cookie) = sign_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     // Two tabs, each loading a page: both get a token, and the cookie stays good.
     for _ in 0..3 {
-        let reply = web_post(&app, "/web/session/token", &json!({}), Some(&cookie)).await;
+        let reply = token_for(&app, Some(&cookie)).await;
         reply.assert_status(200);
         assert!(reply.headers.get("set-cookie").is_none());
         let body = reply.json();
@@ -353,12 +358,8 @@ async fn the_cookie_gives_access_tokens_without_being_rotated() {
 #[tokio::test]
 async fn a_token_is_refused_without_a_live_cookie() {
     let app = spawn_app().await;
-    web_post(&app, "/web/session/token", &json!({}), None)
-        .await
-        .assert_problem(401);
-    web_post(&app, "/web/session/token", &json!({}), Some("forged"))
-        .await
-        .assert_problem(401);
+    token_for(&app, None).await.assert_problem(401);
+    token_for(&app, Some("forged")).await.assert_problem(401);
     // A session ended elsewhere (here: signing out everywhere through the API).
     let (body, cookie) = sign_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let token = body["access_token"].as_str().unwrap();
@@ -370,9 +371,7 @@ async fn a_token_is_refused_without_a_live_cookie() {
         .await
         .unwrap();
     assert_eq!(ended.status(), 204);
-    web_post(&app, "/web/session/token", &json!({}), Some(&cookie))
-        .await
-        .assert_problem(401);
+    token_for(&app, Some(&cookie)).await.assert_problem(401);
 }
 
 #[tokio::test]
@@ -385,9 +384,7 @@ async fn signing_out_ends_the_session_and_clears_the_cookie() {
     assert_eq!(value, "");
     assert!(attributes.contains("max-age=0"), "{attributes:?}");
     assert!(attributes.contains("path=/web/session"), "{attributes:?}");
-    web_post(&app, "/web/session/token", &json!({}), Some(&cookie))
-        .await
-        .assert_problem(401);
+    token_for(&app, Some(&cookie)).await.assert_problem(401);
     // Its access token is refused at once.
     app.me(body["access_token"].as_str().unwrap())
         .await
@@ -437,9 +434,7 @@ async fn signing_in_with_mfa_on_takes_the_code_step() {
     second.assert_status(200);
     let (cookie, _) = set_cookie(&second);
     assert!(second.json().get("refresh_token").is_none());
-    web_post(&app, "/web/session/token", &json!({}), Some(&cookie))
-        .await
-        .assert_status(200);
+    token_for(&app, Some(&cookie)).await.assert_status(200);
 }
 
 #[tokio::test]
@@ -498,9 +493,7 @@ async fn requests_another_site_made_are_refused() {
         assert_eq!(form.status(), 415, "{path}");
     }
     // None of that ended the session.
-    web_post(&app, "/web/session/token", &json!({}), Some(&cookie))
-        .await
-        .assert_status(200);
+    token_for(&app, Some(&cookie)).await.assert_status(200);
 }
 
 #[tokio::test]

@@ -6,9 +6,12 @@
 //! JSON only (a cross-site form cannot send it without a preflight), and refuses a request
 //! whose `Origin` or `Sec-Fetch-Site` says it came from another site.
 
+use std::{future::Future, pin::Pin};
+
 use actix_web::{
-    HttpRequest, HttpResponse,
+    FromRequest, HttpRequest, HttpResponse,
     cookie::{Cookie, SameSite, time::Duration as CookieDuration},
+    dev::Payload,
     http::header,
     web,
 };
@@ -124,13 +127,42 @@ fn session_cookie(
 fn signed_in(settings: &WebSettings, pair: TokenPair) -> HttpResponse {
     let max_age =
         CookieDuration::seconds(i64::try_from(settings.session_ttl.as_secs()).unwrap_or(i64::MAX));
+    let access = AccessToken {
+        access_token: pair.access_token,
+        expires_in: pair.expires_in,
+    };
     HttpResponse::Ok()
         .cookie(session_cookie(settings, pair.refresh_token, max_age))
-        .json(AccessResponse {
-            access_token: pair.access_token,
-            token_type: "Bearer",
-            expires_in: pair.expires_in,
+        .json(AccessResponse::from(access))
+}
+
+/// A request our own pages sent, which every endpoint here takes so that none can skip
+/// the check: refused (403) when another site made the browser send it; then its JSON body
+/// (415 for another type), and the session cookie if there is one.
+struct PageRequest {
+    body: JsonBody,
+    session: Option<String>,
+}
+
+impl FromRequest for PageRequest {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let checked = same_origin(req);
+        let session = req
+            .cookie(SESSION_COOKIE)
+            .map(|cookie| cookie.value().to_owned())
+            .filter(|value| !value.is_empty());
+        let body = JsonBody::from_request(req, payload);
+        Box::pin(async move {
+            checked?;
+            Ok(Self {
+                body: body.await?,
+                session,
+            })
         })
+    }
 }
 
 /// Signs in with the body `POST /api/auth/login` takes; with MFA on, answers its second
@@ -138,12 +170,10 @@ fn signed_in(settings: &WebSettings, pair: TokenPair) -> HttpResponse {
 async fn sign_in(
     state: web::Data<AppState>,
     settings: web::Data<WebSettings>,
-    req: HttpRequest,
     RequestOrigin(origin): RequestOrigin,
-    body: JsonBody,
+    request: PageRequest,
 ) -> Result<HttpResponse, ApiError> {
-    same_origin(&req)?;
-    let (id, password) = body.parse::<LoginRequest>()?.credentials()?;
+    let (id, password) = request.body.parse::<LoginRequest>()?.credentials()?;
     Ok(match state.accounts.login(id, &password, &origin).await? {
         LoginOutcome::Tokens(pair) => signed_in(&settings, pair),
         second_step => HttpResponse::Ok().json(LoginResponse::from(second_step)),
@@ -154,20 +184,12 @@ async fn sign_in(
 async fn sign_in_mfa(
     state: web::Data<AppState>,
     settings: web::Data<WebSettings>,
-    req: HttpRequest,
     RequestOrigin(origin): RequestOrigin,
-    body: JsonBody,
+    request: PageRequest,
 ) -> Result<HttpResponse, ApiError> {
-    same_origin(&req)?;
-    let (token, code) = body.parse::<LoginMfaRequest>()?.parts()?;
+    let (token, code) = request.body.parse::<LoginMfaRequest>()?.parts()?;
     let pair = state.accounts.login_mfa(&token, &code, &origin).await?;
     Ok(signed_in(&settings, pair))
-}
-
-fn cookie_token(req: &HttpRequest) -> Option<String> {
-    req.cookie(SESSION_COOKIE)
-        .map(|cookie| cookie.value().to_owned())
-        .filter(|value| !value.is_empty())
 }
 
 /// A fresh access token for the cookie's session; the refresh token in it stays as it is,
@@ -175,14 +197,13 @@ fn cookie_token(req: &HttpRequest) -> Option<String> {
 /// for JSON keeps a cross-site form from reaching this at all.
 async fn token(
     state: web::Data<AppState>,
-    req: HttpRequest,
     RequestOrigin(origin): RequestOrigin,
-    body: JsonBody,
+    request: PageRequest,
 ) -> Result<HttpResponse, ApiError> {
-    same_origin(&req)?;
-    body.parse::<Empty>()?;
-    let refresh_token =
-        cookie_token(&req).ok_or(ServiceError::InvalidCredentials(Credential::RefreshToken))?;
+    request.body.parse::<Empty>()?;
+    let refresh_token = request
+        .session
+        .ok_or(ServiceError::InvalidCredentials(Credential::RefreshToken))?;
     let access = state.accounts.access_token(&refresh_token, &origin).await?;
     Ok(HttpResponse::Ok().json(AccessResponse::from(access)))
 }
@@ -191,13 +212,11 @@ async fn token(
 async fn sign_out(
     state: web::Data<AppState>,
     settings: web::Data<WebSettings>,
-    req: HttpRequest,
     RequestOrigin(origin): RequestOrigin,
-    body: JsonBody,
+    request: PageRequest,
 ) -> Result<HttpResponse, ApiError> {
-    same_origin(&req)?;
-    body.parse::<Empty>()?;
-    if let Some(refresh_token) = cookie_token(&req) {
+    request.body.parse::<Empty>()?;
+    if let Some(refresh_token) = request.session {
         state.accounts.logout(&refresh_token, &origin).await?;
     }
     Ok(HttpResponse::NoContent()

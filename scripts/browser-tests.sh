@@ -73,7 +73,8 @@ env \
   EMAIL_VERIFICATION_URL="$base/verify-email" \
   RUST_LOG=warn \
   "$binary" >"$work/service.log" 2>&1 &
-pids+=($!)
+service=$!
+pids+=("$service")
 if ! wait_for_port "$port"; then
   cat "$work/service.log" >&2
   exit 1
@@ -88,6 +89,10 @@ status=0
     timeout 600 node --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
 ) || status=$?
 if [ "$status" -ne 0 ]; then
+  if ! kill -0 "$service" 2>/dev/null; then
+    wait "$service" && code=0 || code=$?
+    echo "== the service stopped during the tests (exit status $code)" >&2
+  fi
   echo "== service log (last 50 lines)" >&2
   tail -n 50 "$work/service.log" >&2
 fi

@@ -76,7 +76,7 @@ const REASONS = {
 const reason = REASONS[params.get('reason')];
 if (reason) {
   sayOnPage(reason);
-} else if (await resume()) {
+} else if (await resume().catch(() => false)) {
   // Already signed in (another tab, or the back button): carry on.
   done();
 }

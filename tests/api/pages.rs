@@ -271,7 +271,8 @@ async fn token_for(app: &TestApp, cookie: Option<&str>) -> Reply {
     web_post(app, "/web/session/token", &json!({}), cookie).await
 }
 
-async fn sign_in(app: &TestApp, email: &str, password: &str) -> (Value, String) {
+/// Signs in through the pages' endpoint; the answer, asserted 200.
+async fn sign_in_reply(app: &TestApp, email: &str, password: &str) -> Reply {
     let reply = web_post(
         app,
         "/web/session",
@@ -280,6 +281,12 @@ async fn sign_in(app: &TestApp, email: &str, password: &str) -> (Value, String) 
     )
     .await;
     reply.assert_status(200);
+    reply
+}
+
+/// Signs in through the pages' endpoint: the body and the session cookie.
+async fn sign_in(app: &TestApp, email: &str, password: &str) -> (Value, String) {
+    let reply = sign_in_reply(app, email, password).await;
     let (cookie, _) = set_cookie(&reply);
     (reply.json(), cookie)
 }
@@ -287,14 +294,7 @@ async fn sign_in(app: &TestApp, email: &str, password: &str) -> (Value, String) 
 #[tokio::test]
 async fn signing_in_sets_an_http_only_strict_cookie_and_returns_only_the_access_token() {
     let app = spawn_app().await;
-    let reply = web_post(
-        &app,
-        "/web/session",
-        &json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
-        None,
-    )
-    .await;
-    reply.assert_status(200);
+    let reply = sign_in_reply(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let body = reply.json();
     assert!(body.get("refresh_token").is_none(), "{body}");
     assert_eq!(body["token_type"], "Bearer");
@@ -322,14 +322,7 @@ async fn signing_in_sets_an_http_only_strict_cookie_and_returns_only_the_access_
 async fn outside_development_the_cookie_is_secure() {
     let secret = "a production secret of at least 32 bytes";
     let app = spawn_app_with(&[("APP_ENV", "production"), ("JWT_SECRET", secret)]).await;
-    let reply = web_post(
-        &app,
-        "/web/session",
-        &json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
-        None,
-    )
-    .await;
-    reply.assert_status(200);
+    let reply = sign_in_reply(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
     let (_, attributes) = set_cookie(&reply);
     assert!(attributes.contains("secure"), "{attributes:?}");
 }

@@ -113,6 +113,8 @@ test('a user manages their own account', async () => {
   const other = rows.filter({ hasNotText: 'this browser' });
   await other.getByRole('button', { name: /^Sign out/ }).click();
   await page.getByText('That session is signed out.').waitFor();
+  // Its button is gone with its row; the focus stays in the section, not lost to the page.
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'sessions-title');
   assert.equal(await rows.count(), 1);
   await rows.filter({ hasText: 'this browser' }).waitFor();
   assert.equal((await api('GET', '/api/users/me', { token: elsewhere })).status, 401);

@@ -191,6 +191,8 @@ async function endSession(session, button) {
     }
     await showSessions();
     say(sessionsForm, 'That session is signed out.');
+    // Its row, and the button that had the focus, are gone: keep the focus in the section.
+    $('#sessions-title').focus();
   } catch (error) {
     button.disabled = false;
     showError(sessionsForm, error);

@@ -175,7 +175,6 @@ function action(button, work, done) {
       await showUserSessions();
       say(actions, done);
       // The button may be hidden now (activate ↔ deactivate): keep the focus in the panel.
-      $('#actions-title').setAttribute('tabindex', '-1');
       if (button.hidden) $('#actions-title').focus();
     } catch (error) {
       showError(actions, error);

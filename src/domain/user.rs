@@ -265,6 +265,31 @@ pub struct Page<T> {
     pub total: u64,
 }
 
+/// The user the unit tests start from: Mario, an active user without a username, every
+/// time now. Tests change what they need with struct update syntax.
+#[cfg(test)]
+impl User {
+    pub(crate) fn sample() -> Self {
+        let at = super::now();
+        Self {
+            id: UserId::generate(),
+            name: DisplayName::parse("Mario").expect("a valid name"),
+            username: None,
+            email: Email::parse("mario@example.com").expect("a valid email"),
+            role: Role::User,
+            active: true,
+            password_hash: "hash".into(),
+            created_at: at,
+            updated_at: at,
+            last_login_at: None,
+            password_changed_at: at,
+            locked_until: None,
+            email_verified: false,
+            mfa_enabled: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,23 +311,11 @@ mod tests {
 
     #[test]
     fn a_patch_keeps_the_last_value_of_each_field_and_applies_only_its_fields() {
-        let at = now();
         let mut user = User {
-            id: UserId::generate(),
-            name: DisplayName::parse("Mario").unwrap(),
             username: Some(Username::parse("mario").unwrap()),
-            email: Email::parse("mario@example.com").unwrap(),
-            role: Role::User,
-            active: true,
-            password_hash: "hash".into(),
-            created_at: at,
-            updated_at: at,
-            last_login_at: None,
-            password_changed_at: at,
-            locked_until: None,
-            email_verified: false,
-            mfa_enabled: false,
+            ..User::sample()
         };
+        let at = user.created_at;
         let later = at + time::Duration::seconds(1);
         let patch = UserPatch::new()
             .set(UserField::Name(DisplayName::parse("First").unwrap()))

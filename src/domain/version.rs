@@ -74,25 +74,12 @@ impl Precondition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{DisplayName, Email, Role, UserField, UserId, UserPatch, Username, now};
+    use crate::domain::{DisplayName, Email, Role, UserField, UserPatch, Username, now};
 
     fn user() -> User {
-        let at = now();
         User {
-            id: UserId::generate(),
-            name: DisplayName::parse("Mario").unwrap(),
             username: Some(Username::parse("mario").unwrap()),
-            email: Email::parse("mario@example.com").unwrap(),
-            role: Role::User,
-            active: true,
-            password_hash: "hash".into(),
-            created_at: at,
-            updated_at: at,
-            last_login_at: None,
-            password_changed_at: at,
-            locked_until: None,
-            email_verified: false,
-            mfa_enabled: false,
+            ..User::sample()
         }
     }
 

@@ -166,27 +166,15 @@ mod tests {
 
     use super::*;
     use crate::{
-        domain::{DisplayName, Email, Secret, UserId},
+        domain::Secret,
         services::keys::{KeyAlgorithm, PrivateKey},
     };
 
     fn user() -> User {
-        let at = crate::domain::now();
         User {
-            id: UserId::generate(),
-            name: DisplayName::parse("Mario").unwrap(),
-            username: None,
-            email: Email::parse("mario@example.com").unwrap(),
             role: Role::Admin,
-            active: true,
             password_hash: "x".into(),
-            created_at: at,
-            updated_at: at,
-            last_login_at: None,
-            password_changed_at: at,
-            locked_until: None,
-            email_verified: false,
-            mfa_enabled: false,
+            ..User::sample()
         }
     }
 

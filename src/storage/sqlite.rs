@@ -1911,22 +1911,10 @@ mod tests {
             ("Mario Rossi", "mario@example.com"),
             ("Anna", "anna@example.com"),
         ] {
-            let at = crate::domain::now();
             let user = User {
-                id: UserId::generate(),
                 name: crate::domain::DisplayName::parse(name).expect("a name"),
-                username: None,
                 email: crate::domain::Email::parse(email).expect("an email"),
-                role: crate::domain::Role::User,
-                active: true,
-                password_hash: "$2b$04$hash".to_owned(),
-                created_at: at,
-                updated_at: at,
-                last_login_at: None,
-                password_changed_at: at,
-                locked_until: None,
-                email_verified: false,
-                mfa_enabled: false,
+                ..User::sample()
             };
             repo.create_user(&user).await.expect("create");
         }

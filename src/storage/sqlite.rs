@@ -782,22 +782,25 @@ fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
 
 /// How many users match: from the counts the triggers keep, unless `q` is given.
 fn count(conn: &Connection, filter: &UserFilter) -> StorageResult<u64> {
-    let (clause, values) = where_clause(filter);
-    let phrase = filter
+    // A search alone is counted in the index, without reading a row.
+    let search_alone = filter.role.is_none() && filter.active.is_none();
+    if let Some(phrase) = filter
         .q
         .as_deref()
-        .map(str::to_lowercase)
-        .and_then(|q| search_phrase(&q));
-    let sql = match (&filter.q, phrase) {
-        // Without `q` the clause names only role and active, which `user_counts` has too.
-        (None, _) => format!("SELECT coalesce(sum(n), 0) FROM user_counts {clause}"),
-        // A search alone is counted in the index, without reading a row.
-        (Some(_), Some(phrase)) if filter.role.is_none() && filter.active.is_none() => {
-            return Ok(conn
-                .prepare_cached("SELECT count(*) FROM users_search WHERE users_search MATCH ?1")?
-                .query_row([phrase], |r| r.get::<_, i64>(0))? as u64);
-        }
-        (Some(_), _) => format!("SELECT count(*) FROM users {clause}"),
+        .filter(|_| search_alone)
+        .and_then(|q| search_phrase(&q.to_lowercase()))
+    {
+        let n: i64 = conn
+            .prepare_cached("SELECT count(*) FROM users_search WHERE users_search MATCH ?1")?
+            .query_row([phrase], |r| r.get(0))?;
+        return Ok(n as u64);
+    }
+    let (clause, values) = where_clause(filter);
+    // Without `q` the clause names only role and active, which `user_counts` has too.
+    let sql = if filter.q.is_some() {
+        format!("SELECT count(*) FROM users {clause}")
+    } else {
+        format!("SELECT coalesce(sum(n), 0) FROM user_counts {clause}")
     };
     let n: i64 = conn
         .prepare_cached(&sql)?

@@ -2,11 +2,9 @@
 
 use std::{
     collections::HashSet,
+    panic::AssertUnwindSafe,
     path::Path,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use async_trait::async_trait;
@@ -304,27 +302,37 @@ const BUSY_RETRIES: u32 = 3;
 /// hot reads (the user behind a token, lists) never queue behind one lock. Several processes
 /// may share the file: every write transaction starts with `BEGIN IMMEDIATE`, so that it
 /// waits for the write lock (up to the busy timeout) instead of failing when it would
-/// upgrade a read lock. Every call runs on the blocking pool.
+/// upgrade a read lock. Writes run on the blocking pool, reads on threads of their own.
 #[derive(Clone)]
 pub struct SqliteRepository {
     writer: Arc<Mutex<Connection>>,
-    readers: Arc<Readers>,
+    readers: crossbeam_channel::Sender<ReadJob>,
 }
 
-struct Readers {
-    connections: Vec<Mutex<Connection>>,
-    next: AtomicUsize,
-}
+/// A read for whichever reader thread is free first.
+type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
-impl Readers {
-    /// A free reader if there is one, else the next in turn, waited for.
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = self.connections.len();
-        (0..n)
-            .find_map(|i| self.connections[(start + i) % n].try_lock().ok())
-            .unwrap_or_else(|| lock(&self.connections[start % n]))
+/// Starts one thread per reading connection. Each takes reads from one queue shared by all:
+/// a lock-free channel whose idle receivers spin briefly before they sleep, so under load a
+/// read reaches a reader without waking a thread, and no lock is taken on the way. The
+/// threads end when the last sender (the last clone of the repository) is dropped.
+fn start_readers(
+    connections: Vec<Connection>,
+) -> anyhow::Result<crossbeam_channel::Sender<ReadJob>> {
+    let (sender, receiver) = crossbeam_channel::unbounded::<ReadJob>();
+    for (i, mut conn) in connections.into_iter().enumerate() {
+        let receiver = receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("sqlite-reader-{i}"))
+            .spawn(move || {
+                for job in receiver {
+                    // A panicking read loses its own answer (its caller sees an internal
+                    // error), not the thread; rusqlite has rolled back whatever it began.
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                }
+            })?;
     }
+    Ok(sender)
 }
 
 /// A panic while holding a connection cannot leave a half-done transaction behind (rusqlite
@@ -371,10 +379,7 @@ impl SqliteRepository {
         .await??;
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
-            readers: Arc::new(Readers {
-                connections: readers.into_iter().map(Mutex::new).collect(),
-                next: AtomicUsize::new(0),
-            }),
+            readers: start_readers(readers)?,
         })
     }
 
@@ -414,16 +419,22 @@ impl SqliteRepository {
         .await
     }
 
-    /// Runs `f`, which only reads, with a reading connection on the blocking pool.
+    /// Runs `f`, which only reads, on a reader thread, in the caller's span.
     async fn read<T, F>(&self, f: F) -> StorageResult<T>
     where
         T: Send + 'static,
         F: FnMut(&mut Connection) -> Result<T, StorageError> + Send + 'static,
     {
-        let readers = Arc::clone(&self.readers);
-        spawn_blocking_with_tracing(move || with_retries(&mut readers.lock(), f))
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let span = tracing::Span::current();
+        self.readers
+            .send(Box::new(move |conn| {
+                let _ = answer.send(span.in_scope(|| with_retries(conn, f)));
+            }))
+            .map_err(|_| StorageError::internal(anyhow::anyhow!("the reader threads are gone")))?;
+        answered
             .await
-            .map_err(StorageError::internal)?
+            .map_err(|_| StorageError::internal(anyhow::anyhow!("a read panicked")))?
     }
 }
 
@@ -432,7 +443,7 @@ impl SqliteRepository {
 /// allocation (whose global lock would serialise parallel readers), no system call.
 const READER_MMAP_BYTES: i64 = 1 << 32;
 
-/// Enough readers that the blocking pool's threads rarely wait for one.
+/// Enough readers that one waiting for the disk does not hold up the rest.
 fn reader_count() -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -1903,6 +1914,27 @@ impl Repository for SqliteRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_read_that_panics_fails_alone_and_every_reader_goes_on() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let repo = SqliteRepository::open(dir.path().join("users.db"))
+            .await
+            .expect("open");
+        let failed = repo
+            .read(|_| -> StorageResult<()> { panic!("a bug in a read") })
+            .await;
+        assert!(matches!(failed, Err(StorageError::Internal(_))), "{failed:?}");
+        // More reads at once than there are readers: each reader takes some, so a reader
+        // thread lost to the panic would leave some unanswered.
+        let reads = (0..reader_count() as i64 * 4).map(|i| {
+            repo.read(move |conn| Ok(conn.query_row("SELECT ?1 + 1", [i], |row| row.get::<_, i64>(0))?))
+        });
+        let answers = futures_util::future::join_all(reads).await;
+        for (i, answer) in (0_i64..).zip(answers) {
+            assert_eq!(answer.expect("an answer"), i + 1);
+        }
+    }
 
     #[tokio::test]
     async fn a_rebuilt_search_index_finds_every_user_again() {

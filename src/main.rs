@@ -17,6 +17,10 @@ use user_service::{
     telemetry::{self, LogOutput},
 };
 
+// Thread-local free lists: the many small allocations of a request never contend for a lock.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "User management and authentication service")]
 struct Cli {

@@ -1127,16 +1127,12 @@ impl Repository for SqliteRepository {
                  (line INTEGER PRIMARY KEY, {USER_COLUMNS})"
             ))?;
             let tx = write_transaction(conn)?;
-            let mut existed = Vec::with_capacity(users.len());
             {
-                let mut exists =
-                    tx.prepare_cached("SELECT 1 FROM users WHERE id = ?1 OR lower(email) = ?2")?;
                 let mut stage = tx.prepare_cached(&format!(
                     "INSERT INTO temp.import_batch (line, {USER_COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
                 ))?;
                 for (line, user) in users.iter().enumerate() {
-                    existed.push(exists.exists(params![user.id.to_hex(), user.email.as_str()])?);
                     let line = Value::Integer(line as i64);
                     stage.execute(rusqlite::params_from_iter(
                         std::iter::once(line).chain(user_params(user)),
@@ -1168,6 +1164,23 @@ impl Repository for SqliteRepository {
                 .query_map([last_rowid], |row| row.get::<_, i64>(0))?
                 .map(|line| usize::try_from(line?).map_err(StorageError::internal))
                 .collect::<StorageResult<_>>()?;
+            // Whether a line that was not created met a user from before the batch: asked
+            // only of those lines, which a first import of a file has none of.
+            let mut existed = vec![false; users.len()];
+            {
+                let mut before = tx.prepare_cached(
+                    "SELECT 1 FROM users WHERE (id = ?1 OR lower(email) = ?2) AND rowid <= ?3",
+                )?;
+                for (line, user) in users.iter().enumerate() {
+                    if !created.contains(&line) {
+                        existed[line] = before.exists(params![
+                            user.id.to_hex(),
+                            user.email.as_str(),
+                            last_rowid
+                        ])?;
+                    }
+                }
+            }
             tx.execute("DELETE FROM temp.import_batch", [])?;
             tx.commit()?;
             Ok(import_outcomes(&users, &existed, &created))
@@ -1924,11 +1937,16 @@ mod tests {
         let failed = repo
             .read(|_| -> StorageResult<()> { panic!("a bug in a read") })
             .await;
-        assert!(matches!(failed, Err(StorageError::Internal(_))), "{failed:?}");
+        assert!(
+            matches!(failed, Err(StorageError::Internal(_))),
+            "{failed:?}"
+        );
         // More reads at once than there are readers: each reader takes some, so a reader
         // thread lost to the panic would leave some unanswered.
         let reads = (0..reader_count() as i64 * 4).map(|i| {
-            repo.read(move |conn| Ok(conn.query_row("SELECT ?1 + 1", [i], |row| row.get::<_, i64>(0))?))
+            repo.read(move |conn| {
+                Ok(conn.query_row("SELECT ?1 + 1", [i], |row| row.get::<_, i64>(0))?)
+            })
         });
         let answers = futures_util::future::join_all(reads).await;
         for (i, answer) in (0_i64..).zip(answers) {

@@ -8,6 +8,8 @@ WORKDIR /build
 # Cargo.lock change, not on every edit of the sources. The crate has a library and a
 # binary, so both get a placeholder.
 COPY Cargo.toml Cargo.lock ./
+# The build flags of the bundled SQLite.
+COPY .cargo ./.cargo
 RUN mkdir src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
@@ -18,6 +20,8 @@ RUN mkdir src \
 # the placeholder build: touch them, and drop the placeholder's artifacts, so that cargo
 # rebuilds this crate for certain.
 COPY src ./src
+# The web pages are built into the binary.
+COPY web ./web
 RUN touch src/main.rs src/lib.rs \
     && rm -rf target/release/.fingerprint/user-service-* \
               target/release/deps/user_service-* \

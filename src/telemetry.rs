@@ -5,8 +5,10 @@ use std::io::{BufWriter, IsTerminal, Write};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
-/// Lines the log buffer holds before it starts dropping them (tracing-appender's default).
-const BUFFERED_LINES: usize = 128_000;
+/// Lines the log buffer holds before it starts dropping them: about half a second of the
+/// busiest endpoint at full speed. Every slot is written when the queue is made, 32 bytes
+/// each, so tracing-appender's default of 128,000 held 4 MiB from the start.
+const BUFFERED_LINES: usize = 32_768;
 
 /// How much of a batch of log lines the writer thread gathers before writing it out.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
@@ -15,7 +17,7 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 ///
 /// Lines go to `to` through a bounded in-memory queue drained by one background thread,
 /// so a request never waits for the terminal or a log pipe. The queue is **lossy**: when it
-/// is full (the output slower than the service for 128,000 lines), new lines are dropped rather
+/// is full (the output slower than the service for 32,768 lines), new lines are dropped rather
 /// than making the workers wait. Dropped lines are not counted or reported anywhere.
 ///
 /// The returned guard flushes the queue when dropped: hold it until the process ends. When a

@@ -4,13 +4,17 @@ use std::{
     collections::HashSet,
     panic::AssertUnwindSafe,
     path::Path,
+    rc::Rc,
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use async_trait::async_trait;
 use rusqlite::{
-    Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior,
-    functions::FunctionFlags, params, types::Value,
+    Connection, ErrorCode, OptionalExtension, Row, ToSql, Transaction, TransactionBehavior,
+    functions::FunctionFlags,
+    params,
+    types::Value,
+    vtab::array::{self, Array},
 };
 use time::OffsetDateTime;
 
@@ -470,6 +474,8 @@ fn with_retries<T>(
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // `rarray(?)`: a list of rowids bound as one parameter (a search's matches).
+    array::load_module(conn)?;
     // SQLite's own lower() folds ASCII only; the `q` filter must ignore case in any script,
     // as MongoDB's case-insensitive regex does.
     conn.create_scalar_function(
@@ -793,19 +799,6 @@ fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
 
 /// How many users match: from the counts the triggers keep, unless `q` is given.
 fn count(conn: &Connection, filter: &UserFilter) -> StorageResult<u64> {
-    // A search alone is counted in the index, without reading a row.
-    let search_alone = filter.role.is_none() && filter.active.is_none();
-    if let Some(phrase) = filter
-        .q
-        .as_deref()
-        .filter(|_| search_alone)
-        .and_then(|q| search_phrase(&q.to_lowercase()))
-    {
-        let n: i64 = conn
-            .prepare_cached("SELECT count(*) FROM users_search WHERE users_search MATCH ?1")?
-            .query_row([phrase], |r| r.get(0))?;
-        return Ok(n as u64);
-    }
     let (clause, values) = where_clause(filter);
     // Without `q` the clause names only role and active, which `user_counts` has too.
     let sql = if filter.q.is_some() {
@@ -817,6 +810,135 @@ fn count(conn: &Connection, filter: &UserFilter) -> StorageResult<u64> {
         .prepare_cached(&sql)?
         .query_row(rusqlite::params_from_iter(values), |r| r.get(0))?;
     Ok(n as u64)
+}
+
+/// The index's phrase for a search alone (`q` the index can answer, no role or state).
+fn search_alone(filter: &UserFilter) -> Option<String> {
+    filter
+        .q
+        .as_deref()
+        .filter(|_| filter.role.is_none() && filter.active.is_none())
+        .and_then(|q| search_phrase(&q.to_lowercase()))
+}
+
+/// The rows a phrase matches, in rowid order, straight from the index.
+fn matching_rowids(conn: &Connection, phrase: &str) -> StorageResult<Vec<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT rowid FROM users_search WHERE users_search MATCH ?1 ORDER BY rowid",
+        )?
+        .query_map([phrase], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// The sort column and direction of a list, and the condition that starts it after its
+/// cursor, if it has one (its two values pushed onto `values`).
+fn order_and_keyset(
+    query: &ListQuery,
+    values: &mut Vec<Value>,
+) -> (&'static str, &'static str, Option<String>) {
+    let column = match query.sort {
+        SortField::CreatedAt => "created_at",
+        SortField::Name => "name",
+        SortField::Email => "email",
+    };
+    let (direction, beyond) = match query.order {
+        SortOrder::Ascending => ("ASC", ">"),
+        SortOrder::Descending => ("DESC", "<"),
+    };
+    let keyset = query.after.as_ref().map(|after| {
+        values.push(match &after.key {
+            SortKey::CreatedAt(at) => Value::Integer(unix_millis(*at)),
+            SortKey::Text(text) => Value::Text(text.clone()),
+        });
+        values.push(Value::Text(after.id.to_hex()));
+        let n = values.len();
+        // A row value comparison, which SQLite walks the (key, id) index for.
+        format!("({column}, id) {beyond} (?{}, ?{n})", n - 1)
+    });
+    (column, direction, keyset)
+}
+
+/// The page of a search alone, found by walking the sort index from the cursor and keeping
+/// the rows in `matches`, when that takes at most as many steps as there are matches: a
+/// broad search finds its page within a few steps per row kept, where fetching and sorting
+/// every match costs a lookup each. `None` when the walk gives up (a narrow search, or
+/// matches that sit far along the sort, as a name searched in the order of names): then
+/// [`sorted_search_page`].
+fn walked_search_page(
+    conn: &Connection,
+    query: &ListQuery,
+    matches: &[i64],
+) -> StorageResult<Option<Page<User>>> {
+    let total = matches.len() as u64;
+    let wanted = usize::try_from(query.offset)
+        .unwrap_or(usize::MAX)
+        .saturating_add(query.limit as usize);
+    let mut values = Vec::new();
+    let (column, direction, keyset) = order_and_keyset(query, &mut values);
+    let condition = keyset.map(|k| format!("WHERE {k}")).unwrap_or_default();
+    let mut walk = conn.prepare_cached(&format!(
+        "SELECT rowid FROM users {condition} ORDER BY {column} {direction}, id {direction}"
+    ))?;
+    let mut rows = walk.query(rusqlite::params_from_iter(values))?;
+    let mut kept = Vec::new();
+    let mut steps = 0;
+    while kept.len() < wanted {
+        let Some(row) = rows.next()? else { break };
+        steps += 1;
+        if steps > matches.len() {
+            return Ok(None);
+        }
+        let rowid: i64 = row.get(0)?;
+        if matches.binary_search(&rowid).is_ok() {
+            kept.push(rowid);
+        }
+    }
+    let mut fetch = conn.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE rowid = ?1"
+    ))?;
+    let items = kept
+        .iter()
+        .skip(wanted - query.limit as usize)
+        .map(|rowid| fetch.query_row([rowid], user_from_row))
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(Page { items, total }))
+}
+
+/// The page of a search alone, from fetching and sorting every row in `matches`.
+fn sorted_search_page(
+    conn: &Connection,
+    query: &ListQuery,
+    matches: &[i64],
+) -> StorageResult<Page<User>> {
+    let mut values = Vec::new();
+    let (column, direction, keyset) = order_and_keyset(query, &mut values);
+    let keyset = keyset.map(|k| format!("AND {k}")).unwrap_or_default();
+    values.push(Value::Integer(i64::from(query.limit)));
+    values.push(Value::Integer(query.offset as i64));
+    let n = values.len();
+    let rowids: Array = Rc::new(matches.iter().copied().map(Value::Integer).collect());
+    let items = conn
+        .prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE rowid IN rarray(?{}) {keyset} \
+             ORDER BY {column} {direction}, id {direction} LIMIT ?{} OFFSET ?{n}",
+            n + 1,
+            n - 1
+        ))?
+        .query_map(
+            rusqlite::params_from_iter(
+                values
+                    .iter()
+                    .map(|v| v as &dyn ToSql)
+                    .chain([&rowids as &dyn ToSql]),
+            ),
+            user_from_row,
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Page {
+        items,
+        total: matches.len() as u64,
+    })
 }
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
@@ -1053,33 +1175,24 @@ impl Repository for SqliteRepository {
         let query = query.clone();
         self.read(move |conn| {
             let tx = conn.transaction()?;
-            let total = count(&tx, &query.filter)?;
-            let (clause, mut values) = where_clause(&query.filter);
-            let column = match query.sort {
-                SortField::CreatedAt => "created_at",
-                SortField::Name => "name",
-                SortField::Email => "email",
-            };
-            let (direction, beyond) = match query.order {
-                SortOrder::Ascending => ("ASC", ">"),
-                SortOrder::Descending => ("DESC", "<"),
-            };
-            let mut conditions = clause;
-            if let Some(after) = &query.after {
-                values.push(match &after.key {
-                    SortKey::CreatedAt(at) => Value::Integer(unix_millis(*at)),
-                    SortKey::Text(text) => Value::Text(text.clone()),
-                });
-                values.push(Value::Text(after.id.to_hex()));
-                let n = values.len();
-                // A row value comparison, which SQLite walks the (key, id) index for.
-                let keyset = format!("({column}, id) {beyond} (?{}, ?{n})", n - 1);
-                conditions = if conditions.is_empty() {
-                    format!("WHERE {keyset}")
-                } else {
-                    format!("{conditions} AND {keyset}")
+            // A search alone is listed from the index once: its length is the total.
+            let matches = search_alone(&query.filter)
+                .map(|phrase| matching_rowids(&tx, &phrase))
+                .transpose()?;
+            if let Some(matches) = &matches {
+                return match walked_search_page(&tx, &query, matches)? {
+                    Some(page) => Ok(page),
+                    None => sorted_search_page(&tx, &query, matches),
                 };
             }
+            let total = count(&tx, &query.filter)?;
+            let (clause, mut values) = where_clause(&query.filter);
+            let (column, direction, keyset) = order_and_keyset(&query, &mut values);
+            let conditions = match keyset {
+                None => clause,
+                Some(keyset) if clause.is_empty() => format!("WHERE {keyset}"),
+                Some(keyset) => format!("{clause} AND {keyset}"),
+            };
             values.push(Value::Integer(i64::from(query.limit)));
             values.push(Value::Integer(query.offset as i64));
             let n = values.len();
@@ -1927,6 +2040,7 @@ impl Repository for SqliteRepository {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::UserCursor;
 
     /// A repository on a new file, and the directory that holds it.
     async fn fresh() -> (tempfile::TempDir, SqliteRepository) {
@@ -1956,6 +2070,83 @@ mod tests {
             .await
             .expect("a reader is left");
         assert_eq!(one, 1);
+    }
+
+    #[tokio::test]
+    async fn a_broad_search_walks_the_sort_and_a_narrow_one_sorts_its_matches() {
+        let (_dir, repo) = fresh().await;
+        // "mario" is in the names of the last two in the order of names, and nobody else's;
+        // "example" is in every email.
+        let names = [
+            "Anna",
+            "Bruno",
+            "Carla",
+            "Dario",
+            "Elena",
+            "Fabio",
+            "Gina",
+            "Ivo",
+            "Mario Rossi",
+            "Mario Verdi",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            let user = User {
+                name: DisplayName::parse(name).expect("a name"),
+                email: Email::parse(&format!("user{i}@example.com")).expect("an email"),
+                ..User::sample()
+            };
+            repo.create_user(&user).await.expect("create");
+        }
+        let search = |q: &str, after: Option<UserCursor>| ListQuery {
+            filter: UserFilter {
+                q: Some(q.to_owned()),
+                ..UserFilter::default()
+            },
+            sort: SortField::Name,
+            order: SortOrder::Ascending,
+            after,
+            limit: 3,
+            ..ListQuery::default()
+        };
+        let walks = |query: ListQuery| {
+            repo.read(move |conn| {
+                let phrase = search_alone(&query.filter).expect("a search alone");
+                let matches = matching_rowids(conn, &phrase)?;
+                Ok(walked_search_page(conn, &query, &matches)?.is_some())
+            })
+        };
+        assert!(walks(search("example", None)).await.expect("walk"));
+        assert!(!walks(search("mario", None)).await.expect("walk"));
+
+        let names_of = |page: &Page<User>| -> Vec<String> {
+            page.items
+                .iter()
+                .map(|u| u.name.as_str().to_owned())
+                .collect()
+        };
+        let first = repo
+            .list_users(&search("example", None))
+            .await
+            .expect("list");
+        assert_eq!(
+            (names_of(&first), first.total),
+            (vec!["Anna".into(), "Bruno".into(), "Carla".into()], 10)
+        );
+        let last = first.items.last().expect("a user");
+        let after = UserCursor {
+            key: SortKey::Text(last.name.as_str().to_owned()),
+            id: last.id,
+        };
+        let second = repo
+            .list_users(&search("example", Some(after)))
+            .await
+            .expect("list");
+        assert_eq!(names_of(&second), ["Dario", "Elena", "Fabio"]);
+        let narrow = repo.list_users(&search("mario", None)).await.expect("list");
+        assert_eq!(
+            (names_of(&narrow), narrow.total),
+            (vec!["Mario Rossi".into(), "Mario Verdi".into()], 2)
+        );
     }
 
     #[tokio::test]

@@ -18,7 +18,14 @@ mod sessions;
 mod users;
 mod web_session;
 
-use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::{
+        Method, StatusCode,
+        header::{self, HeaderValue},
+    },
+    web,
+};
 
 pub use docs::{ApiDoc, document};
 pub use error::{ApiError, FieldError, Problem};
@@ -63,7 +70,7 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     if allowed.is_empty() {
         return no_route(&req);
     }
-    pages::method_not_allowed(req.method(), &allowed)
+    method_not_allowed(req.method(), &allowed)
 }
 
 /// 404 as a problem document.
@@ -73,4 +80,18 @@ fn no_route(req: &HttpRequest) -> HttpResponse {
         format!("no route for {}", req.path()),
     )
     .response()
+}
+
+/// 405 as a problem document, with the methods that would do in `Allow`.
+fn method_not_allowed(method: &Method, allowed: &[&str]) -> HttpResponse {
+    let allowed = allowed.join(", ");
+    let mut response = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed here; use {allowed}"),
+    )
+    .response();
+    if let Ok(value) = HeaderValue::from_str(&allowed) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }

@@ -4,17 +4,11 @@
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use actix_web::{
-    HttpRequest, HttpResponse, Resource, Route, guard,
-    http::{
-        Method, StatusCode,
-        header::{self, HeaderValue},
-    },
-    web,
-};
+use actix_web::{HttpRequest, HttpResponse, Resource, Route, guard, http::header, web};
 use sha2::{Digest, Sha256};
 
-use super::error::Problem;
+use super::conditional::{self, IfNoneMatch};
+use crate::domain::Version;
 
 /// Allows nothing from another origin, no inline script or style, no plugins, no framing.
 /// `img-src data:` is for the QR code, which the account page shows as a `data:` URL.
@@ -112,19 +106,20 @@ impl Page {
 /// What a URL path serves.
 struct Served {
     content_type: &'static str,
-    body: Vec<u8>,
-    /// Strong: a hash of the body, fixed for the life of the binary.
-    etag: String,
+    /// Shared, not copied, by every response.
+    body: web::Bytes,
+    /// A hash of the body, fixed for the life of the binary.
+    version: Version,
 }
 
 impl Served {
-    fn new(content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
+    fn new(content_type: &'static str, body: impl Into<web::Bytes>) -> Self {
         let body = body.into();
-        let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&body))[..32]);
+        let version = Version::from_opaque(&hex::encode(Sha256::digest(&body))[..32]);
         Self {
             content_type,
             body,
-            etag,
+            version,
         }
     }
 }
@@ -156,7 +151,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         cfg.service(only(
             &["GET", "HEAD"],
             path,
-            read().to(|req: HttpRequest| async move { serve(&req) }),
+            read().to(|req: HttpRequest, held: IfNoneMatch| async move { serve(&req, held) }),
         ));
     }
 }
@@ -170,45 +165,24 @@ pub(super) fn only(allow: &'static [&'static str], path: &str, route: Route) -> 
     web::resource(path)
         .route(route)
         .default_service(web::to(move |req: HttpRequest| async move {
-            method_not_allowed(req.method(), allow)
+            super::method_not_allowed(req.method(), allow)
         }))
-}
-
-/// 405 as a problem document, with the methods that would do in `Allow`.
-pub(super) fn method_not_allowed(method: &Method, allowed: &[&str]) -> HttpResponse {
-    let allowed = allowed.join(", ");
-    let mut response = Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("{method} is not allowed here; use {allowed}"),
-    )
-    .response();
-    if let Ok(value) = HeaderValue::from_str(&allowed) {
-        response.headers_mut().insert(header::ALLOW, value);
-    }
-    response
 }
 
 /// What the request's path serves, with its security headers; 304 when the client's copy
 /// is current, 404 (as a problem document) when there is nothing.
-fn serve(req: &HttpRequest) -> HttpResponse {
+fn serve(req: &HttpRequest, held: IfNoneMatch) -> HttpResponse {
     let Some(served) = SERVED.get(req.path()) else {
         return super::no_route(req);
     };
-    let fresh = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|tags| {
-            tags.split(',')
-                .any(|tag| tag.trim() == served.etag || tag.trim() == "*")
-        });
+    let fresh = held.0.is_some_and(|held| held.holds_for(&served.version));
     let mut response = if fresh {
         HttpResponse::NotModified()
     } else {
         HttpResponse::Ok()
     };
     response
-        .insert_header((header::ETAG, served.etag.as_str()))
+        .insert_header((header::ETAG, conditional::etag(&served.version)))
         // Kept, but checked with the ETag on every use: a new binary's files show at once.
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))

@@ -1063,6 +1063,45 @@ impl MongoRepository {
     }
 
     /// Whether the session has ended, or is gone (expired and removed, or never was).
+    async fn find_refresh_token(
+        &self,
+        token_hash: &str,
+    ) -> StorageResult<Option<RefreshTokenDocument>> {
+        Ok(run(|| {
+            self.refresh_tokens
+                .find_one(doc! { "_id": token_hash })
+                .into_future()
+        })
+        .await?)
+    }
+
+    /// What a stored refresh token is, as found (`spent_at` as it was before any change).
+    async fn refresh_token_state(
+        &self,
+        found: Option<RefreshTokenDocument>,
+    ) -> StorageResult<RefreshTokenUse> {
+        let Some(token) = found else {
+            return Ok(RefreshTokenUse::Unknown);
+        };
+        if self.session_ended(&token.session_id).await? {
+            return Ok(RefreshTokenUse::Revoked);
+        }
+        let session_id = SessionId::parse(&token.session_id).map_err(StorageError::internal)?;
+        Ok(match token.spent_at {
+            Some(_) => RefreshTokenUse::Replayed {
+                session_id,
+                user_id: token.user_id.into(),
+            },
+            None => RefreshTokenUse::Live(RefreshTokenRecord {
+                session_id,
+                token_hash: token.token_hash,
+                user_id: token.user_id.into(),
+                created_at: token.created_at.to_time_0_3(),
+                expires_at: token.expires_at.to_time_0_3(),
+            }),
+        })
+    }
+
     async fn session_ended(&self, session_id: &str) -> StorageResult<bool> {
         let session = run(|| {
             self.sessions
@@ -1718,67 +1757,25 @@ impl Repository for MongoRepository {
                 .into_future()
         })
         .await?;
-        let token = match spent {
-            Some(token) => token,
-            None => match run(|| {
-                self.refresh_tokens
-                    .find_one(doc! { "_id": token_hash })
-                    .into_future()
-            })
-            .await?
-            {
-                Some(token) => {
-                    if self.session_ended(&token.session_id).await? {
-                        return Ok(RefreshTokenUse::Revoked);
-                    }
-                    return Ok(RefreshTokenUse::Replayed {
-                        session_id: SessionId::parse(&token.session_id)
-                            .map_err(StorageError::internal)?,
-                        user_id: token.user_id.into(),
-                    });
-                }
-                None => return Ok(RefreshTokenUse::Unknown),
-            },
+        // Spent by this call, or else as it is (spent before, revoked or unknown).
+        let (found, spent_now) = match spent {
+            Some(token) => (Some(token), true),
+            None => (self.find_refresh_token(token_hash).await?, false),
         };
-        if self.session_ended(&token.session_id).await? {
-            return Ok(RefreshTokenUse::Revoked);
-        }
-        Ok(RefreshTokenUse::Spent(RefreshTokenRecord {
-            session_id: SessionId::parse(&token.session_id).map_err(StorageError::internal)?,
-            token_hash: token.token_hash,
-            user_id: token.user_id.into(),
-            created_at: token.created_at.to_time_0_3(),
-            expires_at: token.expires_at.to_time_0_3(),
-        }))
+        Ok(match self.refresh_token_state(found).await? {
+            RefreshTokenUse::Live(record) if spent_now => RefreshTokenUse::Spent(record),
+            // Unspent, yet not spendable a moment ago: counted as replayed, never as live.
+            RefreshTokenUse::Live(record) => RefreshTokenUse::Replayed {
+                session_id: record.session_id,
+                user_id: record.user_id,
+            },
+            other => other,
+        })
     }
 
     async fn peek_refresh_token(&self, token_hash: &str) -> StorageResult<RefreshTokenUse> {
-        let found = run(|| {
-            self.refresh_tokens
-                .find_one(doc! { "_id": token_hash })
-                .into_future()
-        })
-        .await?;
-        let Some(token) = found else {
-            return Ok(RefreshTokenUse::Unknown);
-        };
-        if self.session_ended(&token.session_id).await? {
-            return Ok(RefreshTokenUse::Revoked);
-        }
-        let session_id = SessionId::parse(&token.session_id).map_err(StorageError::internal)?;
-        Ok(match token.spent_at {
-            Some(_) => RefreshTokenUse::Replayed {
-                session_id,
-                user_id: token.user_id.into(),
-            },
-            None => RefreshTokenUse::Live(RefreshTokenRecord {
-                session_id,
-                token_hash: token.token_hash,
-                user_id: token.user_id.into(),
-                created_at: token.created_at.to_time_0_3(),
-                expires_at: token.expires_at.to_time_0_3(),
-            }),
-        })
+        let found = self.find_refresh_token(token_hash).await?;
+        self.refresh_token_state(found).await
     }
 
     async fn end_session_of_token(

@@ -1511,7 +1511,7 @@ impl Repository for SqliteRepository {
 
     async fn peek_refresh_token(&self, token_hash: &str) -> StorageResult<RefreshTokenUse> {
         let token_hash = token_hash.to_owned();
-        self.call(move |conn| refresh_token_state(conn, &token_hash))
+        self.read(move |conn| refresh_token_state(conn, &token_hash))
             .await
     }
 

@@ -200,6 +200,20 @@ async fn assets_have_their_types_and_answer_304_when_unchanged() {
         .unwrap();
     assert_eq!(again.status(), 304);
     assert_eq!(again.headers()["etag"], etag);
+    // If-None-Match compares weakly, in a list, as for users; another tag is no match.
+    for (held, status) in [
+        (format!("\"other\", W/{etag}"), 304),
+        ("\"other\"".to_owned(), 200),
+    ] {
+        let answer = app
+            .client
+            .get(app.url("/assets/app.css"))
+            .header("If-None-Match", held.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{held}");
+    }
 }
 
 #[tokio::test]

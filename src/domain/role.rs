@@ -5,3 +5,7 @@ pub enum Role {
     User,
     Admin,
 }
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::User, Role::Admin];
+}

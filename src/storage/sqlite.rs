@@ -1565,7 +1565,7 @@ impl Repository for SqliteRepository {
 
     async fn totp_state(&self, user_id: &UserId) -> StorageResult<Option<TotpState>> {
         let user_id = user_id.to_hex();
-        self.call(move |conn| {
+        self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
                     "SELECT totp_secret, totp_pending, totp_last_step FROM users WHERE id = ?1",
@@ -1824,7 +1824,7 @@ impl Repository for SqliteRepository {
     ) -> StorageResult<Option<UserId>> {
         let token_hash = token_hash.to_owned();
         let at = unix_millis(at);
-        self.call(move |conn| {
+        self.read(move |conn| {
             let owner: Option<String> = conn
                 .prepare_cached(
                     "SELECT user_id FROM reset_tokens \

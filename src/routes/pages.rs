@@ -154,6 +154,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             read().to(|req: HttpRequest, held: IfNoneMatch| async move { serve(&req, held) }),
         ));
     }
+    // Whoever opens the service's address in a browser lands on their account (or its
+    // sign-in); temporary, so that a front page can take its place later.
+    cfg.service(only(
+        &["GET", "HEAD"],
+        "/",
+        read().to(|| async {
+            HttpResponse::Found()
+                .insert_header((header::LOCATION, "/account"))
+                .finish()
+        }),
+    ));
 }
 
 fn read() -> Route {

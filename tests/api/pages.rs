@@ -217,6 +217,19 @@ async fn assets_have_their_types_and_answer_304_when_unchanged() {
 }
 
 #[tokio::test]
+async fn the_root_leads_to_the_account_page() {
+    let app = spawn_app().await;
+    let root = app.get("/", None).await;
+    assert_eq!(root.status, 302);
+    assert_eq!(root.header("location"), Some("/account"));
+    let head = app.client.head(app.url("/")).send().await.unwrap();
+    assert_eq!(head.status(), 302);
+    let post = app.post_raw("/", "text/plain", Vec::new()).await;
+    post.assert_problem(405);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+}
+
+#[tokio::test]
 async fn pages_take_get_only_and_unknown_assets_are_404() {
     let app = spawn_app().await;
     let post = app.post_raw("/account", "text/plain", Vec::new()).await;

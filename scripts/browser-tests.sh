@@ -17,7 +17,8 @@ binary=$target/release/user-service
 if [ ! -x "$binary" ]; then
   cargo build --release
 fi
-if [ ! -x /usr/bin/chromium ]; then
+# CHROMIUM names another Chromium-based browser (as GitHub's runners have Google Chrome).
+if [ -z "${CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq && apt-get install -y -qq chromium >/dev/null
 fi
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)

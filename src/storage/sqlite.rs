@@ -878,29 +878,22 @@ fn page_statement(query: &ListQuery) -> (String, Vec<Value>) {
     values.push(Value::Integer(i64::from(query.limit)));
     values.push(Value::Integer(query.offset as i64));
     let n = values.len();
-    let select = |arm: Option<&str>| match (arm, conditions.is_empty()) {
-        (None, _) => format!("SELECT {USER_COLUMNS} FROM users {conditions}"),
-        (Some(arm), true) => format!("SELECT {USER_COLUMNS} FROM users WHERE {arm}"),
-        (Some(arm), false) => format!("SELECT {USER_COLUMNS} FROM users {conditions} AND {arm}"),
-    };
     // The (role, active, key) indexes hold each pair of the two in order: a filter on one of
-    // them is a merge of one walk per value of the other, rather than all its users sorted.
+    // them (so `conditions` is not empty) is a merge of one walk per value of the other,
+    // rather than all its users sorted.
     let arms: Vec<String> = match (query.filter.role, query.filter.active) {
-        (Some(_), None) => vec!["active = 0".to_owned(), "active = 1".to_owned()],
+        (Some(_), None) => vec![" AND active = 0".to_owned(), " AND active = 1".to_owned()],
         (None, Some(_)) => Role::ALL
             .iter()
-            .map(|role| format!("role = '{}'", stored_role(*role)))
+            .map(|role| format!(" AND role = '{}'", stored_role(*role)))
             .collect(),
-        _ => Vec::new(),
+        _ => vec![String::new()],
     };
-    let rows = if arms.is_empty() {
-        select(None)
-    } else {
-        arms.iter()
-            .map(|arm| select(Some(arm)))
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ")
-    };
+    let rows = arms
+        .iter()
+        .map(|arm| format!("SELECT {USER_COLUMNS} FROM users {conditions}{arm}"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
     let sql = format!(
         "{rows} ORDER BY {column} {direction}, id {direction} LIMIT ?{} OFFSET ?{n}",
         n - 1

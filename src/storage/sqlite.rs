@@ -768,27 +768,31 @@ fn search_phrase(q: &str) -> Option<String> {
     (q.chars().count() >= MIN_INDEXED_SEARCH).then(|| format!("\"{}\"", q.replace('"', "\"\"")))
 }
 
-/// The WHERE clause and its parameters for a filter.
+/// The WHERE clause and its parameters for a filter whose `q`, if it has one, is too short
+/// for the search index (searches the index answers are listed from their matches): such a
+/// `q` is looked for in every row.
 fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
     let mut conditions = Vec::new();
     let mut values = Vec::new();
     if let Some(q) = &filter.q {
-        let q = q.to_lowercase();
-        if let Some(phrase) = search_phrase(&q) {
-            values.push(Value::Text(phrase));
-            conditions.push(format!(
-                "rowid IN (SELECT rowid FROM users_search WHERE users_search MATCH ?{})",
-                values.len()
-            ));
-        } else {
-            values.push(Value::Text(q));
-            let n = values.len();
-            conditions.push(format!(
-                "(instr(unicode_lower(name), ?{n}) > 0 OR instr(email, ?{n}) > 0 \
-                 OR instr(unicode_lower(coalesce(username, '')), ?{n}) > 0)"
-            ));
-        }
+        values.push(Value::Text(q.to_lowercase()));
+        let n = values.len();
+        conditions.push(format!(
+            "(instr(unicode_lower(name), ?{n}) > 0 OR instr(email, ?{n}) > 0 \
+             OR instr(unicode_lower(coalesce(username, '')), ?{n}) > 0)"
+        ));
     }
+    conditions.extend(role_and_state(filter, &mut values));
+    if conditions.is_empty() {
+        (String::new(), values)
+    } else {
+        (format!("WHERE {}", conditions.join(" AND ")), values)
+    }
+}
+
+/// The conditions a filter puts on role and state, their values pushed onto `values`.
+fn role_and_state(filter: &UserFilter, values: &mut Vec<Value>) -> Vec<String> {
+    let mut conditions = Vec::new();
     if let Some(role) = filter.role {
         values.push(Value::Text(stored_role(role).to_owned()));
         conditions.push(format!("role = ?{}", values.len()));
@@ -797,11 +801,7 @@ fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
         values.push(Value::Integer(i64::from(active)));
         conditions.push(format!("active = ?{}", values.len()));
     }
-    if conditions.is_empty() {
-        (String::new(), values)
-    } else {
-        (format!("WHERE {}", conditions.join(" AND ")), values)
-    }
+    conditions
 }
 
 /// How many users match: from the counts the triggers keep, unless `q` is given.
@@ -819,12 +819,11 @@ fn count(conn: &Connection, filter: &UserFilter) -> StorageResult<u64> {
     Ok(n as u64)
 }
 
-/// The index's phrase for a search alone (`q` the index can answer, no role or state).
-fn search_alone(filter: &UserFilter) -> Option<String> {
+/// The index's phrase for the filter's `q`, when the index can answer it.
+fn indexed_search(filter: &UserFilter) -> Option<String> {
     filter
         .q
         .as_deref()
-        .filter(|_| filter.role.is_none() && filter.active.is_none())
         .and_then(|q| search_phrase(&q.to_lowercase()))
 }
 
@@ -947,40 +946,59 @@ fn walked_search_page(
     Ok(Some(Page { items, total }))
 }
 
-/// The page of a search alone, from fetching and sorting every row in `matches`.
+/// The page of a search, from fetching and sorting every row in `matches` that the role
+/// and state of the filter keep (counted first, unless the filter has neither).
 fn sorted_search_page(
     conn: &Connection,
     query: &ListQuery,
     matches: &[i64],
 ) -> StorageResult<Page<User>> {
+    // The matches are the last parameter of each statement, after `values`.
+    fn with_matches<'a>(values: &'a [Value], rowids: &'a Array) -> Vec<&'a dyn ToSql> {
+        values
+            .iter()
+            .map(|v| v as &dyn ToSql)
+            .chain([rowids as &dyn ToSql])
+            .collect()
+    }
+    let rowids: Array = Rc::new(matches.iter().copied().map(Value::Integer).collect());
     let mut values = Vec::new();
+    let kept: String = role_and_state(&query.filter, &mut values)
+        .iter()
+        .map(|condition| format!(" AND {condition}"))
+        .collect();
+    let total = if kept.is_empty() {
+        matches.len() as u64
+    } else {
+        let n: i64 = conn
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM users WHERE rowid IN rarray(?{}){kept}",
+                values.len() + 1
+            ))?
+            .query_row(
+                rusqlite::params_from_iter(with_matches(&values, &rowids)),
+                |r| r.get(0),
+            )?;
+        n as u64
+    };
     let (column, direction, keyset) = order_and_keyset(query, &mut values);
-    let keyset = keyset.map(|k| format!("AND {k}")).unwrap_or_default();
+    let keyset = keyset.map(|k| format!(" AND {k}")).unwrap_or_default();
     values.push(Value::Integer(i64::from(query.limit)));
     values.push(Value::Integer(query.offset as i64));
     let n = values.len();
-    let rowids: Array = Rc::new(matches.iter().copied().map(Value::Integer).collect());
     let items = conn
         .prepare_cached(&format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE rowid IN rarray(?{}) {keyset} \
+            "SELECT {USER_COLUMNS} FROM users WHERE rowid IN rarray(?{}){kept}{keyset} \
              ORDER BY {column} {direction}, id {direction} LIMIT ?{} OFFSET ?{n}",
             n + 1,
             n - 1
         ))?
         .query_map(
-            rusqlite::params_from_iter(
-                values
-                    .iter()
-                    .map(|v| v as &dyn ToSql)
-                    .chain([&rowids as &dyn ToSql]),
-            ),
+            rusqlite::params_from_iter(with_matches(&values, &rowids)),
             user_from_row,
         )?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(Page {
-        items,
-        total: matches.len() as u64,
-    })
+    Ok(Page { items, total })
 }
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
@@ -1217,12 +1235,18 @@ impl Repository for SqliteRepository {
         let query = query.clone();
         self.read(move |conn| {
             let tx = conn.transaction()?;
-            // A search alone is listed from the index once: its length is the total.
-            let matches = search_alone(&query.filter)
+            // A search is listed from the index once; alone, its length is the total.
+            let matches = indexed_search(&query.filter)
                 .map(|phrase| matching_rowids(&tx, &phrase))
                 .transpose()?;
             if let Some(matches) = &matches {
-                return match walked_search_page(&tx, &query, matches)? {
+                let alone = query.filter.role.is_none() && query.filter.active.is_none();
+                let walked = if alone {
+                    walked_search_page(&tx, &query, matches)?
+                } else {
+                    None
+                };
+                return match walked {
                     Some(page) => Ok(page),
                     None => sorted_search_page(&tx, &query, matches),
                 };
@@ -2121,7 +2145,7 @@ mod tests {
         };
         let walks = |query: ListQuery| {
             repo.read(move |conn| {
-                let phrase = search_alone(&query.filter).expect("a search alone");
+                let phrase = indexed_search(&query.filter).expect("an indexed search");
                 let matches = matching_rowids(conn, &phrase)?;
                 Ok(walked_search_page(conn, &query, &matches)?.is_some())
             })

@@ -3173,56 +3173,97 @@ pub async fn import_creates_new_users_as_given_and_reports_the_rest_line_by_line
     assert_eq!(user_count(&repo).await, 3);
 }
 
-pub async fn a_role_walked_by_cursor_mixes_both_states_in_every_sort(repo: DynRepository) {
-    let mut admins = Vec::new();
-    for (i, display) in ["Kilo", "Alpha", "Kilo", "Zulu", "Mike", "Bravo", "Kilo"]
-        .iter()
-        .enumerate()
-    {
-        let user = User {
-            role: Role::Admin,
-            active: i % 2 == 0,
-            created_at: moment(i64::try_from(100 - 7 * i).expect("small")),
-            ..new_user(display, &format!("admin{}@example.com", (i * 5) % 7), None)
-        };
-        admins.push(insert(&repo, user).await);
-        create(&repo, display, &format!("user{i}@example.com"), None).await;
-    }
-    let role = UserFilter {
-        role: Some(Role::Admin),
-        ..UserFilter::default()
-    };
-    for sort in [SortField::CreatedAt, SortField::Name, SortField::Email] {
-        for order in [SortOrder::Ascending, SortOrder::Descending] {
-            let mut walked: Vec<User> = Vec::new();
-            loop {
-                let page = repo
-                    .list_users(&ListQuery {
-                        sort,
-                        order,
-                        filter: role.clone(),
-                        after: walked.last().map(|last| UserCursor {
-                            key: SortKey::of(last, sort),
-                            id: last.id,
-                        }),
-                        limit: 2,
-                        ..ListQuery::default()
-                    })
-                    .await
-                    .expect("list");
-                assert_eq!(page.total, admins.len() as u64, "{sort:?} {order:?}");
-                if page.items.is_empty() {
-                    break;
-                }
-                walked.extend(page.items);
-                assert!(walked.len() <= admins.len(), "{sort:?} {order:?}: no end");
-            }
-            let expected = match sort {
-                SortField::CreatedAt => expected_order(&admins, order, |u| u.created_at),
-                SortField::Name => expected_order(&admins, order, |u| u.name.as_str().to_owned()),
-                SortField::Email => expected_order(&admins, order, |u| u.email.as_str().to_owned()),
+/// Every filter but none, walked by cursor two at a time in every sort and order, lists
+/// exactly its users in that order, with its total on every page: a role or a state alone
+/// (whose pages merge the other's values), both, and searches with and without them.
+pub async fn every_filter_walked_by_cursor_lists_its_users_in_every_sort(repo: DynRepository) {
+    let mut everyone = Vec::new();
+    let names = ["Kilo", "Alpha", "Kilo", "Zulu", "Mike", "Bravo", "Kilo"];
+    for display in names {
+        for role in [Role::Admin, Role::User] {
+            let (n, number) = (
+                everyone.len(),
+                i64::try_from(everyone.len()).expect("small"),
+            );
+            let user = User {
+                role,
+                active: n % 3 != 1,
+                created_at: moment(100 - 7 * number),
+                // Some of them match the searches by email alone.
+                ..new_user(
+                    display,
+                    &format!("{}{}@example.com", ["kilo", "user"][n % 2], (n * 5) % 14),
+                    None,
+                )
             };
-            assert_eq!(ids(&walked), expected, "{sort:?} {order:?}");
+            everyone.push(insert(&repo, user).await);
+        }
+    }
+    let filters = [
+        (None, Some(Role::Admin), None),
+        (None, None, Some(false)),
+        (None, None, Some(true)),
+        (None, Some(Role::User), Some(true)),
+        (Some("KILO"), None, None),
+        (Some("kilo"), Some(Role::Admin), None),
+        (Some("Kilo"), None, Some(true)),
+        (Some("kil"), Some(Role::User), Some(false)),
+    ];
+    for (q, role, active) in filters {
+        let filter = UserFilter {
+            q: q.map(str::to_owned),
+            role,
+            active,
+        };
+        let listed: Vec<User> = everyone
+            .iter()
+            .filter(|u| {
+                q.is_none_or(|q| {
+                    let q = q.to_lowercase();
+                    u.name.as_str().to_lowercase().contains(&q) || u.email.as_str().contains(&q)
+                }) && role.is_none_or(|r| u.role == r)
+                    && active.is_none_or(|a| u.active == a)
+            })
+            .cloned()
+            .collect();
+        assert!(listed.len() >= 2, "{filter:?} lists a few users");
+        for sort in [SortField::CreatedAt, SortField::Name, SortField::Email] {
+            for order in [SortOrder::Ascending, SortOrder::Descending] {
+                let what = format!("{filter:?} {sort:?} {order:?}");
+                let mut walked: Vec<User> = Vec::new();
+                loop {
+                    let page = repo
+                        .list_users(&ListQuery {
+                            sort,
+                            order,
+                            filter: filter.clone(),
+                            after: walked.last().map(|last| UserCursor {
+                                key: SortKey::of(last, sort),
+                                id: last.id,
+                            }),
+                            limit: 2,
+                            ..ListQuery::default()
+                        })
+                        .await
+                        .expect("list");
+                    assert_eq!(page.total, listed.len() as u64, "{what}");
+                    if page.items.is_empty() {
+                        break;
+                    }
+                    walked.extend(page.items);
+                    assert!(walked.len() <= listed.len(), "{what}: no end");
+                }
+                let expected = match sort {
+                    SortField::CreatedAt => expected_order(&listed, order, |u| u.created_at),
+                    SortField::Name => {
+                        expected_order(&listed, order, |u| u.name.as_str().to_owned())
+                    }
+                    SortField::Email => {
+                        expected_order(&listed, order, |u| u.email.as_str().to_owned())
+                    }
+                };
+                assert_eq!(ids(&walked), expected, "{what}");
+            }
         }
     }
 }

@@ -156,7 +156,7 @@ macro_rules! conformance_suite {
             list_sorts_by_email,
             keyset_paging_stays_stable_while_users_are_added,
             keyset_paging_through_equal_names_takes_each_once_ordered_by_id,
-            a_role_walked_by_cursor_mixes_both_states_in_every_sort,
+            every_filter_walked_by_cursor_lists_its_users_in_every_sort,
             totals_stay_exact_through_inserts_deletes_role_changes_and_activation,
             search_finds_exactly_the_users_containing_q_in_any_case,
             search_agrees_with_a_scan_for_letters_that_change_length_or_form_in_lower_case,

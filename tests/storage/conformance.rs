@@ -299,28 +299,46 @@ async fn assert_sorted<K: Ord>(
             );
         }
         assert_eq!(paged, expected, "paged, {sort:?} {order:?}");
-        // Keyset: each page strictly after the last user of the page before.
-        let mut by_cursor: Vec<User> = Vec::new();
-        loop {
-            let after = by_cursor.last().map(|last| UserCursor {
-                key: SortKey::of(last, sort),
-                id: last.id,
-            });
-            let page = repo
-                .list_users(&ListQuery {
-                    after,
-                    limit: per_page,
-                    ..sorted_query(sort, order)
-                })
-                .await
-                .expect("list");
-            assert_eq!(page.total, users.len() as u64, "total with a cursor");
-            if page.items.is_empty() {
-                break;
-            }
-            by_cursor.extend(page.items);
-        }
+        let by_cursor = walk_by_cursor(
+            repo,
+            &ListQuery {
+                limit: per_page,
+                ..sorted_query(sort, order)
+            },
+            users.len(),
+            &format!("by cursor, {sort:?} {order:?}"),
+        )
+        .await;
         assert_eq!(ids(&by_cursor), expected, "by cursor, {sort:?} {order:?}");
+    }
+}
+
+/// Every user `query` lists, a page at a time, each page strictly after the last user of
+/// the page before; every page's total must be `total`.
+async fn walk_by_cursor(
+    repo: &DynRepository,
+    query: &ListQuery,
+    total: usize,
+    what: &str,
+) -> Vec<User> {
+    let mut walked: Vec<User> = Vec::new();
+    loop {
+        let page = repo
+            .list_users(&ListQuery {
+                after: walked.last().map(|last| UserCursor {
+                    key: SortKey::of(last, query.sort),
+                    id: last.id,
+                }),
+                ..query.clone()
+            })
+            .await
+            .expect("list");
+        assert_eq!(page.total, total as u64, "{what}: total");
+        if page.items.is_empty() {
+            return walked;
+        }
+        walked.extend(page.items);
+        assert!(walked.len() <= total, "{what}: no end");
     }
 }
 
@@ -3230,29 +3248,14 @@ pub async fn every_filter_walked_by_cursor_lists_its_users_in_every_sort(repo: D
         for sort in [SortField::CreatedAt, SortField::Name, SortField::Email] {
             for order in [SortOrder::Ascending, SortOrder::Descending] {
                 let what = format!("{filter:?} {sort:?} {order:?}");
-                let mut walked: Vec<User> = Vec::new();
-                loop {
-                    let page = repo
-                        .list_users(&ListQuery {
-                            sort,
-                            order,
-                            filter: filter.clone(),
-                            after: walked.last().map(|last| UserCursor {
-                                key: SortKey::of(last, sort),
-                                id: last.id,
-                            }),
-                            limit: 2,
-                            ..ListQuery::default()
-                        })
-                        .await
-                        .expect("list");
-                    assert_eq!(page.total, listed.len() as u64, "{what}");
-                    if page.items.is_empty() {
-                        break;
-                    }
-                    walked.extend(page.items);
-                    assert!(walked.len() <= listed.len(), "{what}: no end");
-                }
+                let query = ListQuery {
+                    sort,
+                    order,
+                    filter: filter.clone(),
+                    limit: 2,
+                    ..ListQuery::default()
+                };
+                let walked = walk_by_cursor(&repo, &query, listed.len(), &what).await;
                 let expected = match sort {
                     SortField::CreatedAt => expected_order(&listed, order, |u| u.created_at),
                     SortField::Name => {

@@ -193,6 +193,13 @@ pub struct UserFilter {
     pub active: Option<bool>,
 }
 
+impl UserFilter {
+    /// Whether the filter keeps users by role or state.
+    pub fn by_role_or_state(&self) -> bool {
+        self.role.is_some() || self.active.is_some()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortField {
     #[default]

@@ -772,6 +772,10 @@ fn search_phrase(q: &str) -> Option<String> {
 /// for the search index (searches the index answers are listed from their matches): such a
 /// `q` is looked for in every row.
 fn where_clause(filter: &UserFilter) -> (String, Vec<Value>) {
+    debug_assert!(
+        indexed_search(filter).is_none(),
+        "an indexed search scanned"
+    );
     let mut conditions = Vec::new();
     let mut values = Vec::new();
     if let Some(q) = &filter.q {
@@ -865,7 +869,8 @@ fn order_and_keyset(
     (column, direction, keyset)
 }
 
-/// The statement for a page of a list that is not a search alone, and its parameters.
+/// The statement for a page of a list without a search the index answers (no `q`, or one
+/// too short for it), and its parameters.
 fn page_statement(query: &ListQuery) -> (String, Vec<Value>) {
     let (clause, mut values) = where_clause(&query.filter);
     let (column, direction, keyset) = order_and_keyset(query, &mut values);
@@ -967,7 +972,7 @@ fn sorted_search_page(
         .iter()
         .map(|condition| format!(" AND {condition}"))
         .collect();
-    let total = if kept.is_empty() {
+    let total = if !query.filter.by_role_or_state() {
         matches.len() as u64
     } else {
         let n: i64 = conn
@@ -1240,11 +1245,10 @@ impl Repository for SqliteRepository {
                 .map(|phrase| matching_rowids(&tx, &phrase))
                 .transpose()?;
             if let Some(matches) = &matches {
-                let alone = query.filter.role.is_none() && query.filter.active.is_none();
-                let walked = if alone {
-                    walked_search_page(&tx, &query, matches)?
-                } else {
+                let walked = if query.filter.by_role_or_state() {
                     None
+                } else {
+                    walked_search_page(&tx, &query, matches)?
                 };
                 return match walked {
                     Some(page) => Ok(page),
@@ -2220,6 +2224,27 @@ mod tests {
             assert_eq!(page.total, total, "{q}");
             assert_eq!(page.items.len() as u64, total, "{q}");
         }
+    }
+
+    /// A filter on state alone merges one walk per role in `Role::ALL`: those must be every
+    /// role the schema counts, or some users would be left out of the pages but not the total.
+    #[tokio::test]
+    async fn the_roles_a_list_merges_are_the_roles_the_schema_counts() {
+        let (dir, _repo) = fresh().await;
+        let conn = Connection::open(dir.path().join("users.db")).expect("open");
+        let counted: Vec<String> = conn
+            .prepare("SELECT DISTINCT role FROM user_counts ORDER BY role")
+            .expect("a statement")
+            .query_map([], |row| row.get(0))
+            .expect("roles")
+            .collect::<rusqlite::Result<_>>()
+            .expect("roles");
+        let mut merged: Vec<String> = Role::ALL
+            .iter()
+            .map(|role| stored_role(*role).to_owned())
+            .collect();
+        merged.sort();
+        assert_eq!(merged, counted);
     }
 
     /// Every list but a search, by every sort in both orders, from the start and from a

@@ -23,7 +23,8 @@ function required(name) {
   return value;
 }
 
-/** Debian's Chromium, headless; nothing is downloaded. */
+/** Debian's Chromium (or the Chromium-based browser `CHROMIUM` names), headless; nothing is
+ * downloaded. */
 export async function launch() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',

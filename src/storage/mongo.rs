@@ -1062,7 +1062,7 @@ impl MongoRepository {
         }
     }
 
-    /// Whether the session has ended, or is gone (expired and removed, or never was).
+    /// The stored refresh token with this hash, if there is one.
     async fn find_refresh_token(
         &self,
         token_hash: &str,
@@ -1102,6 +1102,7 @@ impl MongoRepository {
         })
     }
 
+    /// Whether the session has ended, or is gone (expired and removed, or never was).
     async fn session_ended(&self, session_id: &str) -> StorageResult<bool> {
         let session = run(|| {
             self.sessions

@@ -1241,19 +1241,14 @@ impl Repository for SqliteRepository {
         self.read(move |conn| {
             let tx = conn.transaction()?;
             // A search is listed from the index once; alone, its length is the total.
-            let matches = indexed_search(&query.filter)
-                .map(|phrase| matching_rowids(&tx, &phrase))
-                .transpose()?;
-            if let Some(matches) = &matches {
-                let walked = if query.filter.by_role_or_state() {
-                    None
-                } else {
-                    walked_search_page(&tx, &query, matches)?
-                };
-                return match walked {
-                    Some(page) => Ok(page),
-                    None => sorted_search_page(&tx, &query, matches),
-                };
+            if let Some(phrase) = indexed_search(&query.filter) {
+                let matches = matching_rowids(&tx, &phrase)?;
+                if !query.filter.by_role_or_state()
+                    && let Some(page) = walked_search_page(&tx, &query, &matches)?
+                {
+                    return Ok(page);
+                }
+                return sorted_search_page(&tx, &query, &matches);
             }
             let total = count(&tx, &query.filter)?;
             let (sql, values) = page_statement(&query);
@@ -2299,7 +2294,7 @@ mod tests {
                             plan.iter().filter(|step| step.contains(" users")).collect();
                         // Filtered lists walk the (role, active, key) index of the sort,
                         // one walk per role or state when only the other is given.
-                        let walk = if role.is_some() || active.is_some() {
+                        let walk = if query.filter.by_role_or_state() {
                             format!("USING INDEX users_role_active_{column} (role=? AND active=?")
                         } else {
                             format!("USING INDEX users_{column}")

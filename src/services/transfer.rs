@@ -19,8 +19,9 @@ use crate::{
 };
 
 /// Users per database round trip, both ways. An import batch is one transaction on SQLite:
-/// the larger it is, the fewer times the index pages its users share are written (1 M users:
-/// 17,000 users/s at 5,000 per batch, 19,900 at 20,000, no better at 50,000).
+/// the larger it is, the fewer times the index pages its users share are written (1 M users,
+/// with three more indexes than now: 17,000 users/s at 5,000 per batch, 19,900 at 20,000, no
+/// better at 50,000).
 pub const BATCH: usize = 20000;
 
 /// One user as a line of an export, or of an import (where only `name`, `email` and one of

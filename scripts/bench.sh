@@ -351,7 +351,7 @@ for sort in -created_at created_at name -name email -email; do
   QUERIES+=("sort=$sort" "sort=$sort&after=$(cursor_after "$sort")")
 done
 QUERIES+=("page=$DEEP_PAGE" role=admin active=false "role=user&active=true&sort=name" \
-  q=mario "q=mario&sort=name")
+  q=mario "q=mario&sort=name" "q=mario&role=admin" "q=mario&active=false")
 n=0
 for query in "${QUERIES[@]}"; do
   n=$((n + 1))

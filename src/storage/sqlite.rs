@@ -841,17 +841,22 @@ fn matching_rowids(conn: &Connection, phrase: &str) -> StorageResult<Vec<i64>> {
         .collect::<rusqlite::Result<_>>()?)
 }
 
+/// The column a sort orders by, after which `id` breaks ties.
+fn sort_column(sort: SortField) -> &'static str {
+    match sort {
+        SortField::CreatedAt => "created_at",
+        SortField::Name => "name",
+        SortField::Email => "email",
+    }
+}
+
 /// The sort column and direction of a list, and the condition that starts it after its
 /// cursor, if it has one (its two values pushed onto `values`).
 fn order_and_keyset(
     query: &ListQuery,
     values: &mut Vec<Value>,
 ) -> (&'static str, &'static str, Option<String>) {
-    let column = match query.sort {
-        SortField::CreatedAt => "created_at",
-        SortField::Name => "name",
-        SortField::Email => "email",
-    };
+    let column = sort_column(query.sort);
     let (direction, beyond) = match query.order {
         SortOrder::Ascending => ("ASC", ">"),
         SortOrder::Descending => ("DESC", "<"),
@@ -869,23 +874,21 @@ fn order_and_keyset(
     (column, direction, keyset)
 }
 
-/// The statement for a page of a list without a search the index answers (no `q`, or one
-/// too short for it), and its parameters.
-fn page_statement(query: &ListQuery) -> (String, Vec<Value>) {
-    let (clause, mut values) = where_clause(&query.filter);
+/// The statement that reads `columns` of the users `filter` keeps, in the order of `query`
+/// from its cursor, and its parameters. `filter` has no search the index answers: no `q`,
+/// or one too short for it.
+fn walk_statement(query: &ListQuery, filter: &UserFilter, columns: &str) -> (String, Vec<Value>) {
+    let (clause, mut values) = where_clause(filter);
     let (column, direction, keyset) = order_and_keyset(query, &mut values);
     let conditions = match keyset {
         None => clause,
         Some(keyset) if clause.is_empty() => format!("WHERE {keyset}"),
         Some(keyset) => format!("{clause} AND {keyset}"),
     };
-    values.push(Value::Integer(i64::from(query.limit)));
-    values.push(Value::Integer(query.offset as i64));
-    let n = values.len();
     // The (role, active, key) indexes hold each pair of the two in order: a filter on one of
     // them (so `conditions` is not empty) is a merge of one walk per value of the other,
     // rather than all its users sorted.
-    let arms: Vec<String> = match (query.filter.role, query.filter.active) {
+    let arms: Vec<String> = match (filter.role, filter.active) {
         (Some(_), None) => vec![" AND active = 0".to_owned(), " AND active = 1".to_owned()],
         (None, Some(_)) => Role::ALL
             .iter()
@@ -895,37 +898,133 @@ fn page_statement(query: &ListQuery) -> (String, Vec<Value>) {
     };
     let rows = arms
         .iter()
-        .map(|arm| format!("SELECT {USER_COLUMNS} FROM users {conditions}{arm}"))
+        .map(|arm| format!("SELECT {columns} FROM users {conditions}{arm}"))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let sql = format!(
-        "{rows} ORDER BY {column} {direction}, id {direction} LIMIT ?{} OFFSET ?{n}",
-        n - 1
-    );
+    let sql = format!("{rows} ORDER BY {column} {direction}, id {direction}");
     (sql, values)
 }
 
-/// The page of a search alone, found by walking the sort index from the cursor and keeping
-/// the rows in `matches`, when that takes at most as many steps as there are matches: a
-/// broad search finds its page within a few steps per row kept, where fetching and sorting
-/// every match costs a lookup each. `None` when the walk gives up (a narrow search, or
-/// matches that sit far along the sort, as a name searched in the order of names): then
-/// [`sorted_search_page`].
-fn walked_search_page(
+/// The statement for a page of a list without a search the index answers, and its
+/// parameters.
+fn page_statement(query: &ListQuery) -> (String, Vec<Value>) {
+    let (walk, mut values) = walk_statement(query, &query.filter, USER_COLUMNS);
+    values.push(Value::Integer(i64::from(query.limit)));
+    values.push(Value::Integer(query.offset as i64));
+    let n = values.len();
+    (format!("{walk} LIMIT ?{} OFFSET ?{n}", n - 1), values)
+}
+
+/// The page of a search the index answers, from its matches (in rowid order).
+fn search_page(conn: &Connection, query: &ListQuery, matches: &[i64]) -> StorageResult<Page<User>> {
+    let total = search_total(conn, &query.filter, matches)?;
+    let items = match walked_search_items(conn, query, matches)? {
+        Some(items) => items,
+        None => sorted_search_items(conn, query, matches)?,
+    };
+    Ok(Page { items, total })
+}
+
+/// About how many steps along an index cost what one lookup of a row by rowid does (1 M
+/// users: a walk of 48,000 admins or deactivated users with a membership test each, against
+/// looking up 9,500 matches).
+const WALK_STEPS_PER_LOOKUP: u64 = 8;
+
+/// How many of `matches` the filter's role and state keep: all of them without either.
+/// Otherwise by the fewest steps of three: walking the users the filter keeps, or those it
+/// leaves out, in the index on role and state (no row read) and counting matches among
+/// them; or, when either walk would take more than [`WALK_STEPS_PER_LOOKUP`] steps a
+/// match, looking each match up.
+fn search_total(conn: &Connection, filter: &UserFilter, matches: &[i64]) -> StorageResult<u64> {
+    if !filter.by_role_or_state() {
+        return Ok(matches.len() as u64);
+    }
+    let mut values = Vec::new();
+    let conditions = role_and_state(filter, &mut values).join(" AND ");
+    // Each (role, active) pair with its count: those the filter keeps, then those it leaves.
+    let cells = |kept: bool| -> StorageResult<Vec<(String, i64, u64)>> {
+        let negate = if kept { "" } else { "NOT " };
+        Ok(conn
+            .prepare_cached(&format!(
+                "SELECT role, active, n FROM user_counts WHERE {negate}({conditions})"
+            ))?
+            .query_map(rusqlite::params_from_iter(&values), |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? as u64))
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    };
+    let (kept, left) = (cells(true)?, cells(false)?);
+    let size = |cells: &[(String, i64, u64)]| cells.iter().map(|cell| cell.2).sum::<u64>();
+    let matched = matches.len() as u64;
+    let walk_kept = size(&kept) <= size(&left);
+    let walked = if walk_kept { &kept } else { &left };
+    if size(walked) > matched.saturating_mul(WALK_STEPS_PER_LOOKUP) {
+        let rowids = rowid_array(matches);
+        let n: i64 = conn
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM users WHERE rowid IN rarray(?{}) AND {conditions}",
+                values.len() + 1
+            ))?
+            .query_row(
+                rusqlite::params_from_iter(with_matches(&values, &rowids)),
+                |r| r.get(0),
+            )?;
+        return Ok(n as u64);
+    }
+    let mut walk = conn.prepare_cached(SEARCH_TOTAL_WALK)?;
+    let mut found = 0;
+    for (role, active, _) in walked {
+        let mut rows = walk.query(params![role, active])?;
+        while let Some(row) = rows.next()? {
+            if matches.binary_search(&row.get(0)?).is_ok() {
+                found += 1;
+            }
+        }
+    }
+    Ok(if walk_kept { found } else { matched - found })
+}
+
+/// The users of one role in one state, for a search's total.
+const SEARCH_TOTAL_WALK: &str = "SELECT rowid FROM users WHERE role = ?1 AND active = ?2";
+
+/// Rowids as one parameter, for `rarray`.
+fn rowid_array(rowids: &[i64]) -> Array {
+    Rc::new(rowids.iter().copied().map(Value::Integer).collect())
+}
+
+/// The parameters of a statement whose last one is `rowids`, after `values`.
+fn with_matches<'a>(values: &'a [Value], rowids: &'a Array) -> Vec<&'a dyn ToSql> {
+    values
+        .iter()
+        .map(|v| v as &dyn ToSql)
+        .chain([rowids as &dyn ToSql])
+        .collect()
+}
+
+/// The users of a search's page, found by walking the list's order within the filter's
+/// role and state from the cursor and keeping the rows in `matches`, when that takes at
+/// most as many steps as there are matches: a broad search finds its page within a few
+/// steps per row kept, and a narrow filter (admins) runs out of rows, where fetching and
+/// sorting every match costs a lookup each. `None` when the walk gives up (a narrow search,
+/// or matches that sit far along the order, as a name searched in the order of names):
+/// then [`sorted_search_items`].
+fn walked_search_items(
     conn: &Connection,
     query: &ListQuery,
     matches: &[i64],
-) -> StorageResult<Option<Page<User>>> {
-    let total = matches.len() as u64;
+) -> StorageResult<Option<Vec<User>>> {
     let wanted = usize::try_from(query.offset)
         .unwrap_or(usize::MAX)
         .saturating_add(query.limit as usize);
-    let mut values = Vec::new();
-    let (column, direction, keyset) = order_and_keyset(query, &mut values);
-    let condition = keyset.map(|k| format!("WHERE {k}")).unwrap_or_default();
-    let mut walk = conn.prepare_cached(&format!(
-        "SELECT rowid FROM users {condition} ORDER BY {column} {direction}, id {direction}"
-    ))?;
+    let role_and_state = UserFilter {
+        q: None,
+        ..query.filter.clone()
+    };
+    // The sort's columns too: a merge of walks orders by what it selects. Its index holds
+    // them, so the walk reads no row.
+    let columns = format!("rowid, {}, id", sort_column(query.sort));
+    let (sql, values) = walk_statement(query, &role_and_state, &columns);
+    let mut walk = conn.prepare_cached(&sql)?;
     let mut rows = walk.query(rusqlite::params_from_iter(values))?;
     let mut kept = Vec::new();
     let mut steps = 0;
@@ -948,50 +1047,28 @@ fn walked_search_page(
         .skip(wanted - query.limit as usize)
         .map(|rowid| fetch.query_row([rowid], user_from_row))
         .collect::<rusqlite::Result<_>>()?;
-    Ok(Some(Page { items, total }))
+    Ok(Some(items))
 }
 
-/// The page of a search, from fetching and sorting every row in `matches` that the role
-/// and state of the filter keep (counted first, unless the filter has neither).
-fn sorted_search_page(
+/// The users of a search's page, from fetching and sorting every row in `matches` that the
+/// role and state of the filter keep.
+fn sorted_search_items(
     conn: &Connection,
     query: &ListQuery,
     matches: &[i64],
-) -> StorageResult<Page<User>> {
-    // The matches are the last parameter of each statement, after `values`.
-    fn with_matches<'a>(values: &'a [Value], rowids: &'a Array) -> Vec<&'a dyn ToSql> {
-        values
-            .iter()
-            .map(|v| v as &dyn ToSql)
-            .chain([rowids as &dyn ToSql])
-            .collect()
-    }
-    let rowids: Array = Rc::new(matches.iter().copied().map(Value::Integer).collect());
+) -> StorageResult<Vec<User>> {
+    let rowids = rowid_array(matches);
     let mut values = Vec::new();
     let kept: String = role_and_state(&query.filter, &mut values)
         .iter()
         .map(|condition| format!(" AND {condition}"))
         .collect();
-    let total = if !query.filter.by_role_or_state() {
-        matches.len() as u64
-    } else {
-        let n: i64 = conn
-            .prepare_cached(&format!(
-                "SELECT count(*) FROM users WHERE rowid IN rarray(?{}){kept}",
-                values.len() + 1
-            ))?
-            .query_row(
-                rusqlite::params_from_iter(with_matches(&values, &rowids)),
-                |r| r.get(0),
-            )?;
-        n as u64
-    };
     let (column, direction, keyset) = order_and_keyset(query, &mut values);
     let keyset = keyset.map(|k| format!(" AND {k}")).unwrap_or_default();
     values.push(Value::Integer(i64::from(query.limit)));
     values.push(Value::Integer(query.offset as i64));
     let n = values.len();
-    let items = conn
+    Ok(conn
         .prepare_cached(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE rowid IN rarray(?{}){kept}{keyset} \
              ORDER BY {column} {direction}, id {direction} LIMIT ?{} OFFSET ?{n}",
@@ -1002,8 +1079,7 @@ fn sorted_search_page(
             rusqlite::params_from_iter(with_matches(&values, &rowids)),
             user_from_row,
         )?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(Page { items, total })
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<Session> {
@@ -1243,12 +1319,7 @@ impl Repository for SqliteRepository {
             // A search is listed from the index once; alone, its length is the total.
             if let Some(phrase) = indexed_search(&query.filter) {
                 let matches = matching_rowids(&tx, &phrase)?;
-                if !query.filter.by_role_or_state()
-                    && let Some(page) = walked_search_page(&tx, &query, &matches)?
-                {
-                    return Ok(page);
-                }
-                return sorted_search_page(&tx, &query, &matches);
+                return search_page(&tx, &query, &matches);
             }
             let total = count(&tx, &query.filter)?;
             let (sql, values) = page_statement(&query);
@@ -2146,7 +2217,7 @@ mod tests {
             repo.read(move |conn| {
                 let phrase = indexed_search(&query.filter).expect("an indexed search");
                 let matches = matching_rowids(conn, &phrase)?;
-                Ok(walked_search_page(conn, &query, &matches)?.is_some())
+                Ok(walked_search_items(conn, &query, &matches)?.is_some())
             })
         };
         assert!(walks(search("example", None)).await.expect("walk"));
@@ -2242,9 +2313,104 @@ mod tests {
         assert_eq!(merged, counted);
     }
 
+    /// A search's total under a role or state, counted by each of its three ways: walking
+    /// the users the filter keeps, walking those it leaves out, looking up each match. 60
+    /// users: 3 admins, 20 deactivated; "zed" matches 4 of them (walks of up to 32 steps),
+    /// "quark" 2, one of them deactivated (up to 16).
+    #[tokio::test]
+    async fn a_filtered_search_counts_the_same_whichever_way_it_is_counted() {
+        let (_dir, repo) = fresh().await;
+        let mut everyone = Vec::new();
+        for i in 0..60 {
+            let name = match i {
+                1 | 20 | 33 | 45 => format!("Zed {i}"),
+                7 | 9 => format!("Quark {i}"),
+                _ => format!("Other {i}"),
+            };
+            let user = User {
+                name: DisplayName::parse(&name).expect("a name"),
+                email: Email::parse(&format!("user{i}@example.com")).expect("an email"),
+                role: if i % 20 == 0 { Role::Admin } else { Role::User },
+                active: i % 3 != 0,
+                ..User::sample()
+            };
+            repo.create_user(&user).await.expect("create");
+            everyone.push(user);
+        }
+        let cases = [
+            ("zed", Some(Role::Admin), None),        // the 3 admins
+            ("zed", Some(Role::User), None),         // the 3 admins left out
+            ("zed", Some(Role::User), Some(true)),   // the 22 admins or deactivated left out
+            ("zed", None, Some(false)),              // the 20 deactivated
+            ("quark", None, Some(true)),             // 40 or 20 users: each match looked up
+            ("quark", Some(Role::User), Some(true)), // 38 or 22 users: the same
+            ("quark", Some(Role::Admin), None),      // the 3 admins
+        ];
+        for (q, role, active) in cases {
+            let filter = UserFilter {
+                q: Some(q.to_owned()),
+                role,
+                active,
+            };
+            let mut expected: Vec<&User> = everyone
+                .iter()
+                .filter(|u| {
+                    u.name.as_str().to_lowercase().contains(q)
+                        && role.is_none_or(|r| u.role == r)
+                        && active.is_none_or(|a| u.active == a)
+                })
+                .collect();
+            expected.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+            let page = repo
+                .list_users(&ListQuery {
+                    filter: filter.clone(),
+                    sort: SortField::Name,
+                    order: SortOrder::Ascending,
+                    limit: 2,
+                    ..ListQuery::default()
+                })
+                .await
+                .expect("list");
+            let listed: Vec<UserId> = page.items.iter().map(|u| u.id).collect();
+            let wanted: Vec<UserId> = expected.iter().take(2).map(|u| u.id).collect();
+            assert_eq!(
+                (page.total, listed),
+                (expected.len() as u64, wanted),
+                "{filter:?}"
+            );
+        }
+    }
+
+    /// What `EXPLAIN QUERY PLAN` says of a statement, a step a line.
+    fn plan_of(conn: &Connection, sql: &str, values: Vec<Value>) -> Vec<String> {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("a statement")
+            .query_map(rusqlite::params_from_iter(values), |row| row.get(3))
+            .expect("a plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("a plan")
+    }
+
+    /// A search's total walks a (role, active) pair's users in an index, reading no row.
+    #[tokio::test]
+    async fn a_search_total_walks_one_role_and_state_in_an_index() {
+        let (dir, _repo) = fresh().await;
+        let conn = Connection::open(dir.path().join("users.db")).expect("open");
+        let plan = plan_of(
+            &conn,
+            SEARCH_TOTAL_WALK,
+            vec![Value::Text("user".into()), Value::Integer(1)],
+        );
+        assert!(
+            plan.len() == 1 && plan[0].contains("USING COVERING INDEX users_role_active_"),
+            "{plan:#?}"
+        );
+    }
+
     /// Every list but a search, by every sort in both orders, from the start and from a
     /// cursor, walks its sort's index from where the page starts, within its filter: none
-    /// passes over users the filter leaves out, or sorts what it reads.
+    /// passes over users the filter leaves out, or sorts what it reads. So does the walk by
+    /// which a search with those filters looks for its page.
     #[tokio::test]
     async fn every_sort_under_every_filter_walks_an_index() {
         let (dir, _repo) = fresh().await;
@@ -2282,29 +2448,29 @@ mod tests {
                             after,
                             ..ListQuery::default()
                         };
-                        let (sql, values) = page_statement(&query);
-                        let plan: Vec<String> = conn
-                            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                            .expect("a statement")
-                            .query_map(rusqlite::params_from_iter(values), |row| row.get(3))
-                            .expect("a plan")
-                            .collect::<rusqlite::Result<_>>()
-                            .expect("a plan");
-                        let reads: Vec<&String> =
-                            plan.iter().filter(|step| step.contains(" users")).collect();
                         // Filtered lists walk the (role, active, key) index of the sort,
                         // one walk per role or state when only the other is given.
                         let walk = if query.filter.by_role_or_state() {
-                            format!("USING INDEX users_role_active_{column} (role=? AND active=?")
+                            format!("INDEX users_role_active_{column} (role=? AND active=?")
                         } else {
-                            format!("USING INDEX users_{column}")
+                            format!("INDEX users_{column}")
                         };
-                        assert!(
-                            !reads.is_empty()
-                                && reads.iter().all(|step| step.contains(&walk))
-                                && !plan.iter().any(|step| step.contains("TEMP B-TREE")),
-                            "{query:?}: {plan:#?}"
-                        );
+                        // The page, and the walk a search takes through the same order.
+                        let statements = [
+                            page_statement(&query),
+                            walk_statement(&query, &query.filter, &format!("rowid, {column}, id")),
+                        ];
+                        for (sql, values) in statements {
+                            let plan = plan_of(&conn, &sql, values);
+                            let reads: Vec<&String> =
+                                plan.iter().filter(|step| step.contains(" users")).collect();
+                            assert!(
+                                !reads.is_empty()
+                                    && reads.iter().all(|step| step.contains(&walk))
+                                    && !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+                                "{query:?}: {plan:#?}"
+                            );
+                        }
                     }
                 }
             }

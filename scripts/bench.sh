@@ -179,9 +179,13 @@ wrk_rate() {
   awk '/^Requests\/sec:/ { print $2 }' "$@"
 }
 
-# median_run WRK_OUTPUT...: the path of the report of median rate among them.
+# median_run WRK_OUTPUT...: the path of the report of median rate among them (a report
+# without a rate counts as 0).
 median_run() {
-  paste <(wrk_rate "$@") <(printf '%s\n' "$@") | sort -g | awk -v n=$# 'NR == int(n / 2) + 1 { print $2 }'
+  local report
+  for report in "$@"; do
+    printf '%s\t%s\n' "$(wrk_rate "$report" | grep . || echo 0)" "$report"
+  done | sort -g | awk -F '\t' -v n=$# 'NR == int(n / 2) + 1 { print $2 }'
 }
 
 # rates_note WRK_OUTPUT...: with more than one run, each run's rate, for the notes column.

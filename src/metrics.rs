@@ -2,10 +2,11 @@
 //! database errors. One process-wide registry, rendered at `GET /metrics`. No HTTP here:
 //! the request middleware and the route live in the HTTP layer.
 
-use std::{sync::LazyLock, time::Duration};
+use std::{cell::RefCell, collections::HashMap, sync::LazyLock, time::Duration};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 struct Metrics {
@@ -147,16 +148,51 @@ pub fn record_database_error(kind: &'static str) {
     METRICS.database_errors.with_label_values(&[kind]).inc();
 }
 
+/// A request counter and latency histogram, for one method, route pattern and status.
+struct RequestHandles {
+    method: &'static str,
+    status: u16,
+    requests: IntCounter,
+    latency: Histogram,
+}
+
+thread_local! {
+    /// Each thread's handles on the request series it has met, by route pattern. A series
+    /// is looked up in the registry (a hash of its labels, under a lock every core shares)
+    /// once per thread, not on every request.
+    static REQUEST_HANDLES: RefCell<HashMap<String, Vec<RequestHandles>>> =
+        RefCell::default();
+}
+
 /// Counts and times one answered request under its route pattern.
 pub fn observe_request(method: &'static str, route: &str, status: u16, latency: Duration) {
-    METRICS
-        .requests
-        .with_label_values(&[method, route, &status.to_string()])
-        .inc();
-    METRICS
-        .latency
-        .with_label_values(&[method, route])
-        .observe(latency.as_secs_f64());
+    REQUEST_HANDLES.with_borrow_mut(|routes| {
+        if !routes.contains_key(route) {
+            routes.insert(route.to_owned(), Vec::new());
+        }
+        let known = routes.get_mut(route).expect("inserted above");
+        let at = match known
+            .iter()
+            .position(|h| h.method == method && h.status == status)
+        {
+            Some(at) => at,
+            None => {
+                known.push(RequestHandles {
+                    method,
+                    status,
+                    requests: METRICS.requests.with_label_values(&[
+                        method,
+                        route,
+                        &status.to_string(),
+                    ]),
+                    latency: METRICS.latency.with_label_values(&[method, route]),
+                });
+                known.len() - 1
+            }
+        };
+        known[at].requests.inc();
+        known[at].latency.observe(latency.as_secs_f64());
+    });
 }
 
 /// Every metric in the Prometheus text format, with that format's content type.
@@ -165,4 +201,44 @@ pub fn render() -> Result<(String, Vec<u8>), prometheus::Error> {
     let mut body = Vec::new();
     encoder.encode(&METRICS.registry.gather(), &mut body)?;
     Ok((encoder.format_type().to_owned(), body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The handles a thread keeps count each method, route and status apart, in the same
+    /// series the registry renders.
+    #[test]
+    fn requests_are_counted_by_method_route_and_status() {
+        let route = "/test/requests-are-counted";
+        let took = Duration::from_millis(3);
+        for (method, status) in [("GET", 200), ("GET", 404), ("GET", 200), ("POST", 200)] {
+            observe_request(method, route, status, took);
+        }
+        let (_, body) = render().expect("rendered");
+        let text = String::from_utf8(body).expect("text");
+        let value = |series: String| -> String {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&series))
+                .unwrap_or_else(|| panic!("no {series} in {text}"))
+                .trim()
+                .to_owned()
+        };
+        let requests = |method: &str, status: u16| {
+            value(format!(
+                "http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}}"
+            ))
+        };
+        assert_eq!(requests("GET", 200), "2");
+        assert_eq!(requests("GET", 404), "1");
+        assert_eq!(requests("POST", 200), "1");
+        let timed = |method: &str| {
+            value(format!(
+                "http_request_duration_seconds_count{{method=\"{method}\",route=\"{route}\"}}"
+            ))
+        };
+        assert_eq!(timed("GET"), "3");
+        assert_eq!(timed("POST"), "1");
+    }
 }

@@ -3,7 +3,9 @@
 use std::io::{BufWriter, IsTerminal, Write};
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry, filter::Targets, fmt, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 /// Lines the log buffer holds before it starts dropping them: about half a second of the
 /// busiest endpoint at full speed. Every slot is written when the queue is made, 32 bytes
@@ -46,7 +48,11 @@ pub fn init(format: LogFormat, to: LogOutput) -> WorkerGuard {
             (writer, guard, ansi)
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter: Box<dyn Layer<Registry> + Send + Sync> =
+        match log_filter(std::env::var("RUST_LOG").ok().as_deref()) {
+            LogFilter::Targets(targets) => targets,
+            LogFilter::Env(filter) => filter,
+        };
     let registry = tracing_subscriber::registry().with(filter);
     // `try_init` so that a second call (as in tests) keeps the first subscriber.
     let _ = match format {
@@ -65,6 +71,39 @@ pub fn init(format: LogFormat, to: LogOutput) -> WorkerGuard {
             .try_init(),
     };
     guard
+}
+
+/// What `RUST_LOG` asks for, as one of two filters.
+enum LogFilter {
+    Targets(Box<Targets>),
+    Env(Box<EnvFilter>),
+}
+
+/// The filter `RUST_LOG` names: `info` when it is unset or blank, and `info` too when it
+/// does not parse. `EnvFilter` takes a lock every thread shares on each span entered and
+/// left, to follow directives that name spans or fields (`[…]`), which are kept for it;
+/// levels by target alone (`warn,user_service=debug`) go to `Targets`, which takes none.
+fn log_filter(spec: Option<&str>) -> LogFilter {
+    // Blank directives dropped: `Targets` would read one as a target matching everything.
+    let directives: Vec<&str> = spec
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| !directive.is_empty())
+        .collect();
+    let spec = if directives.is_empty() {
+        "info".to_owned()
+    } else {
+        directives.join(",")
+    };
+    if !spec.contains('[')
+        && let Ok(targets) = spec.parse::<Targets>()
+    {
+        return LogFilter::Targets(Box::new(targets));
+    }
+    LogFilter::Env(Box::new(
+        EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info")),
+    ))
 }
 
 /// `spawn_blocking` that keeps the caller's span, so blocking work logs with the request id.
@@ -91,4 +130,46 @@ pub enum LogFormat {
     #[default]
     Pretty,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::*;
+
+    fn targets(spec: Option<&str>) -> Targets {
+        match log_filter(spec) {
+            LogFilter::Targets(targets) => *targets,
+            LogFilter::Env(filter) => panic!("{spec:?} became an EnvFilter: {filter}"),
+        }
+    }
+
+    #[test]
+    fn levels_by_target_are_filtered_without_a_lock() {
+        for unset in [None, Some(""), Some(" , ")] {
+            let filter = targets(unset);
+            assert!(filter.would_enable("user_service::routes", &Level::INFO));
+            assert!(!filter.would_enable("user_service::routes", &Level::DEBUG));
+        }
+        let filter = targets(Some(" warn, user_service=debug, "));
+        assert!(filter.would_enable("user_service::routes", &Level::DEBUG));
+        assert!(!filter.would_enable("user_service::routes", &Level::TRACE));
+        assert!(filter.would_enable("mongodb", &Level::WARN));
+        assert!(!filter.would_enable("mongodb", &Level::INFO));
+    }
+
+    #[test]
+    fn directives_on_spans_or_fields_and_unreadable_ones_keep_the_env_filter() {
+        for spec in [
+            "info,[HTTP request]=debug",
+            "user_service[{request_id}]=trace",
+            "user_service=verbose",
+        ] {
+            assert!(
+                matches!(log_filter(Some(spec)), LogFilter::Env(_)),
+                "{spec}"
+            );
+        }
+    }
 }

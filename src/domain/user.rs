@@ -198,6 +198,11 @@ impl UserFilter {
     pub fn by_role_or_state(&self) -> bool {
         self.role.is_some() || self.active.is_some()
     }
+
+    /// Whether the filter's role and state keep a user of this role in this state.
+    pub fn keeps(&self, role: Role, active: bool) -> bool {
+        self.role.is_none_or(|r| r == role) && self.active.is_none_or(|a| a == active)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

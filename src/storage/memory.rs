@@ -180,9 +180,7 @@ fn matches(user: &User, filter: &UserFilter) -> bool {
                 .as_ref()
                 .is_some_and(|u| u.as_str().to_lowercase().contains(&q))
     });
-    q_matches
-        && filter.role.is_none_or(|role| user.role == role)
-        && filter.active.is_none_or(|active| user.active == active)
+    q_matches && filter.keeps(user.role, user.active)
 }
 
 /// The list's order before its direction: by the sort key, then by id.

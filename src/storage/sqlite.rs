@@ -947,20 +947,22 @@ enum Tally {
 type Cells = Vec<(Role, bool, u64)>;
 
 fn cells(conn: &Connection, filter: &UserFilter) -> StorageResult<(Cells, Cells)> {
-    let mut counted =
-        conn.prepare_cached("SELECT n FROM user_counts WHERE role = ?1 AND active = ?2")?;
+    let counted: Vec<(String, bool, i64)> = conn
+        .prepare_cached("SELECT role, active, n FROM user_counts")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     let mut kept = Vec::new();
     let mut left = Vec::new();
     for role in Role::ALL {
         for active in [false, true] {
-            let n: Option<i64> = counted
-                .query_row(params![stored_role(role), active], |row| row.get(0))
-                .optional()?;
-            let cell = (role, active, n.map_or(0, |n| u64::try_from(n).unwrap_or(0)));
-            if filter.role.is_none_or(|r| r == role) && filter.active.is_none_or(|a| a == active) {
-                kept.push(cell);
+            let n = counted
+                .iter()
+                .find(|(r, a, _)| r == stored_role(role) && *a == active)
+                .map_or(0, |&(_, _, n)| u64::try_from(n).unwrap_or(0));
+            if filter.keeps(role, active) {
+                kept.push((role, active, n));
             } else {
-                left.push(cell);
+                left.push((role, active, n));
             }
         }
     }

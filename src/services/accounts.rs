@@ -20,9 +20,7 @@ use crate::{
     },
     mail::{Mail, Mailer},
     metrics,
-    storage::{
-        DynRepository, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse, ResetTokenRecord,
-    },
+    storage::{DynRepository, OneTimeTokenRecord, RefreshTokenRecord, RefreshTokenUse},
 };
 
 /// How failed logins lock an account.
@@ -362,7 +360,7 @@ impl AccountService {
             let token = OpaqueToken::generate();
             let now = domain::now();
             self.repo
-                .insert_mfa_challenge(MfaChallengeRecord {
+                .insert_mfa_challenge(OneTimeTokenRecord {
                     token_hash: token.hash,
                     user_id: user.id,
                     created_at: now,
@@ -796,7 +794,7 @@ impl AccountService {
         let token = OpaqueToken::generate();
         let now = domain::now();
         self.repo
-            .insert_reset_token(ResetTokenRecord {
+            .insert_reset_token(OneTimeTokenRecord {
                 token_hash: token.hash,
                 user_id: user.id,
                 created_at: now,

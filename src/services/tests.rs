@@ -103,7 +103,7 @@ impl Harness {
         let token = OpaqueToken::generate();
         let now = crate::domain::now();
         self.repo
-            .insert_reset_token(crate::storage::ResetTokenRecord {
+            .insert_reset_token(crate::storage::OneTimeTokenRecord {
                 token_hash: token.hash,
                 user_id: user.id(),
                 created_at: now,

@@ -14,9 +14,9 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    Claim, Imported, LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse,
-    Repository, ResetTokenRecord, StorageError, StorageResult, StoredAnswer, StoredAttempts,
-    TotpState, UniqueField, VerificationTokenRecord,
+    Claim, Imported, LoginAttempts, OneTimeTokenRecord, RefreshTokenRecord, RefreshTokenUse,
+    Repository, StorageError, StorageResult, StoredAnswer, StoredAttempts, TotpState, UniqueField,
+    VerificationTokenRecord,
 };
 use crate::domain::{
     AuditEvent, AuditFilter, AuditQuery, Email, ListQuery, Page, Secret, Session, SessionId,
@@ -30,7 +30,7 @@ struct StoredRefresh {
 }
 
 struct StoredReset {
-    record: ResetTokenRecord,
+    record: OneTimeTokenRecord,
     used: bool,
 }
 
@@ -49,7 +49,7 @@ struct Data {
     ended_sessions: HashSet<SessionId>,
     totp: HashMap<UserId, StoredTotp>,
     /// Challenges with their attempts so far and whether they were spent.
-    challenges: HashMap<String, (MfaChallengeRecord, u32, bool)>,
+    challenges: HashMap<String, (OneTimeTokenRecord, u32, bool)>,
     audit: Vec<AuditEvent>,
     reset: HashMap<String, StoredReset>,
     login_attempts: HashMap<String, StoredAttempts>,
@@ -164,6 +164,13 @@ fn stored(mut user: User) -> User {
     user.last_login_at = user.last_login_at.map(truncate_to_millis);
     user.locked_until = user.locked_until.map(truncate_to_millis);
     user
+}
+
+/// A one-time token's timestamps as the real backends keep them.
+fn stored_token(mut record: OneTimeTokenRecord) -> OneTimeTokenRecord {
+    record.created_at = truncate_to_millis(record.created_at);
+    record.expires_at = truncate_to_millis(record.expires_at);
+    record
 }
 
 fn duplicate_key(what: &str) -> StorageError {
@@ -626,9 +633,8 @@ impl Repository for MemoryRepository {
         Ok(true)
     }
 
-    async fn insert_mfa_challenge(&self, mut record: MfaChallengeRecord) -> StorageResult<()> {
-        record.created_at = truncate_to_millis(record.created_at);
-        record.expires_at = truncate_to_millis(record.expires_at);
+    async fn insert_mfa_challenge(&self, record: OneTimeTokenRecord) -> StorageResult<()> {
+        let record = stored_token(record);
         let mut data = self.data();
         if data.challenges.contains_key(&record.token_hash) {
             return Err(duplicate_key("a challenge with this hash"));
@@ -702,9 +708,8 @@ impl Repository for MemoryRepository {
         Ok((count - data.audit.len()) as u64)
     }
 
-    async fn insert_reset_token(&self, mut record: ResetTokenRecord) -> StorageResult<()> {
-        record.created_at = truncate_to_millis(record.created_at);
-        record.expires_at = truncate_to_millis(record.expires_at);
+    async fn insert_reset_token(&self, record: OneTimeTokenRecord) -> StorageResult<()> {
+        let record = stored_token(record);
         let mut data = self.data();
         if data.reset.contains_key(&record.token_hash) {
             return Err(duplicate_key("a reset token with this hash"));

@@ -138,9 +138,10 @@ pub struct TotpState {
     pub last_step: Option<u64>,
 }
 
-/// The second step of a login, handed out as an `mfa_token`: only its hash is kept.
+/// A one-time token as stored: a password-reset token, or the second step of a login
+/// (handed out as an `mfa_token`). Only the SHA-256 of the secret is kept.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MfaChallengeRecord {
+pub struct OneTimeTokenRecord {
     pub token_hash: String,
     pub user_id: UserId,
     pub created_at: OffsetDateTime,
@@ -200,15 +201,6 @@ impl StoredAttempts {
             locked_until: self.locked_until,
         }
     }
-}
-
-/// A password-reset token as stored: only the SHA-256 of the secret is kept.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResetTokenRecord {
-    pub token_hash: String,
-    pub user_id: UserId,
-    pub created_at: OffsetDateTime,
-    pub expires_at: OffsetDateTime,
 }
 
 /// An email-verification token as stored: only the SHA-256 of the secret is kept, with the
@@ -378,7 +370,7 @@ pub trait Repository: Send + Sync + 'static {
     /// when it was not on.
     async fn disable_totp(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<bool>;
 
-    async fn insert_mfa_challenge(&self, record: MfaChallengeRecord) -> StorageResult<()>;
+    async fn insert_mfa_challenge(&self, record: OneTimeTokenRecord) -> StorageResult<()>;
     /// Counts one attempt at a live challenge (unused, unexpired at `at`, with fewer than
     /// `max_attempts` so far), atomically; whose it is, or `None` when it is not live.
     async fn attempt_mfa_challenge(
@@ -400,7 +392,7 @@ pub trait Repository: Send + Sync + 'static {
     /// Removes the events older than `before`; how many.
     async fn delete_audit_events_before(&self, before: OffsetDateTime) -> StorageResult<u64>;
 
-    async fn insert_reset_token(&self, record: ResetTokenRecord) -> StorageResult<()>;
+    async fn insert_reset_token(&self, record: OneTimeTokenRecord) -> StorageResult<()>;
     /// Whose a live (unused, unexpired) reset token is, without spending it: so that a new
     /// password can be judged against the account before the token is used up.
     async fn reset_token_owner(

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{
-    Claim, Imported, LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse,
-    Repository, ResetTokenRecord, StorageError, StorageResult, StoredAnswer, TotpState,
-    UniqueField, VerificationTokenRecord, role_from_stored, stored_role,
+    Claim, Imported, LoginAttempts, OneTimeTokenRecord, RefreshTokenRecord, RefreshTokenUse,
+    Repository, StorageError, StorageResult, StoredAnswer, TotpState, UniqueField,
+    VerificationTokenRecord, role_from_stored, stored_role,
 };
 use crate::domain::{
     self, AuditEvent, AuditFilter, AuditQuery, DisplayName, Email, EventDetails, EventId,
@@ -1919,7 +1919,7 @@ impl Repository for MongoRepository {
         Ok(disabled.matched_count == 1)
     }
 
-    async fn insert_mfa_challenge(&self, record: MfaChallengeRecord) -> StorageResult<()> {
+    async fn insert_mfa_challenge(&self, record: OneTimeTokenRecord) -> StorageResult<()> {
         let challenge = MfaChallengeDocument {
             token_hash: record.token_hash,
             user_id: record.user_id.object_id(),
@@ -2012,7 +2012,7 @@ impl Repository for MongoRepository {
         Ok(deleted.deleted_count)
     }
 
-    async fn insert_reset_token(&self, record: ResetTokenRecord) -> StorageResult<()> {
+    async fn insert_reset_token(&self, record: OneTimeTokenRecord) -> StorageResult<()> {
         let token = ResetTokenDocument {
             token_hash: record.token_hash,
             user_id: record.user_id.object_id(),

@@ -19,9 +19,9 @@ use rusqlite::{
 use time::OffsetDateTime;
 
 use super::{
-    Claim, Imported, LoginAttempts, MfaChallengeRecord, RefreshTokenRecord, RefreshTokenUse,
-    Repository, ResetTokenRecord, StorageError, StorageResult, StoredAnswer, StoredAttempts,
-    TotpState, UniqueField, VerificationTokenRecord, role_from_stored, stored_role,
+    Claim, Imported, LoginAttempts, OneTimeTokenRecord, RefreshTokenRecord, RefreshTokenUse,
+    Repository, StorageError, StorageResult, StoredAnswer, StoredAttempts, TotpState, UniqueField,
+    VerificationTokenRecord, role_from_stored, stored_role,
 };
 use crate::{
     domain::{
@@ -1211,6 +1211,25 @@ fn stored_step(step: u64) -> StorageResult<i64> {
     i64::try_from(step).map_err(StorageError::internal)
 }
 
+/// Stores a one-time token in `table` (`mfa_challenges` or `reset_tokens`, whose first four
+/// columns are the same).
+fn insert_one_time_token(
+    conn: &Connection,
+    table: &'static str,
+    record: &OneTimeTokenRecord,
+) -> StorageResult<()> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO {table} (token_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)"
+    ))?
+    .execute(params![
+        record.token_hash,
+        record.user_id.to_hex(),
+        unix_millis(record.created_at),
+        unix_millis(record.expires_at),
+    ])?;
+    Ok(())
+}
+
 fn replace_codes(conn: &Connection, user_id: &str, hashes: &[String]) -> StorageResult<()> {
     conn.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [user_id])?;
     let mut insert =
@@ -1872,21 +1891,9 @@ impl Repository for SqliteRepository {
         .await
     }
 
-    async fn insert_mfa_challenge(&self, record: MfaChallengeRecord) -> StorageResult<()> {
-        self.call(move |conn| {
-            conn.execute(
-                "INSERT INTO mfa_challenges (token_hash, user_id, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    record.token_hash,
-                    record.user_id.to_hex(),
-                    unix_millis(record.created_at),
-                    unix_millis(record.expires_at),
-                ],
-            )?;
-            Ok(())
-        })
-        .await
+    async fn insert_mfa_challenge(&self, record: OneTimeTokenRecord) -> StorageResult<()> {
+        self.call(move |conn| insert_one_time_token(conn, "mfa_challenges", &record))
+            .await
     }
 
     async fn attempt_mfa_challenge(
@@ -1993,21 +2000,9 @@ impl Repository for SqliteRepository {
         .await
     }
 
-    async fn insert_reset_token(&self, record: ResetTokenRecord) -> StorageResult<()> {
-        self.call(move |conn| {
-            conn.execute(
-                "INSERT INTO reset_tokens (token_hash, user_id, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    record.token_hash,
-                    record.user_id.to_hex(),
-                    unix_millis(record.created_at),
-                    unix_millis(record.expires_at),
-                ],
-            )?;
-            Ok(())
-        })
-        .await
+    async fn insert_reset_token(&self, record: OneTimeTokenRecord) -> StorageResult<()> {
+        self.call(move |conn| insert_one_time_token(conn, "reset_tokens", &record))
+            .await
     }
 
     async fn reset_token_owner(

@@ -27,8 +27,8 @@ use user_service::{
         truncate_to_millis, unix_millis,
     },
     storage::{
-        DynRepository, Imported, LoginAttempts, RefreshTokenRecord, RefreshTokenUse,
-        ResetTokenRecord, StorageError, UniqueField, VerificationTokenRecord,
+        DynRepository, Imported, LoginAttempts, OneTimeTokenRecord, RefreshTokenRecord,
+        RefreshTokenUse, StorageError, UniqueField, VerificationTokenRecord,
     },
 };
 
@@ -187,9 +187,9 @@ async fn start_session(repo: &DynRepository, user_id: UserId) -> SessionId {
     session.id
 }
 
-fn reset(token_hash: &str, user_id: UserId) -> ResetTokenRecord {
+fn reset(token_hash: &str, user_id: UserId) -> OneTimeTokenRecord {
     let created_at = now();
-    ResetTokenRecord {
+    OneTimeTokenRecord {
         token_hash: token_hash.to_owned(),
         user_id,
         created_at,
@@ -1221,7 +1221,7 @@ pub async fn delete_removes_the_users_sessions_and_mfa_but_keeps_their_audit_eve
 ) {
     use user_service::{
         domain::{AuditEvent, AuditFilter, AuditQuery, EventDetails, EventId, EventKind, Secret},
-        storage::{MfaChallengeRecord, TotpState},
+        storage::{OneTimeTokenRecord, TotpState},
     };
 
     let user = create(&repo, "Mario", "mario@example.com", None).await;
@@ -1240,7 +1240,7 @@ pub async fn delete_removes_the_users_sessions_and_mfa_but_keeps_their_audit_eve
                 .expect("enable")
         );
         let at = now();
-        repo.insert_mfa_challenge(MfaChallengeRecord {
+        repo.insert_mfa_challenge(OneTimeTokenRecord {
             token_hash: format!("challenge-{token}"),
             user_id: who.id,
             created_at: at,
@@ -2825,7 +2825,7 @@ pub async fn a_reset_tokens_owner_is_told_without_spending_it(repo: DynRepositor
 pub async fn expired_or_unknown_reset_token_is_refused(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     let created_at = now() - time::Duration::hours(2);
-    repo.insert_reset_token(ResetTokenRecord {
+    repo.insert_reset_token(OneTimeTokenRecord {
         token_hash: "expired".into(),
         user_id: user.id,
         created_at,

@@ -3,7 +3,7 @@
 
 use user_service::{
     domain::Secret,
-    storage::{MfaChallengeRecord, TotpState},
+    storage::{OneTimeTokenRecord, TotpState},
 };
 
 use super::*;
@@ -418,8 +418,8 @@ pub async fn disable_totp_forgets_secrets_and_codes_and_is_false_when_off(repo: 
 // ---------------------------------------------------------------------------------------
 
 /// A challenge of `user_id` issued at `moment(0)`, live for five minutes.
-fn challenge(token_hash: &str, user_id: UserId) -> MfaChallengeRecord {
-    MfaChallengeRecord {
+fn challenge(token_hash: &str, user_id: UserId) -> OneTimeTokenRecord {
+    OneTimeTokenRecord {
         token_hash: token_hash.to_owned(),
         user_id,
         created_at: moment(0),
@@ -444,7 +444,7 @@ async fn consume_challenge(repo: &DynRepository, token: &str, at: OffsetDateTime
         .expect("consume_mfa_challenge")
 }
 
-async fn issue(repo: &DynRepository, record: MfaChallengeRecord) {
+async fn issue(repo: &DynRepository, record: OneTimeTokenRecord) {
     repo.insert_mfa_challenge(record)
         .await
         .expect("insert_mfa_challenge");
@@ -505,7 +505,7 @@ pub async fn an_mfa_challenge_is_dead_from_its_expires_at(repo: DynRepository) {
     assert!(consume_challenge(&repo, "timed", last).await);
 
     // Stored to the millisecond: a deadline with finer digits is cut down to it.
-    let precise = MfaChallengeRecord {
+    let precise = OneTimeTokenRecord {
         expires_at: moment(300)
             .replace_nanosecond(999_999_999)
             .expect("a valid nanosecond"),

@@ -18,6 +18,10 @@ ADMIN_PASSWORD=${ADMIN_PASSWORD:?set ADMIN_PASSWORD}
 suffix=$RANDOM$RANDOM
 EMAIL="walker$suffix@example.com"
 PASSWORD="first password $suffix"
+if [ -n "${SERVICE_LOG:-}" ] && [ ! -r "$SERVICE_LOG" ]; then
+  echo "FAILED: cannot read SERVICE_LOG=$SERVICE_LOG" >&2
+  exit 1
+fi
 
 body=$(mktemp)
 trap 'rm -f "$body"' EXIT
@@ -91,7 +95,10 @@ call 204 POST /api/users/me/mfa/disable "{\"current_password\":\"$PASSWORD\"}" "
 echo "== forgot and reset the password"
 # The link is logged after the answer (the mail goes out in the background), and the log
 # already holds other links (the verification mail at registration): wait for a new reset one.
-reset_links() { grep 'password_reset' "$SERVICE_LOG" | grep -o 'token=[A-Za-z0-9_-]*' || true; }
+# A link counts once its closing quote is written (the log is written in blocks).
+reset_links() {
+  grep 'password_reset' "$SERVICE_LOG" | grep -o 'token=[A-Za-z0-9_-]*"' | tr -d '"' || true
+}
 links_before=0
 if [ -n "${SERVICE_LOG:-}" ]; then links_before=$(reset_links | wc -l); fi
 call 202 POST /api/auth/forgot-password "{\"email\":\"$EMAIL\"}" >/dev/null

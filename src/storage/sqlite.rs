@@ -866,7 +866,7 @@ impl Matches {
             (Some(&first), Some(&last)) => (first, last),
             _ => (0, -1),
         };
-        let span = usize::try_from(last.wrapping_sub(first).wrapping_add(1)).unwrap_or(usize::MAX);
+        let span = usize::try_from(i128::from(last) - i128::from(first) + 1).unwrap_or(usize::MAX);
         let words = span.div_ceil(64);
         let bits =
             (words <= Self::WORDS_ALWAYS + rowids.len() * Self::WORDS_PER_MATCH).then(|| {
@@ -1218,15 +1218,18 @@ fn insert_one_time_token(
     table: &'static str,
     record: &OneTimeTokenRecord,
 ) -> StorageResult<()> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO {table} (token_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)"
-    ))?
-    .execute(params![
-        record.token_hash,
-        record.user_id.to_hex(),
-        unix_millis(record.created_at),
-        unix_millis(record.expires_at),
-    ])?;
+    conn.execute(
+        &format!(
+            "INSERT INTO {table} (token_hash, user_id, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4)"
+        ),
+        params![
+            record.token_hash,
+            record.user_id.to_hex(),
+            unix_millis(record.created_at),
+            unix_millis(record.expires_at),
+        ],
+    )?;
     Ok(())
 }
 
@@ -2284,18 +2287,23 @@ mod tests {
     fn matches_answer_membership_with_or_without_a_bitmap() {
         let dense: Vec<i64> = (1..=5000).filter(|r| r % 7 == 0 || r % 11 == 3).collect();
         let sparse = vec![-3, 5, 70_000, 9_000_000_000];
-        for (rowids, bitmap) in [(dense, true), (sparse, false), (Vec::new(), true)] {
+        let cases = [
+            (dense, true),
+            ((0..=63).collect(), true),
+            (vec![-70, -6], true),
+            (vec![i64::MAX - 5, i64::MAX], true),
+            (sparse, false),
+            (vec![i64::MIN, i64::MAX], false),
+            (Vec::new(), true),
+        ];
+        for (rowids, bitmap) in cases {
             let matches = Matches::new(rowids.clone());
             assert_eq!(matches.bits.is_some(), bitmap, "{rowids:?}");
             assert_eq!(matches.len(), rowids.len());
-            let probes = rowids.iter().flat_map(|&r| [r - 1, r, r + 1]).chain([
-                i64::MIN,
-                -1,
-                0,
-                64,
-                5001,
-                i64::MAX,
-            ]);
+            let probes = rowids
+                .iter()
+                .flat_map(|&r| [r.saturating_sub(1), r, r.saturating_add(1)])
+                .chain([i64::MIN, -1, 0, 64, 5001, i64::MAX]);
             for probe in probes {
                 assert_eq!(
                     matches.contains(probe),

@@ -167,10 +167,11 @@ thread_local! {
 /// Counts and times one answered request under its route pattern.
 pub fn observe_request(method: &'static str, route: &str, status: u16, latency: Duration) {
     REQUEST_HANDLES.with_borrow_mut(|routes| {
-        if !routes.contains_key(route) {
-            routes.insert(route.to_owned(), Vec::new());
-        }
-        let known = routes.get_mut(route).expect("inserted above");
+        // Not `entry`, which would copy the route on every request.
+        let known = match routes.get_mut(route) {
+            Some(known) => known,
+            None => routes.entry(route.to_owned()).or_default(),
+        };
         let at = match known
             .iter()
             .position(|h| h.method == method && h.status == status)

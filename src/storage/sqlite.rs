@@ -1107,6 +1107,19 @@ fn with_matches<'a>(values: &'a [Value], rowids: &'a Array) -> Vec<&'a dyn ToSql
         .collect()
 }
 
+/// The walk by which a search looks for its page: the list's order within the filter's role
+/// and state, from the cursor, reading rowids.
+fn search_walk_statement(query: &ListQuery) -> (String, Vec<Value>) {
+    let role_and_state = UserFilter {
+        q: None,
+        ..query.filter.clone()
+    };
+    // The sort's columns too: a merge of walks orders by what it selects. Its index holds
+    // them, so the walk reads no row.
+    let columns = format!("rowid, {}, id", sort_column(query.sort));
+    walk_statement(query, &role_and_state, &columns)
+}
+
 /// The users of a search's page, found by walking the list's order within the filter's
 /// role and state from the cursor and keeping the rows in `matches`, when that takes at
 /// most as many steps as there are matches: a broad search finds its page within a few
@@ -1122,14 +1135,7 @@ fn walked_search_items(
     let wanted = usize::try_from(query.offset)
         .unwrap_or(usize::MAX)
         .saturating_add(query.limit as usize);
-    let role_and_state = UserFilter {
-        q: None,
-        ..query.filter.clone()
-    };
-    // The sort's columns too: a merge of walks orders by what it selects. Its index holds
-    // them, so the walk reads no row.
-    let columns = format!("rowid, {}, id", sort_column(query.sort));
-    let (sql, values) = walk_statement(query, &role_and_state, &columns);
+    let (sql, values) = search_walk_statement(query);
     let mut walk = conn.prepare_cached(&sql)?;
     let mut rows = walk.query(rusqlite::params_from_iter(values))?;
     let mut kept = Vec::new();
@@ -2611,10 +2617,7 @@ mod tests {
                             format!("INDEX users_{column}")
                         };
                         // The page, and the walk a search takes through the same order.
-                        let statements = [
-                            page_statement(&query),
-                            walk_statement(&query, &query.filter, &format!("rowid, {column}, id")),
-                        ];
+                        let statements = [page_statement(&query), search_walk_statement(&query)];
                         for (sql, values) in statements {
                             let plan = plan_of(&conn, &sql, values);
                             let reads: Vec<&String> =

@@ -303,8 +303,9 @@ impl UserService {
         Ok(user)
     }
 
-    /// What follows a change: audit events, notices, and the end of every session when the
-    /// password changed or the user was deactivated.
+    /// What follows a change: audit events, notices, and the end of every session and every
+    /// pending reset link when the password changed or the user was deactivated (and of the
+    /// links when the address changed).
     async fn changed(
         &self,
         access: &AccountAccess<'_>,
@@ -341,8 +342,16 @@ impl UserService {
             )
             .await?;
         }
-        if before.active && !after.active {
+        let deactivated = before.active && !after.active;
+        if deactivated {
             self.end_sessions(after.id, "deactivated", Some(actor.id()), actor.origin())
+                .await?;
+        }
+        // A reset link mailed before is for a password, an address or an account that is
+        // no more: whoever still holds it (an old mailbox, a read mail) must not get in.
+        if deactivated || fields.contains(&"password") || fields.contains(&"email") {
+            self.repo
+                .void_reset_tokens(&after.id, domain::now())
                 .await?;
         }
         if fields.contains(&"email") {

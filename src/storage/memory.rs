@@ -34,6 +34,18 @@ struct StoredReset {
     used: bool,
 }
 
+/// Marks the user's unused reset tokens used; how many.
+fn void_reset_tokens(data: &mut Data, user_id: UserId) -> u64 {
+    let mut voided = 0;
+    for token in data.reset.values_mut() {
+        if token.record.user_id == user_id && !token.used {
+            token.used = true;
+            voided += 1;
+        }
+    }
+    voided
+}
+
 #[derive(Default)]
 struct StoredTotp {
     state: TotpState,
@@ -747,12 +759,12 @@ impl Repository for MemoryRepository {
             Some(token) if !token.used && token.record.expires_at > at => token.record.user_id,
             _ => return Ok(None),
         };
-        for token in data.reset.values_mut() {
-            if token.record.user_id == user_id {
-                token.used = true;
-            }
-        }
+        void_reset_tokens(&mut data, user_id);
         Ok(Some(user_id))
+    }
+
+    async fn void_reset_tokens(&self, user_id: &UserId, _at: OffsetDateTime) -> StorageResult<u64> {
+        Ok(void_reset_tokens(&mut self.data(), *user_id))
     }
 
     async fn insert_verification_token(

@@ -407,6 +407,9 @@ pub trait Repository: Send + Sync + 'static {
         token_hash: &str,
         at: OffsetDateTime,
     ) -> StorageResult<Option<UserId>>;
+    /// Voids every unused reset token of a user, as used at `at`: a link mailed before the
+    /// password, the address or the account's state changed must not work after. How many.
+    async fn void_reset_tokens(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<u64>;
 
     /// Stores a verification token and voids the user's earlier ones: only the newest link
     /// works.

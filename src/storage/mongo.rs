@@ -2051,16 +2051,22 @@ impl Repository for MongoRepository {
         let Some(doc) = used else {
             return Ok(None);
         };
-        run(|| {
+        let user_id = doc.user_id.into();
+        self.void_reset_tokens(&user_id, at).await?;
+        Ok(Some(user_id))
+    }
+
+    async fn void_reset_tokens(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<u64> {
+        let voided = run(|| {
             self.reset_tokens
                 .update_many(
-                    doc! { "user_id": doc.user_id, "used_at": Bson::Null },
+                    doc! { "user_id": user_id.object_id(), "used_at": Bson::Null },
                     doc! { "$set": { "used_at": bson_time(at) } },
                 )
                 .into_future()
         })
         .await?;
-        Ok(Some(doc.user_id.into()))
+        Ok(voided.modified_count)
     }
 
     async fn insert_verification_token(

@@ -1239,6 +1239,14 @@ fn insert_one_time_token(
     Ok(())
 }
 
+/// Marks the user's unused reset tokens used at `at`; how many.
+fn void_reset_tokens(conn: &Connection, user_id: &str, at: OffsetDateTime) -> StorageResult<usize> {
+    Ok(conn.execute(
+        "UPDATE reset_tokens SET used_at = ?2 WHERE user_id = ?1 AND used_at IS NULL",
+        params![user_id, unix_millis(at)],
+    )?)
+}
+
 fn replace_codes(conn: &Connection, user_id: &str, hashes: &[String]) -> StorageResult<()> {
     conn.execute("DELETE FROM recovery_codes WHERE user_id = ?1", [user_id])?;
     let mut insert =
@@ -2056,16 +2064,19 @@ impl Repository for SqliteRepository {
             let Some(user_id) = user_id else {
                 return Ok(None);
             };
-            tx.execute(
-                "UPDATE reset_tokens SET used_at = ?2 WHERE user_id = ?1 AND used_at IS NULL",
-                params![user_id, unix_millis(at)],
-            )?;
+            void_reset_tokens(&tx, &user_id, at)?;
             tx.commit()?;
             Ok(Some(
                 UserId::parse(&user_id).map_err(StorageError::internal)?,
             ))
         })
         .await
+    }
+
+    async fn void_reset_tokens(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<u64> {
+        let user_id = user_id.to_hex();
+        self.call(move |conn| Ok(void_reset_tokens(conn, &user_id, at)? as u64))
+            .await
     }
     async fn insert_verification_token(
         &self,

@@ -181,3 +181,72 @@ async fn a_common_new_password_is_refused_and_the_token_still_works() {
         .await
         .assert_status(204);
 }
+
+#[tokio::test]
+async fn a_reset_link_stops_working_once_the_password_address_or_state_changes() {
+    let (app, mailbox) = app_with_smtp().await;
+    let user = app.register_user("Alice", "alice@example.com", None).await;
+    let id = user["id"].as_str().unwrap();
+    let admin = app.admin_token().await;
+    let mut mails = 0;
+    let mut mailed = async |address: &str| {
+        app.forgot_password(address).await.assert_status(202);
+        mails += 1;
+        reset_token_from_mail(&mailbox.wait_for(RESET_MAIL, mails).await)
+    };
+
+    // Another change (the name) leaves the link alone.
+    let token = mailed("alice@example.com").await;
+    let alice = app.login_session("alice@example.com", PASSWORD).await;
+    app.patch_json(
+        "/api/users/me",
+        &json!({"name": "Alice Liddell"}),
+        Some(&alice.access_token),
+    )
+    .await
+    .assert_status(200);
+    app.reset_password(&token, NEW_PASSWORD)
+        .await
+        .assert_status(204);
+
+    // Her own new password: a link mailed before it is void.
+    let token = mailed("alice@example.com").await;
+    let alice = app.login_session("alice@example.com", NEW_PASSWORD).await;
+    app.patch_json(
+        "/api/users/me",
+        &json!({"password": "yet another new password", "current_password": NEW_PASSWORD}),
+        Some(&alice.access_token),
+    )
+    .await
+    .assert_status(200);
+    app.reset_password(&token, "the attacker's password")
+        .await
+        .assert_status(401);
+
+    // Her new address: the link mailed to the old one is void.
+    let token = mailed("alice@example.com").await;
+    let alice = app
+        .login_session("alice@example.com", "yet another new password")
+        .await;
+    app.patch_json(
+        "/api/users/me",
+        &json!({"email": "alice@wonder.land", "current_password": "yet another new password"}),
+        Some(&alice.access_token),
+    )
+    .await
+    .assert_status(200);
+    app.reset_password(&token, "the attacker's password")
+        .await
+        .assert_status(401);
+
+    // Deactivated by an admin: void too, and it stays so once she is active again.
+    let token = mailed("alice@wonder.land").await;
+    app.deactivate(id, &admin).await.assert_status(200);
+    app.activate(id, &admin).await.assert_status(200);
+    app.reset_password(&token, "the attacker's password")
+        .await
+        .assert_status(401);
+    app.login_email("alice@wonder.land", "yet another new password")
+        .await
+        .assert_status(200);
+}

@@ -2883,6 +2883,57 @@ pub async fn consuming_a_reset_token_voids_the_users_other_reset_tokens(repo: Dy
     assert_eq!(consume(&repo, "m4").await, Some(mario.id));
 }
 
+pub async fn voiding_a_users_reset_tokens_spends_only_their_live_ones(repo: DynRepository) {
+    let mario = create(&repo, "Mario", "mario@example.com", None).await;
+    let luigi = create(&repo, "Luigi", "luigi@example.com", None).await;
+    for token in ["m1", "m2", "m3"] {
+        repo.insert_reset_token(reset(token, mario.id))
+            .await
+            .expect("insert");
+    }
+    repo.insert_reset_token(reset("l1", luigi.id))
+        .await
+        .expect("insert");
+    assert_eq!(consume(&repo, "m1").await, Some(mario.id));
+    repo.insert_reset_token(reset("m4", mario.id))
+        .await
+        .expect("insert");
+    repo.insert_reset_token(reset("m5", mario.id))
+        .await
+        .expect("insert");
+
+    let voided = repo
+        .void_reset_tokens(&mario.id, now())
+        .await
+        .expect("void");
+    assert_eq!(voided, 2, "only the two live ones (m4, m5) count");
+    for token in ["m4", "m5"] {
+        assert_eq!(
+            repo.reset_token_owner(token, now()).await.expect("owner"),
+            None
+        );
+        assert_eq!(consume(&repo, token).await, None, "{token} is void");
+    }
+    assert_eq!(
+        consume(&repo, "l1").await,
+        Some(luigi.id),
+        "another user's stays"
+    );
+    assert_eq!(
+        repo.void_reset_tokens(&mario.id, now())
+            .await
+            .expect("void"),
+        0,
+        "nothing left to void"
+    );
+
+    // A token issued afterwards works.
+    repo.insert_reset_token(reset("m6", mario.id))
+        .await
+        .expect("insert");
+    assert_eq!(consume(&repo, "m6").await, Some(mario.id));
+}
+
 pub async fn concurrent_consumes_of_a_reset_token_succeed_once(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     repo.insert_reset_token(reset("contested", user.id))

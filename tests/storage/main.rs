@@ -175,6 +175,7 @@ macro_rules! conformance_suite {
             a_mail_claim_holds_for_its_window_per_kind_and_address,
             expired_or_unknown_reset_token_is_refused,
             consuming_a_reset_token_voids_the_users_other_reset_tokens,
+            voiding_a_users_reset_tokens_spends_only_their_live_ones,
             concurrent_consumes_of_a_reset_token_succeed_once,
             // Sessions (conformance/sessions.rs).
             a_session_round_trips_with_its_origin,

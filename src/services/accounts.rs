@@ -307,7 +307,8 @@ impl AccountService {
     /// threshold the answer is [`ServiceError::LoginLocked`] and the password is not looked
     /// at, so that of any number of simultaneous attempts at most the threshold are checked.
     /// A name that is nobody's is counted and locked the same way. With MFA on, the right
-    /// password leads to the second step, and the count goes on until it is passed.
+    /// password leads to the second step and its attempt is taken back: only wrong passwords
+    /// and wrong codes count, and only a passed second step ends the count.
     ///
     /// [`Repository::count_login_attempt`]: crate::storage::Repository::count_login_attempt
     pub async fn login(
@@ -356,6 +357,7 @@ impl AccountService {
             self.repo.update_user(&user.id, &rehashed).await?;
         }
         if user.mfa_enabled {
+            self.forgive_attempt(&key).await?;
             self.ensure_verified(&user)?;
             let token = OpaqueToken::generate();
             let now = domain::now();
@@ -444,6 +446,17 @@ impl AccountService {
             });
         }
         Ok(attempts.locked_until)
+    }
+
+    /// Takes back an attempt [`count_attempt`](Self::count_attempt) counted, with a lock it
+    /// started.
+    async fn forgive_attempt(&self, key: &str) -> Result<(), ServiceError> {
+        if let Some(lockout) = self.settings.lockout {
+            self.repo
+                .forgive_login_attempt(key, lockout.threshold)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Counts and records a failed login; when it locked the account, the user record

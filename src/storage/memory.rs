@@ -411,6 +411,13 @@ impl Repository for MemoryRepository {
         Ok(next.public())
     }
 
+    async fn forgive_login_attempt(&self, key: &str, threshold: u32) -> StorageResult<()> {
+        if let Some(attempts) = self.data().login_attempts.get_mut(key) {
+            *attempts = attempts.forgiven(threshold);
+        }
+        Ok(())
+    }
+
     async fn clear_login_attempts(&self, key: &str) -> StorageResult<()> {
         self.data().login_attempts.remove(key);
         Ok(())

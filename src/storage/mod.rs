@@ -189,6 +189,17 @@ impl StoredAttempts {
         }
     }
 
+    /// The state once one attempt is taken back: a lock the count no longer reaches ends
+    /// (a lock starts when the count reaches `threshold`).
+    fn forgiven(self, threshold: u32) -> Self {
+        let count = self.count.saturating_sub(1);
+        Self {
+            count,
+            locked_until: self.locked_until.filter(|_| count >= threshold),
+            ..self
+        }
+    }
+
     /// When the record may be removed: its lock is over and it has been idle for `lock_for`.
     fn expires_at(&self, lock_for: Duration) -> OffsetDateTime {
         let idle = self.last_at + lock_for;
@@ -288,6 +299,9 @@ pub trait Repository: Send + Sync + 'static {
         threshold: u32,
         lock_for: Duration,
     ) -> StorageResult<LoginAttempts>;
+    /// Takes back one attempt counted against `key`: a right password whose login goes on
+    /// to a second step is no failure. A lock the count no longer reaches ends with it.
+    async fn forgive_login_attempt(&self, key: &str, threshold: u32) -> StorageResult<()>;
     /// Ends the series of `key` (a successful login, a reset, an admin's unlock).
     async fn clear_login_attempts(&self, key: &str) -> StorageResult<()>;
 

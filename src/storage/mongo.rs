@@ -1612,6 +1612,34 @@ impl Repository for MongoRepository {
         })
     }
 
+    async fn forgive_login_attempt(&self, key: &str, threshold: u32) -> StorageResult<()> {
+        // Two steps, each atomic on the record: the lock ends only while the count is below
+        // the threshold, so an attempt counted in between that reaches it keeps its lock.
+        run(|| {
+            self.login_attempts
+                .update_one(
+                    doc! { "_id": key, "count": { "$gt": 0_i64 } },
+                    doc! { "$inc": { "count": -1_i64 } },
+                )
+                .into_future()
+        })
+        .await?;
+        run(|| {
+            self.login_attempts
+                .update_one(
+                    doc! {
+                        "_id": key,
+                        "count": { "$lt": i64::from(threshold) },
+                        "locked_until": { "$ne": Bson::Null },
+                    },
+                    doc! { "$set": { "locked_until": Bson::Null } },
+                )
+                .into_future()
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn clear_login_attempts(&self, key: &str) -> StorageResult<()> {
         run(|| {
             self.login_attempts

@@ -1239,6 +1239,20 @@ fn insert_one_time_token(
     Ok(())
 }
 
+/// The attempts counted against `key`, if any.
+fn stored_attempts(conn: &Connection, key: &str) -> StorageResult<Option<StoredAttempts>> {
+    Ok(conn
+        .prepare_cached("SELECT count, last_at, locked_until FROM login_attempts WHERE key = ?1")?
+        .query_row([key], |row| {
+            Ok(StoredAttempts {
+                count: row.get(0)?,
+                last_at: from_millis(row.get(1)?)?,
+                locked_until: row.get::<_, Option<i64>>(2)?.map(from_millis).transpose()?,
+            })
+        })
+        .optional()?)
+}
+
 /// Marks the user's unused reset tokens used at `at`; how many.
 fn void_reset_tokens(conn: &Connection, user_id: &str, at: OffsetDateTime) -> StorageResult<usize> {
     Ok(conn.execute(
@@ -1562,18 +1576,7 @@ impl Repository for SqliteRepository {
                 "DELETE FROM login_attempts WHERE expires_at < ?1",
                 [unix_millis(at)],
             )?;
-            let previous = tx
-                .prepare_cached(
-                    "SELECT count, last_at, locked_until FROM login_attempts WHERE key = ?1",
-                )?
-                .query_row([&key], |row| {
-                    Ok(StoredAttempts {
-                        count: row.get(0)?,
-                        last_at: from_millis(row.get(1)?)?,
-                        locked_until: row.get::<_, Option<i64>>(2)?.map(from_millis).transpose()?,
-                    })
-                })
-                .optional()?;
+            let previous = stored_attempts(&tx, &key)?;
             let next = StoredAttempts::next(previous, at, threshold, lock_for);
             tx.prepare_cached(
                 "INSERT INTO login_attempts (key, count, last_at, locked_until, expires_at) \
@@ -1590,6 +1593,23 @@ impl Repository for SqliteRepository {
             ])?;
             tx.commit()?;
             Ok(next.public())
+        })
+        .await
+    }
+
+    async fn forgive_login_attempt(&self, key: &str, threshold: u32) -> StorageResult<()> {
+        let key = key.to_owned();
+        self.call(move |conn| {
+            let tx = write_transaction(conn)?;
+            if let Some(attempts) = stored_attempts(&tx, &key)? {
+                let forgiven = attempts.forgiven(threshold);
+                tx.execute(
+                    "UPDATE login_attempts SET count = ?2, locked_until = ?3 WHERE key = ?1",
+                    params![key, forgiven.count, forgiven.locked_until.map(unix_millis)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

@@ -2963,6 +2963,50 @@ async fn attempt(repo: &DynRepository, key: &str, at: OffsetDateTime) -> LoginAt
         .expect("count a login attempt")
 }
 
+pub async fn a_forgiven_attempt_is_taken_back_with_the_lock_it_started(repo: DynRepository) {
+    let forgive = |key: &'static str| {
+        let repo = repo.clone();
+        async move {
+            repo.forgive_login_attempt(key, 3)
+                .await
+                .expect("forgive an attempt")
+        }
+    };
+    let at = now();
+    // Nothing counted: nothing to take back, and the next attempt is the first.
+    forgive("k").await;
+    assert_eq!(attempt(&repo, "k", at).await.count, 1);
+    attempt(&repo, "k", at).await;
+    // The attempt that reached the threshold started a lock; taken back, so is the lock.
+    assert_eq!(
+        attempt(&repo, "k", at).await.locked_until,
+        Some(at + LOCK_FOR)
+    );
+    forgive("k").await;
+    assert_eq!(
+        attempt(&repo, "k", at).await,
+        LoginAttempts {
+            count: 3,
+            locked_until: Some(at + LOCK_FOR)
+        },
+        "the count went back to 2, so this attempt locks again"
+    );
+    // Past the threshold, one taken back leaves the lock: the count still reaches it.
+    let later = at + time::Duration::seconds(30);
+    assert_eq!(attempt(&repo, "k", later).await.count, 4);
+    forgive("k").await;
+    assert_eq!(
+        attempt(&repo, "k", later).await,
+        LoginAttempts {
+            count: 4,
+            locked_until: Some(at + LOCK_FOR)
+        }
+    );
+    // Other keys are their own.
+    forgive("other").await;
+    assert_eq!(attempt(&repo, "other", at).await.count, 1);
+}
+
 pub async fn login_attempts_lock_at_the_threshold_and_start_again_after_the_lock(
     repo: DynRepository,
 ) {

@@ -171,6 +171,7 @@ macro_rules! conformance_suite {
             reset_token_is_consumed_once,
             a_reset_tokens_owner_is_told_without_spending_it,
             login_attempts_lock_at_the_threshold_and_start_again_after_the_lock,
+            a_forgiven_attempt_is_taken_back_with_the_lock_it_started,
             a_verification_token_works_once_within_its_time_and_a_newer_one_voids_it,
             a_mail_claim_holds_for_its_window_per_kind_and_address,
             expired_or_unknown_reset_token_is_refused,

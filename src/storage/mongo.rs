@@ -9,7 +9,7 @@ use futures_util::TryStreamExt;
 use mongodb::{
     Client, Collection, Database, IndexModel,
     error::{ErrorKind, WriteFailure},
-    options::{ClientOptions, IndexOptions, ReturnDocument},
+    options::{ClientOptions, IndexOptions, ReadPreference, ReturnDocument},
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -481,10 +481,11 @@ fn diagnose(error: &mongodb::error::Error) -> Diagnosis {
         ErrorKind::Command(e) => e.code == WRITE_CONFLICT,
         _ => false,
     };
-    if conflict_code
-        || error.contains_label("TransientTransactionError")
-        || error.contains_label("RetryableWriteError")
-    {
+    // Only a write the server refused is tried again. Not one labelled `RetryableWriteError`:
+    // the driver labels network errors so, whose write may have landed, after its own retry
+    // (under the same transaction number, so applied once) failed too; a second, new write
+    // could count an attempt twice or spend a token and then find it spent.
+    if conflict_code || error.contains_label("TransientTransactionError") {
         return Diagnosis::Conflict;
     }
     let transient = match error.kind.as_ref() {
@@ -819,6 +820,9 @@ impl MongoRepository {
         options
             .connect_timeout
             .get_or_insert(Duration::from_secs(3));
+        // Every read goes to the primary, whatever the URL asks: the session a login just
+        // wrote, or a refresh token just spent, must be seen by the next read.
+        options.selection_criteria = Some(ReadPreference::Primary.into());
         let client = Client::with_options(options)?;
         let db = client.database(database);
         let repository = Self {
@@ -1246,25 +1250,37 @@ impl MongoRepository {
                     .limit(1)
                     .into_future()
             })
-            .await?;
-            if left == 0 {
-                let release = doc! { "_id": oid, "admin_removal.token": token };
-                run(|| {
-                    raw_users
-                        .update_one(release.clone(), doc! { "$unset": { "admin_removal": "" } })
-                        .into_future()
-                })
-                .await?;
-                return Err(StorageError::LastActiveAdmin);
-            }
+            .await;
             // Only while the reservation is ours and, by our own clock, not yet abandoned.
             let held = doc! {
                 "_id": oid,
                 "admin_removal.token": token,
                 "admin_removal.at": { "$gt": bson_time(domain::now() - ADMIN_RESERVATION_TTL) },
             };
-            if let Some(done) = apply(held).await? {
-                return Ok(Some(done));
+            let outcome = match left {
+                Ok(0) => Err(StorageError::LastActiveAdmin),
+                Ok(_) => apply(held).await,
+                Err(failure) => Err(failure.into()),
+            };
+            match outcome {
+                Ok(Some(done)) => return Ok(Some(done)),
+                Ok(None) => {}
+                Err(error) => {
+                    // A removal that did not happen (the last admin, a taken address, a
+                    // version changed meanwhile, the database) gives its reservation back
+                    // now: until it lapses, neither this admin nor the others could go.
+                    let release = doc! { "_id": oid, "admin_removal.token": token };
+                    let released = run(|| {
+                        raw_users
+                            .update_one(release.clone(), doc! { "$unset": { "admin_removal": "" } })
+                            .into_future()
+                    })
+                    .await;
+                    if let Err(failure) = released {
+                        tracing::warn!(?failure, "an admin's reservation is left to lapse");
+                    }
+                    return Err(error);
+                }
             }
         }
         Err(StorageError::Unavailable(anyhow::anyhow!(
@@ -2552,11 +2568,14 @@ mod tests {
             diagnose(&write_error(WRITE_CONFLICT, "WriteConflict")),
             Diagnosis::Conflict
         );
-        for label in ["TransientTransactionError", "RetryableWriteError"] {
-            let error = labelled(label);
-            assert!(error.contains_label(label), "{label}");
-            assert_eq!(diagnose(&error), Diagnosis::Conflict, "{label}");
-        }
+        let transient = labelled("TransientTransactionError");
+        assert!(transient.contains_label("TransientTransactionError"));
+        assert_eq!(diagnose(&transient), Diagnosis::Conflict);
+        // The driver's own retry failed, and the write may have landed (this one did: only
+        // its write concern failed): 503 at once, never a second write.
+        let retryable = labelled("RetryableWriteError");
+        assert!(retryable.contains_label("RetryableWriteError"));
+        assert_eq!(diagnose(&retryable), Diagnosis::Unavailable);
         // Still conflicting after the retries: 503, never 500.
         assert!(matches!(
             StorageError::from(command_error(WRITE_CONFLICT, "WriteConflict")),

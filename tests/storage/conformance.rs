@@ -2591,6 +2591,27 @@ pub async fn concurrent_uses_of_one_refresh_token_leave_no_live_token_in_its_ses
     }
 }
 
+pub async fn a_refused_demotion_leaves_both_admins_removable(repo: DynRepository) {
+    let first = insert(&repo, admin_user("First", "first@example.com")).await;
+    let second = insert(&repo, admin_user("Second", "second@example.com")).await;
+    // Refused for the address, after the role was found removable.
+    let demotion = UserPatch::new()
+        .set(UserField::Role(Role::User))
+        .set(UserField::Email(email("second@example.com")));
+    assert!(matches!(
+        repo.update_user(&first.id, &demotion).await,
+        Err(StorageError::Duplicate(UniqueField::Email))
+    ));
+    assert_eq!(fetch(&repo, &first.id).await, first, "nothing was written");
+    // Nothing of the refused one holds up the next removals: the second admin goes (the
+    // first is left), and then the first is the last.
+    assert!(repo.delete_user(&second.id).await.expect("delete"));
+    assert!(matches!(
+        repo.delete_user(&first.id).await,
+        Err(StorageError::LastActiveAdmin)
+    ));
+}
+
 pub async fn the_last_active_admin_cannot_be_demoted_deactivated_or_deleted(repo: DynRepository) {
     let admin = insert(&repo, admin_user("Admin", "admin@example.com")).await;
     let user = create(&repo, "User", "user@example.com", None).await;

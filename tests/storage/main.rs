@@ -168,6 +168,7 @@ macro_rules! conformance_suite {
             ending_the_session_of_a_token_ends_it_and_a_revoked_token_is_not_a_replay,
             a_token_added_to_an_ended_session_is_revoked,
             the_last_active_admin_cannot_be_demoted_deactivated_or_deleted,
+            a_refused_demotion_leaves_both_admins_removable,
             reset_token_is_consumed_once,
             a_reset_tokens_owner_is_told_without_spending_it,
             login_attempts_lock_at_the_threshold_and_start_again_after_the_lock,

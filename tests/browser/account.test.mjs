@@ -8,6 +8,7 @@ import { after, before, test } from 'node:test';
 import {
   ADMIN,
   api,
+  BASE_URL,
   assertClean,
   check,
   createUser,
@@ -174,5 +175,26 @@ test('a user manages their own account', async () => {
   await page.waitForURL('**/sign-in?reason=signed_out_everywhere');
   await page.goto('/account');
   await page.waitForURL('**/sign-in?next=%2Faccount');
+  assertClean(page);
+});
+
+test('sign-in goes on only to a path of this site', async () => {
+  const adminToken = await login(ADMIN.email, ADMIN.password);
+  const user = await createUser(adminToken, { name: 'Nemo', email: `nemo.${RUN}@example.com` });
+  const page = await newPage(browser);
+  const landed = (pathname, search = '') => (url) =>
+    url.origin === new URL(BASE_URL).origin && url.pathname === pathname && url.search === search;
+
+  // Browsers drop tabs and line breaks from an address: "/\t/x" is "//x", another site.
+  await signIn(page, user.email, 'correct horse battery', '/\t/example.invalid/');
+  await page.waitForURL(landed('/account'));
+  // Signed in, the page goes on at once: the same judgement on that path.
+  for (const elsewhere of ['/\n/example.invalid/', '//example.invalid/', '/\\example.invalid/',
+    'https://example.invalid/', 'javascript:alert(1)', '//[']) {
+    await page.goto(`/sign-in?next=${encodeURIComponent(elsewhere)}`);
+    await page.waitForURL(landed('/account'));
+  }
+  await page.goto(`/sign-in?next=${encodeURIComponent('/account?tab=sessions')}`);
+  await page.waitForURL(landed('/account', '?tab=sessions'));
   assertClean(page);
 });

@@ -5,10 +5,22 @@ import { $, onSubmit, say, sayOnPage } from './ui.js';
 
 const params = new URLSearchParams(location.search);
 
-/** Where to go after signing in: a path of this site only, never another origin. */
+/**
+ * Where to go after signing in: a path of this site only, never another origin. Judged on
+ * the address as the browser resolves it, not on the text: the browser drops tabs and line
+ * breaks first, so "/\t/evil.example" would be "//evil.example", another site.
+ */
 function next() {
   const target = params.get('next') || '';
-  return /^\/(?![/\\])/.test(target) ? target : '/account';
+  try {
+    const url = new URL(target, location.origin);
+    if (target.startsWith('/') && url.origin === location.origin) {
+      return url.pathname + url.search + url.hash;
+    }
+  } catch {
+    // Not an address at all ("//[").
+  }
+  return '/account';
 }
 
 function done() {

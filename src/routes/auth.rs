@@ -78,6 +78,7 @@ pub(crate) async fn register(
     RequestOrigin(origin): RequestOrigin,
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
+    let registration = state.accounts.registration()?;
     let key = idempotency::key_of(&req)?;
     let bytes = body.bytes();
     let account = body.parse_then(|r: RegisterRequest| {
@@ -93,7 +94,7 @@ pub(crate) async fn register(
     })?;
     let scope = IdempotencyScope::register();
     idempotency::once(&state, &req, key, scope, &bytes, async {
-        Ok(created(state.accounts.register(account, &origin).await?))
+        Ok(created(registration.register(account, &origin).await?))
     })
     .await
 }

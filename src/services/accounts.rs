@@ -194,21 +194,13 @@ impl AccountService {
         }
     }
 
-    /// Self-service sign-up: an active user with the user role.
-    pub async fn register(
-        &self,
-        account: NewAccount,
-        origin: &Origin,
-    ) -> Result<User, ServiceError> {
+    /// Self-service sign-up, when it is open. Asked for before the new account's fields are
+    /// judged, so that a closed registration answers the same whatever is sent.
+    pub fn registration(&self) -> Result<Registration<'_>, ServiceError> {
         if !self.settings.allow_registration {
             return Err(ServiceError::Forbidden(Refusal::RegistrationClosed));
         }
-        let user = self.users.insert(account, Role::User, true, false).await?;
-        self.audit
-            .record(Event::new(EventKind::UserRegistered).about(user.id), origin)
-            .await;
-        self.outbox.verify_later(&user);
-        Ok(user)
+        Ok(Registration { accounts: self })
     }
 
     /// Mails a fresh verification link, after the answer, when `email` belongs to an active
@@ -912,5 +904,31 @@ impl AccountService {
             expires_in,
             refresh_token: refresh.secret,
         })
+    }
+}
+
+/// An open registration, from [`AccountService::registration`].
+pub struct Registration<'a> {
+    accounts: &'a AccountService,
+}
+
+impl Registration<'_> {
+    /// An active user with the user role.
+    pub async fn register(
+        self,
+        account: NewAccount,
+        origin: &Origin,
+    ) -> Result<User, ServiceError> {
+        let accounts = self.accounts;
+        let user = accounts
+            .users
+            .insert(account, Role::User, true, false)
+            .await?;
+        accounts
+            .audit
+            .record(Event::new(EventKind::UserRegistered).about(user.id), origin)
+            .await;
+        accounts.outbox.verify_later(&user);
+        Ok(user)
     }
 }

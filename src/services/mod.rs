@@ -21,8 +21,8 @@ mod tests;
 
 pub use crate::storage::{StoredAnswer, UniqueField};
 pub use accounts::{
-    AccessToken, AccountService, AccountSettings, Lockout, LoginId, LoginOutcome, SessionView,
-    TokenPair,
+    AccessToken, AccountService, AccountSettings, Lockout, LoginId, LoginOutcome, Registration,
+    SessionView, TokenPair,
 };
 pub use actor::{AccountAccess, Actor, AdminAccess};
 pub use audit::{AuditLog, AuditPage};

@@ -387,6 +387,8 @@ async fn registration_makes_active_users_and_can_be_switched_off() {
     let user = open
         .services
         .accounts
+        .registration()
+        .unwrap()
         .register(account("new@example.com"), &here())
         .await
         .unwrap();
@@ -394,17 +396,15 @@ async fn registration_makes_active_users_and_can_be_switched_off() {
     assert!(matches!(
         open.services
             .accounts
+            .registration()
+            .unwrap()
             .register(account("NEW@example.com"), &here())
             .await,
         Err(ServiceError::Taken(_))
     ));
     let closed = harness_with(settings(false)).await;
     assert!(matches!(
-        closed
-            .services
-            .accounts
-            .register(account("new@example.com"), &here())
-            .await,
+        closed.services.accounts.registration(),
         Err(ServiceError::Forbidden(Refusal::RegistrationClosed))
     ));
 }
@@ -733,7 +733,11 @@ async fn common_passwords_and_the_accounts_own_words_are_refused_wherever_a_pass
         "Weakling",
         "someone else",
     ] {
-        refused(accounts.register(weak(password), &here()).await, "password");
+        let registration = accounts.registration().unwrap();
+        refused(
+            registration.register(weak(password), &here()).await,
+            "password",
+        );
     }
     let admin = h.user("admin@example.com", Role::Admin).await;
     refused(

@@ -90,20 +90,23 @@ pub async fn once(
     }
 }
 
-/// The response, and what of it is stored: status, body, `Location`.
+/// The response, and what of it is stored: status, body, `Location`, `ETag`.
 async fn answer_of(response: HttpResponse) -> Result<(HttpResponse, StoredAnswer), ApiError> {
     let (head, body) = response.into_parts();
     let bytes = to_bytes(body)
         .await
         .map_err(|e| ServiceError::internal(anyhow::anyhow!("reading an answer: {e}")))?;
+    let header = |name| {
+        head.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let answer = StoredAnswer {
         status: head.status().as_u16(),
         body: String::from_utf8_lossy(&bytes).into_owned(),
-        location: head
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        location: header(header::LOCATION),
+        etag: header(header::ETAG),
     };
     Ok((head.set_body(bytes).map_into_boxed_body(), answer))
 }
@@ -117,6 +120,9 @@ fn replay(answer: StoredAnswer) -> HttpResponse {
         .insert_header((REPLAYED, "true"));
     if let Some(location) = answer.location {
         response.insert_header((header::LOCATION, location));
+    }
+    if let Some(etag) = answer.etag {
+        response.insert_header((header::ETAG, etag));
     }
     response.body(answer.body)
 }

@@ -232,6 +232,8 @@ pub struct StoredAnswer {
     /// The body as sent (JSON text).
     pub body: String,
     pub location: Option<String>,
+    /// The version of the user the answer carries.
+    pub etag: Option<String>,
 }
 
 /// What claiming an idempotency key found.

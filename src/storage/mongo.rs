@@ -2267,6 +2267,7 @@ impl Repository for MongoRepository {
                 status,
                 body: answer.get_str("body").unwrap_or_default().to_owned(),
                 location: answer.get_str("location").ok().map(str::to_owned),
+                etag: answer.get_str("etag").ok().map(str::to_owned),
             }));
         }
         Err(StorageError::Unavailable(anyhow::anyhow!(
@@ -2285,6 +2286,9 @@ impl Repository for MongoRepository {
         let mut stored = doc! { "status": i32::from(answer.status), "body": &answer.body };
         if let Some(location) = &answer.location {
             stored.insert("location", location);
+        }
+        if let Some(etag) = &answer.etag {
+            stored.insert("etag", etag);
         }
         let update = doc! { "$set": { "answer": stored } };
         run(|| {

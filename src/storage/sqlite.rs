@@ -298,6 +298,8 @@ DROP INDEX users_active_created_at;
 DROP INDEX users_active_name;
 DROP INDEX users_active_email;
 "#,
+    // A replayed answer carries its user's version too.
+    "ALTER TABLE idempotency_keys ADD COLUMN etag TEXT;",
 ];
 
 const USER_COLUMNS: &str = "id, name, username, email, role, active, password_hash, \
@@ -2217,9 +2219,9 @@ impl Repository for SqliteRepository {
             let claim = if inserted {
                 Claim::New
             } else {
-                let (stored, status, body, location) = tx
+                let (stored, status, body, location, etag) = tx
                     .prepare_cached(
-                        "SELECT fingerprint, status, body, location FROM idempotency_keys \
+                        "SELECT fingerprint, status, body, location, etag FROM idempotency_keys \
                          WHERE scope = ?1 AND key = ?2",
                     )?
                     .query_row(params![scope, key], |row| {
@@ -2228,6 +2230,7 @@ impl Repository for SqliteRepository {
                             row.get::<_, Option<u16>>(1)?,
                             row.get::<_, Option<String>>(2)?,
                             row.get::<_, Option<String>>(3)?,
+                            row.get::<_, Option<String>>(4)?,
                         ))
                     })?;
                 match status {
@@ -2236,6 +2239,7 @@ impl Repository for SqliteRepository {
                         status,
                         body: body.unwrap_or_default(),
                         location,
+                        etag,
                     }),
                     None => Claim::InFlight,
                 }
@@ -2255,7 +2259,7 @@ impl Repository for SqliteRepository {
         let (scope, key, answer) = (scope.to_owned(), key.to_owned(), answer.clone());
         self.call(move |conn| {
             conn.prepare_cached(
-                "UPDATE idempotency_keys SET status = ?3, body = ?4, location = ?5 \
+                "UPDATE idempotency_keys SET status = ?3, body = ?4, location = ?5, etag = ?6 \
                  WHERE scope = ?1 AND key = ?2 AND status IS NULL",
             )?
             .execute(params![
@@ -2263,7 +2267,8 @@ impl Repository for SqliteRepository {
                 key,
                 answer.status,
                 answer.body,
-                answer.location
+                answer.location,
+                answer.etag
             ])?;
             Ok(())
         })

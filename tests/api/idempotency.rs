@@ -60,6 +60,8 @@ async fn a_repeated_key_replays_the_first_answer_and_creates_one_user() {
     assert_eq!(again.json(), first.json());
     assert_eq!(again.header("location"), first.header("location"));
     assert!(first.header("location").is_some());
+    assert_eq!(again.header("etag"), first.header("etag"));
+    assert!(first.header("etag").is_some());
     assert_eq!(
         again.header("content-type"),
         Some("application/json"),
@@ -118,6 +120,8 @@ async fn keys_are_per_admin_and_anyones_for_registration() {
     assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
     assert_eq!(replayed.json(), registered.json());
     assert_eq!(replayed.header("location"), registered.header("location"));
+    assert_eq!(replayed.header("etag"), registered.header("etag"));
+    assert!(registered.header("etag").is_some());
     register_with_key(
         &app,
         &key,

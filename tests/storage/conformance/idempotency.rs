@@ -13,6 +13,7 @@ fn answer(id: &str) -> StoredAnswer {
         status: 201,
         body: format!(r#"{{"id":"{id}"}}"#),
         location: Some(format!("/api/users/{id}")),
+        etag: Some(format!(r#""{id}-v1""#)),
     }
 }
 
@@ -59,11 +60,12 @@ pub async fn an_idempotency_key_is_claimed_once_then_replays_its_answer(repo: Dy
     // Another scope, another key: their own.
     assert_eq!(claim(&repo, "users:x", "k1", "a", 3).await, Claim::New);
     assert_eq!(claim(&repo, "register", "k2", "a", 3).await, Claim::New);
-    // An answer without Location round-trips too.
+    // An answer without Location or ETag round-trips too.
     let plain = StoredAnswer {
         status: 200,
         body: "{}".to_owned(),
         location: None,
+        etag: None,
     };
     repo.complete_idempotency_key("register", "k2", &plain)
         .await

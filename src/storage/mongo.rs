@@ -62,6 +62,12 @@ struct UserDocument {
     #[serde(rename = "_id")]
     id: ObjectId,
     name: String,
+    /// `name` lower-cased as Rust does it, which `q` searches: a case-insensitive regular
+    /// expression folds one character at a time, and misses a letter whose lower case is
+    /// longer ("İ" is "i̇"). Absent on users stored before it until
+    /// [`MongoRepository::fill_name_keys`] runs; never read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name_key: Option<String>,
     username: Option<String>,
     /// Lower-cased `username`: the unique index ignores case through it.
     username_key: Option<String>,
@@ -216,6 +222,7 @@ impl From<&User> for UserDocument {
         Self {
             id: user.id.object_id(),
             name: user.name.as_str().to_owned(),
+            name_key: Some(user.name.as_str().to_lowercase()),
             username: user.username.as_ref().map(|u| u.as_str().to_owned()),
             username_key: user.username.as_ref().map(Username::key),
             email: user.email.as_str().to_owned(),
@@ -647,6 +654,20 @@ fn patched_unique_values(patch: &UserPatch) -> (Option<&Email>, Option<&Username
     (email, username)
 }
 
+/// The users the unique index on `username_key` holds: those with a username.
+fn stored_username() -> Document {
+    doc! { "$type": "string" }
+}
+
+/// The condition on `username_key` of a look-up by username. It names the index's
+/// condition too: MongoDB uses a partial index only for a query that implies its filter,
+/// and does not infer a `$type` from an equality.
+fn username_key(username: &Username) -> Document {
+    let mut condition = doc! { "$eq": username.key() };
+    condition.extend(stored_username());
+    condition
+}
+
 /// Escapes `text` so that a regular expression matches it literally.
 fn regex_escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -662,13 +683,15 @@ fn regex_escape(text: &str) -> String {
 fn filter_document(filter: &UserFilter) -> Document {
     let mut document = Document::new();
     if let Some(q) = &filter.q {
-        let pattern = doc! { "$regex": regex_escape(q), "$options": "i" };
+        // Each field in lower case (an address is stored so, a username's key is its ASCII
+        // lower case), searched for `q` in lower case: case ignored exactly as SQLite does.
+        let pattern = doc! { "$regex": regex_escape(&q.to_lowercase()) };
         document.insert(
             "$or",
             vec![
-                doc! { "name": pattern.clone() },
+                doc! { "name_key": pattern.clone() },
                 doc! { "email": pattern.clone() },
-                doc! { "username": pattern },
+                doc! { "username_key": pattern },
             ],
         );
     }
@@ -686,7 +709,10 @@ fn set_document(patch: &UserPatch) -> Document {
     let mut set = Document::new();
     for field in patch.fields() {
         match field {
-            UserField::Name(name) => set.insert("name", name.as_str()),
+            UserField::Name(name) => {
+                set.insert("name_key", name.as_str().to_lowercase());
+                set.insert("name", name.as_str())
+            }
             UserField::Username(username) => {
                 set.insert("username", username.as_ref().map(Username::as_str));
                 set.insert("username_key", username.as_ref().map(Username::key))
@@ -841,7 +867,35 @@ impl MongoRepository {
         // Sessions replaced the refresh-token families of earlier versions, whose tokens name
         // no session and so are revoked: upgrading signs everyone out, once.
         repository.create_indexes(audit_retention).await?;
+        let filled = repository.fill_name_keys().await?;
+        if filled > 0 {
+            tracing::info!(
+                users = filled,
+                "stored the lower-cased names that q searches"
+            );
+        }
         Ok(repository)
+    }
+
+    /// Gives each user stored before `name_key` theirs, computed here: MongoDB's `$toLower`
+    /// folds ASCII only. Written only while the name is still the one read, so a rename
+    /// meanwhile keeps its own key; instances starting together write the same values.
+    async fn fill_name_keys(&self) -> mongodb::error::Result<u64> {
+        let raw = self.users.clone_with_type::<Document>();
+        let mut missing = raw
+            .find(doc! { "name_key": { "$exists": false } })
+            .projection(doc! { "name": 1 })
+            .await?;
+        let mut filled = 0;
+        while let Some(user) = missing.try_next().await? {
+            let (Ok(id), Ok(name)) = (user.get_object_id("_id"), user.get_str("name")) else {
+                continue;
+            };
+            let key = doc! { "$set": { "name_key": name.to_lowercase() } };
+            let unchanged = doc! { "_id": id, "name": name, "name_key": { "$exists": false } };
+            filled += raw.update_one(unchanged, key).await?.modified_count;
+        }
+        Ok(filled)
     }
 
     /// Creating an index that already exists with the same options is a no-op.
@@ -881,7 +935,7 @@ impl MongoRepository {
                 unique(
                     doc! { "username_key": 1 },
                     USERNAME_INDEX,
-                    Some(doc! { "username_key": { "$type": "string" } }),
+                    Some(doc! { "username_key": stored_username() }),
                 ),
                 // One index per sort (a B-tree serves both directions), and per sort under
                 // the role and active filters, so that every page is an index walk.
@@ -1041,7 +1095,7 @@ impl MongoRepository {
         if let Some(username) = username {
             candidates.push((
                 UniqueField::Username,
-                doc! { "username_key": username.key(), "_id": others },
+                doc! { "username_key": username_key(username), "_id": others },
             ));
         }
         for (field, filter) in &candidates {
@@ -1420,7 +1474,7 @@ impl Repository for MongoRepository {
     }
 
     async fn user_by_username(&self, username: &Username) -> StorageResult<Option<User>> {
-        self.find_user(doc! { "username_key": username.key() })
+        self.find_user(doc! { "username_key": username_key(username) })
             .await
     }
 
@@ -2371,11 +2425,10 @@ mod tests {
         assert_eq!(Session::try_from(back).unwrap(), session);
     }
 
-    #[test]
-    fn users_of_earlier_versions_have_mfa_off_and_secrets_are_not_read() {
-        let user = UserDocument::from(&User {
+    fn user_with_name(name: &str) -> User {
+        User {
             id: UserId::generate(),
-            name: DisplayName::parse("Ada").unwrap(),
+            name: DisplayName::parse(name).unwrap(),
             username: None,
             email: Email::parse("ada@example.com").unwrap(),
             role: Role::User,
@@ -2387,7 +2440,15 @@ mod tests {
             password_changed_at: domain::now(),
             locked_until: None,
             email_verified: true,
+            mfa_enabled: false,
+        }
+    }
+
+    #[test]
+    fn users_of_earlier_versions_have_mfa_off_and_secrets_are_not_read() {
+        let user = UserDocument::from(&User {
             mfa_enabled: true,
+            ..user_with_name("Ada")
         });
         let mut document = bson::to_document(&user).unwrap();
         assert_eq!(document.get_bool("mfa_enabled"), Ok(true));
@@ -2466,6 +2527,44 @@ mod tests {
         assert_eq!(regex_escape("a.b*c"), r"a\.b\*c");
         assert_eq!(regex_escape("(x)"), r"\(x\)");
         assert_eq!(regex_escape("plain"), "plain");
+    }
+
+    #[test]
+    fn a_look_up_by_username_states_the_condition_of_its_partial_index() {
+        let username = Username::parse("Mario_R").unwrap();
+        // The index's own filter is a part of it, word for word: MongoDB's planner matches
+        // a `$type` only so.
+        assert_eq!(
+            username_key(&username),
+            doc! { "$eq": "mario_r", "$type": "string" }
+        );
+        assert_eq!(stored_username(), doc! { "$type": "string" });
+    }
+
+    #[test]
+    fn q_is_searched_in_lower_case_in_the_lower_cased_fields() {
+        let filter = UserFilter {
+            q: Some("İstanbul.X".to_owned()),
+            ..UserFilter::default()
+        };
+        // No "i" option: "İ" lower-cased is two characters, which no per-character folding
+        // of the stored "İ" would match.
+        let pattern = doc! { "$regex": "i\u{307}stanbul\\.x" };
+        assert_eq!(
+            filter_document(&filter),
+            doc! { "$or": [
+                { "name_key": pattern.clone() },
+                { "email": pattern.clone() },
+                { "username_key": pattern },
+            ] }
+        );
+        let user = user_with_name("İstanbul Ürün");
+        assert_eq!(
+            UserDocument::from(&user).name_key.as_deref(),
+            Some("i\u{307}stanbul ürün")
+        );
+        let renamed = set_document(&UserPatch::new().set(UserField::Name(user.name.clone())));
+        assert_eq!(renamed.get_str("name_key"), Ok("i\u{307}stanbul ürün"));
     }
 
     fn command_error(code: i32, message: &str) -> mongodb::error::Error {

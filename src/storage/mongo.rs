@@ -698,9 +698,13 @@ fn filter_document(filter: &UserFilter) -> Document {
     if let Some(role) = filter.role {
         document.insert("role", stored_role(role));
     }
-    if let Some(active) = filter.active {
-        document.insert("active", active);
-    }
+    match filter.active {
+        Some(active) => document.insert("active", active),
+        // A role alone: both states named, so that MongoDB walks the role's two ranges of a
+        // (role, active, key) index and merges them in order, instead of sorting its users.
+        None if filter.role.is_some() => document.insert("active", doc! { "$in": [false, true] }),
+        None => None,
+    };
     document
 }
 
@@ -2539,6 +2543,27 @@ mod tests {
             doc! { "$eq": "mario_r", "$type": "string" }
         );
         assert_eq!(stored_username(), doc! { "$type": "string" });
+    }
+
+    #[test]
+    fn a_role_alone_names_both_states_for_the_index_walk() {
+        let of = |role, active| {
+            filter_document(&UserFilter {
+                role,
+                active,
+                ..UserFilter::default()
+            })
+        };
+        assert_eq!(
+            of(Some(Role::Admin), None),
+            doc! { "role": "admin", "active": { "$in": [false, true] } }
+        );
+        assert_eq!(
+            of(Some(Role::User), Some(false)),
+            doc! { "role": "user", "active": false }
+        );
+        assert_eq!(of(None, Some(true)), doc! { "active": true });
+        assert_eq!(of(None, None), doc! {});
     }
 
     #[test]

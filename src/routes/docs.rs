@@ -190,11 +190,25 @@ fn add_common_responses(path: &str, operation: &mut Operation) {
         api || path == "/ready",
     );
     if api && !operation.responses.responses.contains_key("429") {
-        let why = if operation.operation_id.as_deref() == Some("login") {
-            "Rate limited, or the account is locked after too many failed logins (problem \
-             type ending in `login-locked`)"
-        } else {
-            "Rate limited"
+        let why = match operation.operation_id.as_deref() {
+            Some("login") => {
+                "Rate limited, or the account is locked after too many failed logins (problem \
+                 type ending in `login-locked`)"
+            }
+            // These ask for `current_password`, whose tries count as logins do.
+            Some(
+                "put_me"
+                | "patch_me"
+                | "put_user"
+                | "patch_user"
+                | "start_totp"
+                | "regenerate_recovery_codes"
+                | "disable_mfa",
+            ) => {
+                "Rate limited, or the account is locked after too many failed logins or wrong \
+                 current passwords (problem type ending in `login-locked`)"
+            }
+            _ => "Rate limited",
         };
         let limited = ResponseBuilder::from(problem(why))
             .header(

@@ -6,6 +6,7 @@ use super::{
     AccountAccess, Actor, AdminAccess, ServiceError, UserService, VerificationSettings,
     audit::{AuditLog, Event},
     error::{Credential, Refusal},
+    lockout::{Lockout, LoginLock},
     mfa::{CHALLENGE_TTL, MAX_CODE_ATTEMPTS, MfaService, SecondFactor},
     outbox::{self, Outbox},
     password_policy::{self, AccountWords},
@@ -22,15 +23,6 @@ use crate::{
     metrics,
     storage::{DynRepository, OneTimeTokenRecord, RefreshTokenRecord, RefreshTokenUse},
 };
-
-/// How failed logins lock an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lockout {
-    /// Failed logins in a row that lock it.
-    pub threshold: u32,
-    /// How long the lock lasts.
-    pub duration: Duration,
-}
 
 /// What the account service is configured with.
 #[derive(Debug, Clone)]
@@ -79,17 +71,6 @@ where
             result => return result,
         }
     }
-}
-
-fn format_time(at: time::OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-/// The key under which an account's login attempts are counted: one for its email and its
-/// username alike.
-fn account_key(id: &UserId) -> String {
-    format!("user:{id}")
 }
 
 /// How a user names themselves at login.
@@ -150,6 +131,7 @@ pub struct AccountService {
     users: UserService,
     mfa: MfaService,
     hasher: PasswordHasher,
+    lock: LoginLock,
     tokens: TokenService,
     mailer: Mailer,
     outbox: Outbox,
@@ -163,6 +145,7 @@ pub(super) struct AccountParts {
     pub users: UserService,
     pub mfa: MfaService,
     pub hasher: PasswordHasher,
+    pub lock: LoginLock,
     pub tokens: TokenService,
     pub mailer: Mailer,
     pub outbox: Outbox,
@@ -176,6 +159,7 @@ impl AccountService {
             users,
             mfa,
             hasher,
+            lock,
             tokens,
             mailer,
             outbox,
@@ -186,6 +170,7 @@ impl AccountService {
             users,
             mfa,
             hasher,
+            lock,
             tokens,
             mailer,
             outbox,
@@ -314,7 +299,7 @@ impl AccountService {
             LoginId::Username(username) => self.repo.user_by_username(username).await?,
         };
         let key = match (&user, &id) {
-            (Some(user), _) => account_key(&user.id),
+            (Some(user), _) => LoginLock::key(&user.id),
             (None, LoginId::Email(email)) => format!("email:{email}"),
             (None, LoginId::Username(username)) => format!("username:{}", username.key()),
         };
@@ -349,7 +334,7 @@ impl AccountService {
             self.repo.update_user(&user.id, &rehashed).await?;
         }
         if user.mfa_enabled {
-            self.forgive_attempt(&key).await?;
+            self.lock.forgive(&key).await?;
             self.ensure_verified(&user)?;
             let token = OpaqueToken::generate();
             let now = domain::now();
@@ -396,7 +381,7 @@ impl AccountService {
             .filter(|user| user.active && user.mfa_enabled)
             .ok_or_else(refused)?;
         let newly_locked = self
-            .count_attempt(&account_key(&user.id), Some(&user), origin)
+            .count_attempt(&LoginLock::key(&user.id), Some(&user), origin)
             .await?;
         let Some(factor) = self.mfa.verify(&user, code).await? else {
             self.failed(Some(&user), Failure::MfaCode, newly_locked, origin)
@@ -413,42 +398,19 @@ impl AccountService {
         self.signed_in(&user, Some(factor), origin).await
     }
 
-    /// Counts a login attempt against `key` when a lockout is configured; past the
-    /// threshold, the attempt is refused without a look at the password or code. Returns
-    /// the end of the lock this attempt started, if it started one.
+    /// Counts a login attempt against `key` (see [`LoginLock::count`]); one refused for the
+    /// lock is recorded as such.
     async fn count_attempt(
         &self,
         key: &str,
         user: Option<&User>,
         origin: &Origin,
     ) -> Result<Option<time::OffsetDateTime>, ServiceError> {
-        let Some(lockout) = self.settings.lockout else {
-            return Ok(None);
-        };
-        let now = domain::now();
-        let attempts = self
-            .repo
-            .count_login_attempt(key, now, lockout.threshold, lockout.duration)
-            .await?;
-        if attempts.count > lockout.threshold {
+        let counted = self.lock.count(key).await;
+        if let Err(ServiceError::LoginLocked { .. }) = counted {
             self.failed(user, Failure::Locked, None, origin).await?;
-            let until = attempts.locked_until.unwrap_or(now + lockout.duration);
-            return Err(ServiceError::LoginLocked {
-                retry_after: (until - now).try_into().unwrap_or_default(),
-            });
         }
-        Ok(attempts.locked_until)
-    }
-
-    /// Takes back an attempt [`count_attempt`](Self::count_attempt) counted, with a lock it
-    /// started.
-    async fn forgive_attempt(&self, key: &str) -> Result<(), ServiceError> {
-        if let Some(lockout) = self.settings.lockout {
-            self.repo
-                .forgive_login_attempt(key, lockout.threshold)
-                .await?;
-        }
-        Ok(())
+        counted
     }
 
     /// Counts and records a failed login; when it locked the account, the user record
@@ -476,16 +438,7 @@ impl AccountService {
         }
         self.audit.record(event, origin).await;
         if let (Some(id), Some(until)) = (subject, newly_locked) {
-            let lock = UserPatch::new().set(UserField::LockedUntil(Some(until)));
-            self.repo.update_user(&id, &lock).await?;
-            self.audit
-                .record(
-                    Event::new(EventKind::LoginLocked)
-                        .about(id)
-                        .detail("locked_until", format_time(until)),
-                    origin,
-                )
-                .await;
+            self.lock.locked(id, until, origin).await?;
         }
         Ok(())
     }
@@ -499,11 +452,7 @@ impl AccountService {
         origin: &Origin,
     ) -> Result<TokenPair, ServiceError> {
         metrics::record_login("success");
-        if self.settings.lockout.is_some() {
-            self.repo
-                .clear_login_attempts(&account_key(&user.id))
-                .await?;
-        }
+        self.lock.clear(&user.id).await?;
         self.ensure_verified(user)?;
         let now = domain::now();
         // The login time is not a change of the profile: `updated_at` stays.
@@ -565,7 +514,7 @@ impl AccountService {
                 users::check_version(if_match, &read)?;
                 let unlocked = UserPatch::new().set(UserField::LockedUntil(None));
                 let user = self.repo.update_user_if(&id, &unlocked, &read).await?;
-                self.repo.clear_login_attempts(&account_key(&id)).await?;
+                self.repo.clear_login_attempts(&LoginLock::key(&id)).await?;
                 user
             }
         }
@@ -583,7 +532,7 @@ impl AccountService {
     }
 
     async fn end_lock(&self, id: &UserId) -> Result<Option<User>, ServiceError> {
-        self.repo.clear_login_attempts(&account_key(id)).await?;
+        self.repo.clear_login_attempts(&LoginLock::key(id)).await?;
         let unlocked = UserPatch::new().set(UserField::LockedUntil(None));
         Ok(self.repo.update_user(id, &unlocked).await?)
     }

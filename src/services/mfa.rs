@@ -9,8 +9,8 @@ use super::{
     actor::Actor,
     audit::{AuditLog, Event},
     error::Conflict,
+    lockout::LoginLock,
     outbox::Outbox,
-    passwords::PasswordHasher,
     tokens::hash_token,
 };
 use crate::{
@@ -105,7 +105,7 @@ fn recovery_hash(code: &str) -> String {
 #[derive(Clone)]
 pub struct MfaService {
     repo: DynRepository,
-    hasher: PasswordHasher,
+    lock: LoginLock,
     audit: AuditLog,
     outbox: Outbox,
     issuer: String,
@@ -114,14 +114,14 @@ pub struct MfaService {
 impl MfaService {
     pub(super) fn new(
         repo: DynRepository,
-        hasher: PasswordHasher,
+        lock: LoginLock,
         audit: AuditLog,
         outbox: Outbox,
         issuer: String,
     ) -> Self {
         Self {
             repo,
-            hasher,
+            lock,
             audit,
             outbox,
             issuer,
@@ -135,7 +135,7 @@ impl MfaService {
         current_password: Option<&str>,
     ) -> Result<Enrolment, ServiceError> {
         let user = actor.user();
-        self.hasher.confirm_current(user, current_password).await?;
+        self.lock.confirm_current(actor, current_password).await?;
         if user.mfa_enabled {
             return Err(ServiceError::Conflict(Conflict::MfaOn));
         }
@@ -209,9 +209,7 @@ impl MfaService {
         actor: &Actor,
         current_password: Option<&str>,
     ) -> Result<Vec<String>, ServiceError> {
-        self.hasher
-            .confirm_current(actor.user(), current_password)
-            .await?;
+        self.lock.confirm_current(actor, current_password).await?;
         let (codes, hashes) = recovery_codes();
         if self
             .repo
@@ -230,9 +228,7 @@ impl MfaService {
         actor: &Actor,
         current_password: Option<&str>,
     ) -> Result<(), ServiceError> {
-        self.hasher
-            .confirm_current(actor.user(), current_password)
-            .await?;
+        self.lock.confirm_current(actor, current_password).await?;
         if !self.switch_off(actor.user(), actor).await? {
             return Err(ServiceError::Conflict(Conflict::MfaOff));
         }

@@ -8,6 +8,7 @@ mod error;
 mod idempotency;
 mod keys;
 mod listing;
+mod lockout;
 mod mfa;
 mod outbox;
 mod password_policy;
@@ -21,8 +22,8 @@ mod tests;
 
 pub use crate::storage::{StoredAnswer, UniqueField};
 pub use accounts::{
-    AccessToken, AccountService, AccountSettings, Lockout, LoginId, LoginOutcome, Registration,
-    SessionView, TokenPair,
+    AccessToken, AccountService, AccountSettings, LoginId, LoginOutcome, Registration, SessionView,
+    TokenPair,
 };
 pub use actor::{AccountAccess, Actor, AdminAccess};
 pub use audit::{AuditLog, AuditPage};
@@ -33,6 +34,7 @@ pub use keys::{
     SigningAlgorithm,
 };
 pub use listing::{Listing, Position};
+pub use lockout::{Lockout, LoginLock};
 pub use mfa::{Enrolment, MfaService};
 pub use outbox::VerificationSettings;
 pub use passwords::PasswordHasher;
@@ -85,11 +87,23 @@ impl Services {
             settings.accounts.mail_throttle,
         );
         let audit = AuditLog::new(repo.clone(), settings.audit_retention);
-        let users = UserService::new(repo.clone(), hasher.clone(), outbox.clone(), audit.clone());
+        let lock = LoginLock::new(
+            repo.clone(),
+            hasher.clone(),
+            audit.clone(),
+            settings.accounts.lockout,
+        );
+        let users = UserService::new(
+            repo.clone(),
+            hasher.clone(),
+            lock.clone(),
+            outbox.clone(),
+            audit.clone(),
+        );
         let transfer = transfer::Transfer::new(repo.clone(), hasher.clone());
         let mfa = MfaService::new(
             repo.clone(),
-            hasher.clone(),
+            lock.clone(),
             audit.clone(),
             outbox.clone(),
             settings.mfa_issuer,
@@ -101,6 +115,7 @@ impl Services {
                 users: users.clone(),
                 mfa: mfa.clone(),
                 hasher,
+                lock,
                 tokens: tokens.clone(),
                 mailer,
                 outbox,

@@ -8,8 +8,8 @@ use std::{
 use anyhow::{Context, anyhow};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use super::{ServiceError, error::Refusal};
-use crate::domain::{Password, User};
+use super::ServiceError;
+use crate::domain::Password;
 
 /// Jobs that may wait per hashing thread. At the default cost (~250 ms a hash) the last of
 /// them is answered after about 8 s, still within a client's usual timeout; a deeper queue
@@ -102,21 +102,6 @@ impl PasswordHasher {
             })
             .await?;
         Ok(real && matched && !too_long)
-    }
-
-    /// The user's own current password, as a change of a credential asks for it: missing or
-    /// wrong is [`Refusal::CurrentPasswordWrong`].
-    pub async fn confirm_current(
-        &self,
-        user: &User,
-        given: Option<&str>,
-    ) -> Result<(), ServiceError> {
-        let given = given.unwrap_or_default();
-        if self.verify(given, Some(&user.password_hash)).await? {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden(Refusal::CurrentPasswordWrong))
-        }
     }
 
     /// True when `hash` was made with a lower cost than configured now.

@@ -3,6 +3,7 @@ use super::{
     audit::{AuditLog, Event},
     error::Refusal,
     listing::{Cursors, Listing, Position, bad_cursor},
+    lockout::LoginLock,
     outbox::Outbox,
     password_policy::{self, AccountWords},
     passwords::PasswordHasher,
@@ -61,6 +62,7 @@ impl UserChanges {
 pub struct UserService {
     repo: DynRepository,
     hasher: PasswordHasher,
+    lock: LoginLock,
     outbox: Outbox,
     audit: AuditLog,
 }
@@ -101,12 +103,14 @@ impl UserService {
     pub(super) fn new(
         repo: DynRepository,
         hasher: PasswordHasher,
+        lock: LoginLock,
         outbox: Outbox,
         audit: AuditLog,
     ) -> Self {
         Self {
             repo,
             hasher,
+            lock,
             outbox,
             audit,
         }
@@ -268,12 +272,10 @@ impl UserService {
             .email
             .as_ref()
             .filter(|email| **email != target.email);
-        if let Some(own) = access.own_record()
-            && (changes.password.is_some() || new_email.is_some())
-        {
+        if access.own_record().is_some() && (changes.password.is_some() || new_email.is_some()) {
             // A new password or address for oneself needs the current password.
-            self.hasher
-                .confirm_current(own, changes.current_password.as_deref())
+            self.lock
+                .confirm_current(access.actor(), changes.current_password.as_deref())
                 .await?;
         }
         if let Some(password) = &changes.password {

@@ -99,3 +99,52 @@ async fn zero_turns_the_lock_off() {
         .await
         .assert_status(200);
 }
+
+#[tokio::test]
+async fn the_current_password_a_change_asks_for_counts_toward_the_lock() {
+    let app = app_with_lockout("3").await;
+    let alice = app.register_and_login("Alice", "alice@example.com").await;
+    let admin = app.admin_token().await;
+    let change = |current: &'static str| {
+        let body = json!({"password": "a brand new password", "current_password": current});
+        let (app, token) = (&app, alice.access_token.clone());
+        async move { app.patch_json("/api/users/me", &body, Some(&token)).await }
+    };
+    let enrol = |current: &'static str| {
+        let (app, token) = (&app, alice.access_token.clone());
+        async move { crate::mfa::start_enrolment(app, &token, Some(current)).await }
+    };
+    // The right one, again and again, is taken back each time.
+    for _ in 0..4 {
+        enrol(PASSWORD).await.assert_status(200);
+    }
+    // A missing one is no guess: refused, not counted.
+    for _ in 0..4 {
+        app.patch_json(
+            "/api/users/me",
+            &json!({"password": "a brand new password"}),
+            Some(&alice.access_token),
+        )
+        .await
+        .assert_problem(403);
+    }
+    // Wrong ones count, wherever they are asked for: the third locks.
+    change("not my password").await.assert_problem(403);
+    enrol("not my password").await.assert_problem(403);
+    enrol(PASSWORD).await.assert_status(200);
+    change("still not it").await.assert_problem(403);
+    let seen = app.get_user(&alice.id, &admin).await;
+    assert!(seen.json()["locked_until"].is_string(), "{}", seen.text);
+    // Locked: the right password is not looked at, here or at login.
+    for reply in [enrol(PASSWORD).await, change(PASSWORD).await] {
+        let problem = reply.assert_problem(429);
+        assert!(
+            problem["type"].as_str().unwrap().ends_with("login-locked"),
+            "{problem}"
+        );
+        assert!(reply.header("retry-after").is_some());
+    }
+    app.login_email("alice@example.com", PASSWORD)
+        .await
+        .assert_problem(429);
+}

@@ -195,58 +195,47 @@ async fn a_reset_link_stops_working_once_the_password_address_or_state_changes()
         reset_token_from_mail(&mailbox.wait_for(RESET_MAIL, mails).await)
     };
 
+    // Alice changes her own account, signed in anew.
+    let change = async |email: &str, password: &str, body: serde_json::Value| {
+        let alice = app.login_session(email, password).await;
+        app.patch_json("/api/users/me", &body, Some(&alice.access_token))
+            .await
+            .assert_status(200);
+    };
+    let (email, new_email) = ("alice@example.com", "alice@wonder.land");
+    let last_password = "yet another new password";
+
     // Another change (the name) leaves the link alone.
-    let token = mailed("alice@example.com").await;
-    let alice = app.login_session("alice@example.com", PASSWORD).await;
-    app.patch_json(
-        "/api/users/me",
-        &json!({"name": "Alice Liddell"}),
-        Some(&alice.access_token),
-    )
-    .await
-    .assert_status(200);
+    let token = mailed(email).await;
+    change(email, PASSWORD, json!({"name": "Alice Liddell"})).await;
     app.reset_password(&token, NEW_PASSWORD)
         .await
         .assert_status(204);
 
     // Her own new password: a link mailed before it is void.
-    let token = mailed("alice@example.com").await;
-    let alice = app.login_session("alice@example.com", NEW_PASSWORD).await;
-    app.patch_json(
-        "/api/users/me",
-        &json!({"password": "yet another new password", "current_password": NEW_PASSWORD}),
-        Some(&alice.access_token),
-    )
-    .await
-    .assert_status(200);
+    let token = mailed(email).await;
+    let body = json!({"password": last_password, "current_password": NEW_PASSWORD});
+    change(email, NEW_PASSWORD, body).await;
     app.reset_password(&token, "the attacker's password")
         .await
         .assert_status(401);
 
     // Her new address: the link mailed to the old one is void.
-    let token = mailed("alice@example.com").await;
-    let alice = app
-        .login_session("alice@example.com", "yet another new password")
-        .await;
-    app.patch_json(
-        "/api/users/me",
-        &json!({"email": "alice@wonder.land", "current_password": "yet another new password"}),
-        Some(&alice.access_token),
-    )
-    .await
-    .assert_status(200);
+    let token = mailed(email).await;
+    let body = json!({"email": new_email, "current_password": last_password});
+    change(email, last_password, body).await;
     app.reset_password(&token, "the attacker's password")
         .await
         .assert_status(401);
 
     // Deactivated by an admin: void too, and it stays so once she is active again.
-    let token = mailed("alice@wonder.land").await;
+    let token = mailed(new_email).await;
     app.deactivate(id, &admin).await.assert_status(200);
     app.activate(id, &admin).await.assert_status(200);
     app.reset_password(&token, "the attacker's password")
         .await
         .assert_status(401);
-    app.login_email("alice@wonder.land", "yet another new password")
+    app.login_email(new_email, last_password)
         .await
         .assert_status(200);
 }

@@ -2880,17 +2880,26 @@ pub async fn expired_or_unknown_reset_token_is_refused(repo: DynRepository) {
     );
 }
 
-pub async fn consuming_a_reset_token_voids_the_users_other_reset_tokens(repo: DynRepository) {
-    let mario = create(&repo, "Mario", "mario@example.com", None).await;
-    let luigi = create(&repo, "Luigi", "luigi@example.com", None).await;
-    for token in ["m1", "m2", "m3"] {
-        repo.insert_reset_token(reset(token, mario.id))
+/// Stores a reset token under each name, for its user.
+async fn reset_tokens(repo: &DynRepository, tokens: &[(&str, UserId)]) {
+    for &(token, user) in tokens {
+        repo.insert_reset_token(reset(token, user))
             .await
             .expect("insert");
     }
-    repo.insert_reset_token(reset("l1", luigi.id))
-        .await
-        .expect("insert");
+}
+
+/// Two users, Mario with the reset tokens m1 to m3 and Luigi with l1.
+async fn mario_and_luigi_with_reset_tokens(repo: &DynRepository) -> (User, User) {
+    let mario = create(repo, "Mario", "mario@example.com", None).await;
+    let luigi = create(repo, "Luigi", "luigi@example.com", None).await;
+    let (m, l) = (mario.id, luigi.id);
+    reset_tokens(repo, &[("m1", m), ("m2", m), ("m3", m), ("l1", l)]).await;
+    (mario, luigi)
+}
+
+pub async fn consuming_a_reset_token_voids_the_users_other_reset_tokens(repo: DynRepository) {
+    let (mario, luigi) = mario_and_luigi_with_reset_tokens(&repo).await;
 
     assert_eq!(consume(&repo, "m2").await, Some(mario.id));
     assert_eq!(consume(&repo, "m1").await, None);
@@ -2898,30 +2907,14 @@ pub async fn consuming_a_reset_token_voids_the_users_other_reset_tokens(repo: Dy
     assert_eq!(consume(&repo, "l1").await, Some(luigi.id));
 
     // A token issued afterwards works.
-    repo.insert_reset_token(reset("m4", mario.id))
-        .await
-        .expect("insert");
+    reset_tokens(&repo, &[("m4", mario.id)]).await;
     assert_eq!(consume(&repo, "m4").await, Some(mario.id));
 }
 
 pub async fn voiding_a_users_reset_tokens_spends_only_their_live_ones(repo: DynRepository) {
-    let mario = create(&repo, "Mario", "mario@example.com", None).await;
-    let luigi = create(&repo, "Luigi", "luigi@example.com", None).await;
-    for token in ["m1", "m2", "m3"] {
-        repo.insert_reset_token(reset(token, mario.id))
-            .await
-            .expect("insert");
-    }
-    repo.insert_reset_token(reset("l1", luigi.id))
-        .await
-        .expect("insert");
+    let (mario, luigi) = mario_and_luigi_with_reset_tokens(&repo).await;
     assert_eq!(consume(&repo, "m1").await, Some(mario.id));
-    repo.insert_reset_token(reset("m4", mario.id))
-        .await
-        .expect("insert");
-    repo.insert_reset_token(reset("m5", mario.id))
-        .await
-        .expect("insert");
+    reset_tokens(&repo, &[("m4", mario.id), ("m5", mario.id)]).await;
 
     let voided = repo
         .void_reset_tokens(&mario.id, now())
@@ -2949,9 +2942,7 @@ pub async fn voiding_a_users_reset_tokens_spends_only_their_live_ones(repo: DynR
     );
 
     // A token issued afterwards works.
-    repo.insert_reset_token(reset("m6", mario.id))
-        .await
-        .expect("insert");
+    reset_tokens(&repo, &[("m6", mario.id)]).await;
     assert_eq!(consume(&repo, "m6").await, Some(mario.id));
 }
 

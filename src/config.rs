@@ -142,6 +142,13 @@ impl Settings {
     }
 }
 
+/// The port the service listens on as `PORT` names it (unset or empty: 8080), read alone:
+/// `healthcheck` must answer whatever else the settings hold.
+pub fn port_from_env() -> Result<u16, ConfigError> {
+    let raw = std::env::var("PORT").ok().filter(|value| !value.is_empty());
+    parse_number("PORT", raw, 8080, 0..=u16::MAX)
+}
+
 /// Adds the variables of `./.env`, if there is one, to the environment (never overriding
 /// what is set already). A missing file is normal; a malformed one is not.
 pub fn load_dotenv() -> Result<(), ConfigError> {

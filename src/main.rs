@@ -34,9 +34,9 @@ enum Command {
     Serve,
     /// Exit 0 if the service on this machine answers GET /health (for container health checks).
     Healthcheck {
-        /// The port to ask; defaults to PORT or 8080.
-        #[arg(long, env = "PORT", default_value_t = 8080)]
-        port: u16,
+        /// The port to ask; defaults to PORT (unset or empty: 8080), as the service reads it.
+        #[arg(long)]
+        port: Option<u16>,
     },
     /// Create an admin; the password is read from standard input.
     CreateAdmin {
@@ -72,7 +72,13 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     if let Some(Command::Healthcheck { port }) = cli.command {
-        return healthcheck(port);
+        return match port.map_or_else(config::port_from_env, Ok) {
+            Ok(port) => healthcheck(port),
+            Err(e) => {
+                eprintln!("user-service: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     let settings = match Settings::from_env() {
         Ok(settings) => settings,

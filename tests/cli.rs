@@ -174,6 +174,15 @@ fn healthcheck_and_sigterm_shutdown() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Without --port, PORT as the service reads it: set, or empty as if unset (8080, which
+    // may or may not answer here; the point is that it is no usage error).
+    let (code, _, stderr) = run(dir.path(), &["healthcheck"], &[("PORT", port.as_str())]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = run(dir.path(), &["healthcheck"], &[("PORT", "")]);
+    assert!(matches!(code, Some(0 | 1)), "{code:?} {stderr}");
+    let (code, _, stderr) = run(dir.path(), &["healthcheck"], &[("PORT", "http")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("PORT"), "{stderr}");
 
     let terminated = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])

@@ -103,8 +103,12 @@ fn main() -> ExitCode {
         Some(Command::CreateAdmin { email, name }) => admin_from_args(&email, &name)
             .and_then(|admin| runtime.block_on(create_admin(settings, admin))),
         Some(Command::Import { file }) => import(&runtime, settings, &file),
-        Some(Command::Export) => export(&runtime, settings),
-        Some(Command::Reindex) => runtime.block_on(reindex(settings)),
+        Some(Command::Export) => {
+            existing(&settings, "export").and_then(|()| export(&runtime, settings))
+        }
+        Some(Command::Reindex) => {
+            existing(&settings, "reindex").and_then(|()| runtime.block_on(reindex(settings)))
+        }
         _ => runtime.block_on(serve(settings)),
     };
     match result {
@@ -115,6 +119,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Refuses a command that reads the embedded database when there is none: opening it would
+/// make an empty one (a relative DATABASE_URL, from another directory), and an export of it
+/// would look like a success.
+fn existing(settings: &Settings, what: &str) -> anyhow::Result<()> {
+    if let storage::DatabaseSettings::Sqlite { path } = &settings.database
+        && !path.exists()
+    {
+        anyhow::bail!(
+            "there is no database at {} (DATABASE_URL): nothing to {what}",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -387,3 +387,26 @@ fn import_reports_each_refused_line_and_imports_the_rest() {
         .collect();
     assert_eq!(emails, ["ann@example.com", "hal@example.com"]);
 }
+
+#[test]
+fn export_and_reindex_refuse_a_database_that_is_not_there() {
+    let dir = tempfile::tempdir().unwrap();
+    // A relative path, as from the wrong directory: nothing is made there.
+    let vars = [("DATABASE_URL", "sqlite://data/users.db")];
+    for (command, what) in [
+        ("export", "nothing to export"),
+        ("reindex", "nothing to reindex"),
+    ] {
+        let (code, out, err) = run(dir.path(), &[command], &vars);
+        assert_eq!(code, Some(1), "{command}: {out}{err}");
+        assert!(out.is_empty(), "{command}: {out}");
+        assert!(
+            err.contains("there is no database at data/users.db") && err.contains(what),
+            "{command}: {err}"
+        );
+        assert!(
+            !dir.path().join("data").exists(),
+            "{command} made a database"
+        );
+    }
+}

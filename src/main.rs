@@ -58,6 +58,13 @@ enum Command {
     /// Write every user as JSON Lines to standard output, oldest first, password hashes
     /// included (two-factor enrolments, sessions and the audit log are not exported).
     Export,
+    /// Copy the embedded database, as it is at one moment, into a new file: safe while the
+    /// service runs (a copy of the file alone is not: recent writes are in its `-wal` file).
+    /// For MongoDB use mongodump.
+    Backup {
+        /// The new file to write.
+        file: PathBuf,
+    },
     /// Rebuild the embedded database's search index, after a manual `VACUUM` (which may
     /// renumber the rows it follows). MongoDB has no such index: nothing to do there.
     Reindex,
@@ -105,6 +112,9 @@ fn main() -> ExitCode {
         Some(Command::Import { file }) => import(&runtime, settings, &file),
         Some(Command::Export) => {
             existing(&settings, "export").and_then(|()| export(&runtime, settings))
+        }
+        Some(Command::Backup { file }) => {
+            existing(&settings, "back up").and_then(|()| runtime.block_on(backup(settings, file)))
         }
         Some(Command::Reindex) => {
             existing(&settings, "reindex").and_then(|()| runtime.block_on(reindex(settings)))
@@ -174,6 +184,22 @@ async fn reindex(settings: Settings) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn backup(settings: Settings, file: PathBuf) -> anyhow::Result<()> {
+    match &settings.database {
+        storage::DatabaseSettings::Sqlite { path } => {
+            storage::SqliteRepository::open(path)
+                .await?
+                .back_up(file.clone())
+                .await?;
+            println!("backed up {} to {}", path.display(), file.display());
+            Ok(())
+        }
+        storage::DatabaseSettings::Mongo { .. } => {
+            anyhow::bail!("MongoDB is backed up with its own tools: mongodump, mongorestore")
+        }
+    }
 }
 
 async fn create_admin(settings: Settings, admin: NewAccount) -> anyhow::Result<()> {

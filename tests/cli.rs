@@ -410,3 +410,70 @@ fn export_and_reindex_refuse_a_database_that_is_not_there() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_backup_taken_while_the_service_runs_is_the_whole_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = format!("sqlite://{}", dir.path().join("live.db").display());
+    let copy_path = dir.path().join("copy.db");
+    let copy = copy_path.display().to_string();
+    let (server, base) = serve(dir.path(), &live).await;
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({"name": "Mario Rossi", "email": "mario@example.com",
+        "password": "their own password"});
+    let registered = client
+        .post(format!("{base}/api/auth/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+
+    // Taken while the service serves, its last writes still in the -wal file.
+    let (code, out, err) = run(dir.path(), &["backup", &copy], &[("DATABASE_URL", &live)]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("backed up"), "{out}");
+    let (code, _, err) = run(dir.path(), &["backup", &copy], &[("DATABASE_URL", &live)]);
+    assert_eq!(code, Some(1), "a second backup into the same file: {err}");
+    assert!(err.contains("exists already"), "{err}");
+    drop(server);
+
+    let export = |database: String| {
+        let (code, out, err) = run(dir.path(), &["export"], &[("DATABASE_URL", &database)]);
+        assert_eq!(code, Some(0), "{err}");
+        out
+    };
+    let original = export(live);
+    assert_eq!(
+        original.lines().count(),
+        2,
+        "the admin and Mario: {original}"
+    );
+    assert_eq!(export(format!("sqlite://{copy}")), original);
+
+    // The copy serves, its search index whole.
+    let (_server, base) = serve(dir.path(), &format!("sqlite://{copy}")).await;
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/auth/login"))
+        .json(
+            &serde_json::json!({"email": "root@example.com", "password": "a long admin password"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    let found: serde_json::Value = client
+        .get(format!("{base}/api/users?q=ROSSI"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(found["items"][0]["email"], "mario@example.com", "{found}");
+}

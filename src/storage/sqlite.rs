@@ -3,7 +3,7 @@
 use std::{
     collections::HashSet,
     panic::AssertUnwindSafe,
-    path::Path,
+    path::{Path, PathBuf},
     rc::Rc,
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -11,6 +11,7 @@ use std::{
 use async_trait::async_trait;
 use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Row, ToSql, Transaction, TransactionBehavior,
+    backup::Backup,
     functions::FunctionFlags,
     params,
     types::Value,
@@ -405,6 +406,34 @@ impl SqliteRepository {
             let indexed = tx.execute(fill_search_index!(), [])?;
             tx.commit()?;
             Ok(indexed as u64)
+        })
+        .await
+    }
+
+    /// Copies the whole database into a new file at `to`, as it is at one moment, while
+    /// others go on reading and writing: SQLite's online backup, in one step (so under one
+    /// read transaction, which in WAL mode holds up no writer), page for page (so the search
+    /// index's rowids stay as they are). Refuses a `to` that exists.
+    pub async fn back_up(&self, to: PathBuf) -> StorageResult<()> {
+        self.read(move |conn| {
+            if to.exists() {
+                return Err(StorageError::internal(anyhow::anyhow!(
+                    "{} exists already; a backup goes to a new file",
+                    to.display()
+                )));
+            }
+            let copied = Connection::open(&to).and_then(|mut copy| {
+                Backup::new(conn, &mut copy)?.run_to_completion(
+                    std::ffi::c_int::MAX,
+                    std::time::Duration::from_millis(50),
+                    None,
+                )
+            });
+            if copied.is_err() {
+                // No half copy left to be taken for a backup.
+                let _ = std::fs::remove_file(&to);
+            }
+            Ok(copied?)
         })
         .await
     }

@@ -687,8 +687,16 @@ fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     })
 }
 
-fn select_user(conn: &Connection, column: &str, value: &str) -> StorageResult<Option<User>> {
-    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = lower(?1)");
+/// The user a unique key names, by its indexed expression: `?1` is the value looked up.
+const BY_ID: &str = "id = lower(?1)";
+const BY_EMAIL: &str = "lower(email) = lower(?1)";
+/// The index of usernames is partial (users without one are not in it), and SQLite uses a
+/// partial index only for a query that implies its condition: it cannot infer it from
+/// `lower(username) = …`, and would read every user.
+const BY_USERNAME: &str = "lower(username) = lower(?1) AND username IS NOT NULL";
+
+fn select_user(conn: &Connection, key: &str, value: &str) -> StorageResult<Option<User>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {key}");
     Ok(conn
         .prepare_cached(&sql)?
         .query_row([value], user_from_row)
@@ -1393,12 +1401,12 @@ impl SqliteRepository {
         );
         self.call(move |conn| {
             if values.is_empty() && expected.is_none() {
-                return select_user(conn, "id", &id);
+                return select_user(conn, BY_ID, &id);
             }
             let tx = write_transaction(conn)?;
             if let Some(expected) = &expected {
                 // Under the write lock, taken at BEGIN IMMEDIATE: no write comes in between.
-                match select_user(&tx, "id", &id)? {
+                match select_user(&tx, BY_ID, &id)? {
                     None => return Ok(None),
                     Some(user) if user != *expected => return Err(StorageError::Changed),
                     Some(user) if values.is_empty() => return Ok(Some(user)),
@@ -1425,7 +1433,7 @@ impl SqliteRepository {
         self.call(move |conn| {
             let tx = write_transaction(conn)?;
             if let Some(expected) = &expected {
-                match select_user(&tx, "id", &id)? {
+                match select_user(&tx, BY_ID, &id)? {
                     None => return Ok(false),
                     Some(user) if user != *expected => return Err(StorageError::Changed),
                     Some(_) => {}
@@ -1463,18 +1471,18 @@ impl Repository for SqliteRepository {
 
     async fn user_by_id(&self, id: &UserId) -> StorageResult<Option<User>> {
         let id = id.to_hex();
-        self.read(move |conn| select_user(conn, "id", &id)).await
+        self.read(move |conn| select_user(conn, BY_ID, &id)).await
     }
 
     async fn user_by_email(&self, email: &Email) -> StorageResult<Option<User>> {
         let email = email.as_str().to_owned();
-        self.read(move |conn| select_user(conn, "lower(email)", &email))
+        self.read(move |conn| select_user(conn, BY_EMAIL, &email))
             .await
     }
 
     async fn user_by_username(&self, username: &Username) -> StorageResult<Option<User>> {
         let key = username.key();
-        self.read(move |conn| select_user(conn, "lower(username)", &key))
+        self.read(move |conn| select_user(conn, BY_USERNAME, &key))
             .await
     }
 
@@ -2631,6 +2639,28 @@ mod tests {
             plan.len() == 1 && plan[0].contains("USING COVERING INDEX users_role_active_"),
             "{plan:#?}"
         );
+    }
+
+    /// A look-up by id, email or username reads one row by its unique index, never the
+    /// table (a username login read every user when the partial index's condition was
+    /// left unsaid).
+    #[tokio::test]
+    async fn a_look_up_by_a_unique_key_uses_its_index() {
+        let (dir, _repo) = fresh().await;
+        let conn = Connection::open(dir.path().join("users.db")).expect("open");
+        for (key, index) in [
+            (BY_ID, "sqlite_autoindex_users_1"),
+            (BY_EMAIL, "users_email_unique"),
+            (BY_USERNAME, "users_username_unique"),
+        ] {
+            let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {key}");
+            let plan = plan_of(&conn, &sql, vec![Value::Text("mario".into())]);
+            assert!(
+                plan.len() == 1
+                    && plan[0].starts_with(&format!("SEARCH users USING INDEX {index}")),
+                "{key}: {plan:#?}"
+            );
+        }
     }
 
     /// Every list but a search, by every sort in both orders, from the start and from a

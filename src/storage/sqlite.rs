@@ -522,10 +522,38 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
         |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|s| s.to_lowercase())),
     )?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    use_wal(conn)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
+}
+
+/// Turns the file to WAL, so that readers never wait for the writer; once set it stays with
+/// the file. Turning a new file needs it alone for a moment, and SQLite answers that with
+/// SQLITE_BUSY at once, without its busy handler, while another process opens the same new
+/// file (a server and `create-admin` beside it): asked again for up to five seconds.
+fn use_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let mode = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0));
+        let again = started.elapsed() < std::time::Duration::from_secs(5);
+        match mode {
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::DatabaseBusy && again => {}
+            // Refused without an error: the file kept its old mode.
+            Ok(_) if again => {}
+            Ok(mode) => {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                    Some(format!("the file stayed in journal mode {mode}, not WAL")),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(rand::random_range(10..50)));
+    }
 }
 
 /// Applies the missing migrations in one write transaction, so that processes opening the
@@ -2639,6 +2667,44 @@ mod tests {
             plan.len() == 1 && plan[0].contains("USING COVERING INDEX users_role_active_"),
             "{plan:#?}"
         );
+    }
+
+    /// Processes opening one new file at once (a server and `create-admin` beside it, two
+    /// instances) all open it. Turning a new file to WAL answers SQLITE_BUSY at once to all
+    /// but one, without the busy handler: with two bare processes, in about one round in
+    /// fifteen before `use_wal` asked again. The test runs itself as those processes.
+    #[test]
+    fn processes_opening_a_new_file_at_once_all_open_it() {
+        const CHILD: &str = "USER_SERVICE_TEST_OPEN";
+        if let Some(path) = std::env::var_os(CHILD) {
+            configure(&Connection::open(path).expect("open")).expect("configure");
+            return;
+        }
+        let test = "storage::sqlite::tests::processes_opening_a_new_file_at_once_all_open_it";
+        let me = std::env::current_exe().expect("the test binary");
+        for round in 0..100 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let children: Vec<_> = (0..2)
+                .map(|_| {
+                    std::process::Command::new(&me)
+                        .args(["--exact", test, "--test-threads=1"])
+                        .env(CHILD, dir.path().join("users.db"))
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .expect("spawn")
+                })
+                .collect();
+            for child in children {
+                let output = child.wait_with_output().expect("wait");
+                assert!(
+                    output.status.success(),
+                    "round {round}: {}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
     }
 
     /// A look-up by id, email or username reads one row by its unique index, never the

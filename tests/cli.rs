@@ -453,27 +453,19 @@ async fn a_backup_taken_while_the_service_runs_is_the_whole_database() {
 
     // The copy serves, its search index whole.
     let (_server, base) = serve(dir.path(), &format!("sqlite://{copy}")).await;
-    let login: serde_json::Value = client
-        .post(format!("{base}/api/auth/login"))
-        .json(
-            &serde_json::json!({"email": "root@example.com", "password": "a long admin password"}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json = async |request: reqwest::RequestBuilder| -> serde_json::Value {
+        request.send().await.unwrap().json().await.unwrap()
+    };
+    let admin =
+        serde_json::json!({"email": "root@example.com", "password": "a long admin password"});
+    let login = json(client.post(format!("{base}/api/auth/login")).json(&admin)).await;
     let token = login["access_token"].as_str().unwrap();
-    let found: serde_json::Value = client
-        .get(format!("{base}/api/users?q=ROSSI"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found = json(
+        client
+            .get(format!("{base}/api/users?q=ROSSI"))
+            .bearer_auth(token),
+    )
+    .await;
     assert_eq!(found["total"], 1, "{found}");
     assert_eq!(found["items"][0]["email"], "mario@example.com", "{found}");
 }

@@ -2429,30 +2429,11 @@ mod tests {
         assert_eq!(Session::try_from(back).unwrap(), session);
     }
 
-    fn user_with_name(name: &str) -> User {
-        User {
-            id: UserId::generate(),
-            name: DisplayName::parse(name).unwrap(),
-            username: None,
-            email: Email::parse("ada@example.com").unwrap(),
-            role: Role::User,
-            active: true,
-            password_hash: "hash".to_owned(),
-            created_at: domain::now(),
-            updated_at: domain::now(),
-            last_login_at: None,
-            password_changed_at: domain::now(),
-            locked_until: None,
-            email_verified: true,
-            mfa_enabled: false,
-        }
-    }
-
     #[test]
     fn users_of_earlier_versions_have_mfa_off_and_secrets_are_not_read() {
         let user = UserDocument::from(&User {
             mfa_enabled: true,
-            ..user_with_name("Ada")
+            ..User::sample()
         });
         let mut document = bson::to_document(&user).unwrap();
         assert_eq!(document.get_bool("mfa_enabled"), Ok(true));
@@ -2583,7 +2564,10 @@ mod tests {
                 { "username_key": pattern },
             ] }
         );
-        let user = user_with_name("İstanbul Ürün");
+        let user = User {
+            name: DisplayName::parse("İstanbul Ürün").unwrap(),
+            ..User::sample()
+        };
         assert_eq!(
             UserDocument::from(&user).name_key.as_deref(),
             Some("i\u{307}stanbul ürün")

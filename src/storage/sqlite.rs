@@ -301,6 +301,8 @@ DROP INDEX users_active_email;
 "#,
     // A replayed answer carries its user's version too.
     "ALTER TABLE idempotency_keys ADD COLUMN etag TEXT;",
+    // Expired reset tokens are swept at each login, as sessions are.
+    "CREATE INDEX reset_tokens_expires ON reset_tokens (expires_at);",
 ];
 
 const USER_COLUMNS: &str = "id, name, username, email, role, active, password_hash, \
@@ -1699,6 +1701,7 @@ impl Repository for SqliteRepository {
             tx.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [now])?;
             tx.execute("DELETE FROM sessions WHERE expires_at < ?1", [now])?;
             tx.execute("DELETE FROM mfa_challenges WHERE expires_at < ?1", [now])?;
+            tx.execute("DELETE FROM reset_tokens WHERE expires_at < ?1", [now])?;
             tx.execute(
                 "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ip, \
                  user_agent) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -2705,6 +2708,48 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Expired reset tokens go at the next login, as expired sessions do: the table does
+    /// not grow with every reset ever asked for.
+    #[tokio::test]
+    async fn a_login_sweeps_expired_reset_tokens() {
+        let (_dir, repo) = fresh().await;
+        let user = User::sample();
+        repo.create_user(&user).await.expect("create");
+        let now = crate::domain::now();
+        for (token, expires_at) in [
+            ("old", now - time::Duration::hours(1)),
+            ("live", now + time::Duration::hours(1)),
+        ] {
+            repo.insert_reset_token(OneTimeTokenRecord {
+                token_hash: token.to_owned(),
+                user_id: user.id,
+                created_at: now - time::Duration::hours(2),
+                expires_at,
+            })
+            .await
+            .expect("insert");
+        }
+        let session = Session {
+            id: SessionId::generate(),
+            user_id: user.id,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + time::Duration::days(1),
+            origin: Origin::default(),
+        };
+        repo.create_session(&session).await.expect("session");
+        let left: Vec<String> = repo
+            .call(|conn| {
+                Ok(conn
+                    .prepare("SELECT token_hash FROM reset_tokens")?
+                    .query_map([], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+            .expect("tokens");
+        assert_eq!(left, ["live"]);
     }
 
     /// A look-up by id, email or username reads one row by its unique index, never the

@@ -109,8 +109,9 @@ pub enum ServiceError {
     /// `REQUIRE_VERIFIED_EMAIL`: the password was right, the address is not verified.
     #[error("the email address of this account is not verified yet")]
     EmailNotVerified,
-    /// Too many failed logins in a row: no login until the lock ends.
-    #[error("too many failed logins: this account is locked for now")]
+    /// Too many failed logins (or wrong current passwords) in a row: no login, and no
+    /// check of the current password, until the lock ends.
+    #[error("too many failed attempts at this account's password or code: it is locked for now")]
     LoginLocked { retry_after: std::time::Duration },
     /// A request header that is malformed, named.
     #[error("{header} {message}")]

@@ -194,6 +194,12 @@ test('sign-in goes on only to a path of this site', async () => {
     await page.goto(`/sign-in?next=${encodeURIComponent(elsewhere)}`);
     await page.waitForURL(landed('/account'));
   }
+  // Paths that resolve to "//example.invalid/": followed whole, they stay on this site (and
+  // find no page there), never leave it.
+  for (const dotted of ['/.//example.invalid/', '/a/..//example.invalid/', '/%2e//example.invalid/']) {
+    await page.goto(`/sign-in?next=${encodeURIComponent(dotted)}`);
+    await page.waitForURL(landed('//example.invalid/'));
+  }
   await page.goto(`/sign-in?next=${encodeURIComponent('/account?tab=sessions')}`);
   await page.waitForURL(landed('/account', '?tab=sessions'));
   assertClean(page);

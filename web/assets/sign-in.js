@@ -8,15 +8,15 @@ const params = new URLSearchParams(location.search);
 /**
  * Where to go after signing in: a path of this site only, never another origin. Judged on
  * the address as the browser resolves it, not on the text: the browser drops tabs and line
- * breaks first, so "/\t/evil.example" would be "//evil.example", another site.
+ * breaks first, so "/\t/evil.example" would be "//evil.example", another site. The whole
+ * resolved address is followed, never its path alone: "/.//evil.example" resolves to the
+ * path "//evil.example", which on its own would name another site too.
  */
 function next() {
   const target = params.get('next') || '';
   try {
     const url = new URL(target, location.origin);
-    if (target.startsWith('/') && url.origin === location.origin) {
-      return url.pathname + url.search + url.hash;
-    }
+    if (target.startsWith('/') && url.origin === location.origin) return url.href;
   } catch {
     // Not an address at all ("//[").
   }

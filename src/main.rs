@@ -65,8 +65,9 @@ enum Command {
         /// The new file to write.
         file: PathBuf,
     },
-    /// Rebuild the embedded database's search index, after a manual `VACUUM` (which may
-    /// renumber the rows it follows). MongoDB has no such index: nothing to do there.
+    /// Rebuild what `q` searches: the embedded database's search index, after a manual
+    /// `VACUUM` (which may renumber the rows it follows); on MongoDB the lower-cased names,
+    /// after a rolling upgrade (an earlier version's renames leave them stale).
     Reindex,
 }
 
@@ -179,8 +180,17 @@ async fn reindex(settings: Settings) -> anyhow::Result<()> {
                 .await?;
             println!("the search index holds {indexed} users");
         }
-        storage::DatabaseSettings::Mongo { .. } => {
-            println!("MongoDB has no search index of this service's to rebuild");
+        storage::DatabaseSettings::Mongo { url, database } => {
+            let changed = storage::MongoRepository::connect(
+                url.expose(),
+                database,
+                storage::MONGODB_STARTUP_TIMEOUT,
+                settings.services.audit_retention,
+            )
+            .await?
+            .rebuild_name_keys()
+            .await?;
+            println!("stored anew the lower-cased names that q searches: {changed} users");
         }
     }
     Ok(())

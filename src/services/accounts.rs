@@ -325,6 +325,10 @@ impl AccountService {
                 return Err(ServiceError::InvalidCredentials(Credential::Login));
             }
         };
+        if user.mfa_enabled {
+            // Taken back first, so that nothing failing after it leaves it counted.
+            self.lock.forgive(&key).await?;
+        }
         if self.hasher.needs_rehash(&user.password_hash) {
             // A stronger hash of the same password is not a change of the password:
             // `password_changed_at` stays.
@@ -334,7 +338,6 @@ impl AccountService {
             self.repo.update_user(&user.id, &rehashed).await?;
         }
         if user.mfa_enabled {
-            self.lock.forgive(&key).await?;
             self.ensure_verified(&user)?;
             let token = OpaqueToken::generate();
             let now = domain::now();

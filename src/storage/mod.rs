@@ -481,7 +481,7 @@ pub trait Repository: Send + Sync + 'static {
 
 /// How long start-up waits for MongoDB (as when it starts beside us in `docker compose`)
 /// before the service gives up with an error.
-const MONGODB_STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub const MONGODB_STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq)]

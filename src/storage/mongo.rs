@@ -871,7 +871,9 @@ impl MongoRepository {
         // Sessions replaced the refresh-token families of earlier versions, whose tokens name
         // no session and so are revoked: upgrading signs everyone out, once.
         repository.create_indexes(audit_retention).await?;
-        let filled = repository.fill_name_keys().await?;
+        let filled = repository
+            .fill_name_keys(doc! { "name_key": { "$exists": false } })
+            .await?;
         if filled > 0 {
             tracing::info!(
                 users = filled,
@@ -881,23 +883,35 @@ impl MongoRepository {
         Ok(repository)
     }
 
-    /// Gives each user stored before `name_key` theirs, computed here: MongoDB's `$toLower`
-    /// folds ASCII only. Written only while the name is still the one read, so a rename
-    /// meanwhile keeps its own key; instances starting together write the same values.
-    async fn fill_name_keys(&self) -> mongodb::error::Result<u64> {
+    /// Stores anew the `name_key` of every user whose key is missing or no longer their
+    /// name's (a rename by an instance of an earlier version, during a rolling upgrade), for
+    /// `reindex`. How many it changed.
+    pub async fn rebuild_name_keys(&self) -> mongodb::error::Result<u64> {
+        self.fill_name_keys(doc! {}).await
+    }
+
+    /// Gives the users `among` the `name_key` of their name where it is missing or differs,
+    /// computed here: MongoDB's `$toLower` folds ASCII only. Written only while the name is
+    /// still the one read, so a rename meanwhile keeps its own key; instances doing this
+    /// together write the same values. How many it changed.
+    async fn fill_name_keys(&self, among: Document) -> mongodb::error::Result<u64> {
         let raw = self.users.clone_with_type::<Document>();
-        let mut missing = raw
-            .find(doc! { "name_key": { "$exists": false } })
-            .projection(doc! { "name": 1 })
+        let mut users = raw
+            .find(among)
+            .projection(doc! { "name": 1, "name_key": 1 })
             .await?;
         let mut filled = 0;
-        while let Some(user) = missing.try_next().await? {
+        while let Some(user) = users.try_next().await? {
             let (Ok(id), Ok(name)) = (user.get_object_id("_id"), user.get_str("name")) else {
                 continue;
             };
-            let key = doc! { "$set": { "name_key": name.to_lowercase() } };
-            let unchanged = doc! { "_id": id, "name": name, "name_key": { "$exists": false } };
-            filled += raw.update_one(unchanged, key).await?.modified_count;
+            let key = name.to_lowercase();
+            if user.get_str("name_key") == Ok(key.as_str()) {
+                continue;
+            }
+            let unchanged = doc! { "_id": id, "name": name };
+            let set = doc! { "$set": { "name_key": key } };
+            filled += raw.update_one(unchanged, set).await?.modified_count;
         }
         Ok(filled)
     }

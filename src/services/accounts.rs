@@ -517,7 +517,7 @@ impl AccountService {
                 users::check_version(if_match, &read)?;
                 let unlocked = UserPatch::new().set(UserField::LockedUntil(None));
                 let user = self.repo.update_user_if(&id, &unlocked, &read).await?;
-                self.repo.clear_login_attempts(&LoginLock::key(&id)).await?;
+                self.lock.clear(&id).await?;
                 user
             }
         }
@@ -535,7 +535,7 @@ impl AccountService {
     }
 
     async fn end_lock(&self, id: &UserId) -> Result<Option<User>, ServiceError> {
-        self.repo.clear_login_attempts(&LoginLock::key(id)).await?;
+        self.lock.clear(id).await?;
         let unlocked = UserPatch::new().set(UserField::LockedUntil(None));
         Ok(self.repo.update_user(id, &unlocked).await?)
     }

@@ -93,7 +93,7 @@ impl LoginLock {
         Ok(())
     }
 
-    /// Ends the count of a user who passed every check of a login.
+    /// Ends the count of a user: they passed every check of a login, or the lock was lifted.
     pub(super) async fn clear(&self, id: &UserId) -> Result<(), ServiceError> {
         if self.lockout.is_some() {
             self.repo.clear_login_attempts(&Self::key(id)).await?;

@@ -62,9 +62,7 @@ struct UserDocument {
     #[serde(rename = "_id")]
     id: ObjectId,
     name: String,
-    /// `name` lower-cased as Rust does it, which `q` searches: a case-insensitive regular
-    /// expression folds one character at a time, and misses a letter whose lower case is
-    /// longer ("İ" is "i̇"). Absent on users stored before it until
+    /// [`name_key`] of `name`, which `q` searches. Absent on users stored before it until
     /// [`MongoRepository::fill_name_keys`] runs; never read back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name_key: Option<String>,
@@ -222,7 +220,7 @@ impl From<&User> for UserDocument {
         Self {
             id: user.id.object_id(),
             name: user.name.as_str().to_owned(),
-            name_key: Some(user.name.as_str().to_lowercase()),
+            name_key: Some(name_key(user.name.as_str())),
             username: user.username.as_ref().map(|u| u.as_str().to_owned()),
             username_key: user.username.as_ref().map(Username::key),
             email: user.email.as_str().to_owned(),
@@ -654,6 +652,13 @@ fn patched_unique_values(patch: &UserPatch) -> (Option<&Email>, Option<&Username
     (email, username)
 }
 
+/// A name as `q` searches it: lower-cased as Rust does it (and SQLite's index, and the
+/// conformance suite). A case-insensitive regular expression would fold one character at
+/// a time, and miss a letter whose lower case is longer ("İ" is "i̇").
+fn name_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
 /// The users the unique index on `username_key` holds: those with a username.
 fn stored_username() -> Document {
     doc! { "$type": "string" }
@@ -714,7 +719,7 @@ fn set_document(patch: &UserPatch) -> Document {
     for field in patch.fields() {
         match field {
             UserField::Name(name) => {
-                set.insert("name_key", name.as_str().to_lowercase());
+                set.insert("name_key", name_key(name.as_str()));
                 set.insert("name", name.as_str())
             }
             UserField::Username(username) => {
@@ -890,8 +895,8 @@ impl MongoRepository {
         self.fill_name_keys(doc! {}).await
     }
 
-    /// Gives the users `among` the `name_key` of their name where it is missing or differs,
-    /// computed here: MongoDB's `$toLower` folds ASCII only. Written only while the name is
+    /// Gives the users `among` the [`name_key`] of their name where it is missing or differs
+    /// (computed here: MongoDB's `$toLower` folds ASCII only). Written only while the name is
     /// still the one read, so a rename meanwhile keeps its own key; instances doing this
     /// together write the same values. How many it changed.
     async fn fill_name_keys(&self, among: Document) -> mongodb::error::Result<u64> {
@@ -905,7 +910,7 @@ impl MongoRepository {
             let (Ok(id), Ok(name)) = (user.get_object_id("_id"), user.get_str("name")) else {
                 continue;
             };
-            let key = name.to_lowercase();
+            let key = name_key(name);
             if user.get_str("name_key") == Ok(key.as_str()) {
                 continue;
             }

@@ -21,8 +21,13 @@ use crate::{
     },
     mail::{Mail, Mailer},
     metrics,
-    storage::{DynRepository, OneTimeTokenRecord, RefreshTokenRecord, RefreshTokenUse},
+    storage::{
+        DynRepository, OneTimeTokenRecord, RefreshTokenRecord, RefreshTokenUse, StorageError,
+    },
 };
+
+/// How often a guarded write is read and tried again when other writes keep coming first.
+const GUARDED_WRITE_TRIES: usize = 5;
 
 /// What the account service is configured with.
 #[derive(Debug, Clone)]
@@ -203,6 +208,8 @@ impl AccountService {
     }
 
     /// Spends a verification token: its address is now verified, if it is still the user's.
+    /// The mark is written only while the user is as read, so that a change of address
+    /// landing in between cannot take it: another write first means reading again.
     pub async fn verify_email(&self, token: &str, origin: &Origin) -> Result<User, ServiceError> {
         let refused = || ServiceError::InvalidCredentials(Credential::VerificationToken);
         let now = domain::now();
@@ -213,31 +220,37 @@ impl AccountService {
         else {
             return Err(refused());
         };
-        match self.repo.user_by_id(&id).await? {
-            Some(user) if user.email == email => {
-                if user.email_verified {
+        let verified = UserPatch::new()
+            .set(UserField::EmailVerified(true))
+            .set(UserField::UpdatedAt(now));
+        for _ in 0..GUARDED_WRITE_TRIES {
+            let user = match self.repo.user_by_id(&id).await? {
+                Some(user) if user.email == email => user,
+                _ => return Err(refused()),
+            };
+            if user.email_verified {
+                return Ok(user);
+            }
+            match self.repo.update_user_if(&id, &verified, &user).await {
+                Ok(Some(user)) => {
+                    self.audit
+                        .record(
+                            Event::new(EventKind::EmailVerified)
+                                .about(id)
+                                .detail("email", user.email.as_str()),
+                            origin,
+                        )
+                        .await;
                     return Ok(user);
                 }
-                let verified = UserPatch::new()
-                    .set(UserField::EmailVerified(true))
-                    .set(UserField::UpdatedAt(now));
-                let user = self
-                    .repo
-                    .update_user(&id, &verified)
-                    .await?
-                    .ok_or_else(refused)?;
-                self.audit
-                    .record(
-                        Event::new(EventKind::EmailVerified)
-                            .about(id)
-                            .detail("email", user.email.as_str()),
-                        origin,
-                    )
-                    .await;
-                Ok(user)
+                Ok(None) => return Err(refused()),
+                Err(StorageError::Changed) => continue,
+                Err(e) => return Err(e.into()),
             }
-            _ => Err(refused()),
         }
+        Err(ServiceError::Unavailable(anyhow::anyhow!(
+            "the user kept changing while their address was being verified"
+        )))
     }
 
     /// The actor behind an access token. The token must be well signed and unexpired, its

@@ -2,9 +2,14 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures_util::FutureExt;
+
 use super::*;
 use crate::{
-    domain::{DisplayName, Email, Origin, Password, Role, Secret, SessionId, User},
+    domain::{
+        DisplayName, Email, Origin, Password, Role, Secret, SessionId, User, UserField, UserId,
+        UserPatch,
+    },
     mail::{MailSettings, MailTransport},
     storage::{MemoryRepository, Repository},
 };
@@ -970,4 +975,76 @@ async fn of_many_simultaneous_wrong_attempts_only_the_threshold_are_checked() {
         }
     }
     assert_eq!((checked, locked_out), (3, 17));
+}
+
+/// A verification link for `email`, stored for `user` as a mail would carry it.
+async fn verification_token(h: &Harness, user: &Actor, email: &str) -> String {
+    let token = OpaqueToken::generate();
+    let now = crate::domain::now();
+    h.repo
+        .insert_verification_token(crate::storage::VerificationTokenRecord {
+            token_hash: token.hash,
+            user_id: user.id(),
+            email: Email::parse(email).unwrap(),
+            created_at: now,
+            expires_at: now + Duration::from_secs(600),
+        })
+        .await
+        .unwrap();
+    token.secret
+}
+
+/// `patch` written to the user right after the next read of them by id, as a request of
+/// someone else landing in between.
+fn write_after_next_read(h: &Harness, id: UserId, patch: UserPatch) {
+    let repo = h.repo.clone();
+    h.repo.after_next("user_by_id", move || {
+        repo.update_user(&id, &patch)
+            .now_or_never()
+            .expect("the memory repository answers at once")
+            .expect("the write");
+    });
+}
+
+#[tokio::test]
+async fn a_verification_link_never_verifies_the_address_that_replaced_its_own() {
+    let h = harness().await;
+    let user = h.user("first@example.com", Role::User).await;
+    let token = verification_token(&h, &user, "first@example.com").await;
+    let moved = UserPatch::new()
+        .set(UserField::Email(
+            Email::parse("second@example.com").unwrap(),
+        ))
+        .set(UserField::EmailVerified(false));
+    write_after_next_read(&h, user.id(), moved);
+    let result = h.services.accounts.verify_email(&token, &here()).await;
+    assert!(
+        matches!(
+            result,
+            Err(ServiceError::InvalidCredentials(
+                Credential::VerificationToken
+            ))
+        ),
+        "{result:?}"
+    );
+    let stored = h.stored(user.user()).await;
+    assert_eq!(stored.email.as_str(), "second@example.com");
+    assert!(!stored.email_verified);
+}
+
+#[tokio::test]
+async fn a_verification_link_still_verifies_when_another_change_comes_first() {
+    let h = harness().await;
+    let user = h.user("first@example.com", Role::User).await;
+    let token = verification_token(&h, &user, "first@example.com").await;
+    let renamed = UserPatch::new().set(UserField::Name(DisplayName::parse("Renamed").unwrap()));
+    write_after_next_read(&h, user.id(), renamed);
+    let verified = h
+        .services
+        .accounts
+        .verify_email(&token, &here())
+        .await
+        .unwrap();
+    assert!(verified.email_verified);
+    assert_eq!(verified.name.as_str(), "Renamed");
 }

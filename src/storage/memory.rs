@@ -142,10 +142,16 @@ fn audit_matches(event: &AuditEvent, filter: &AuditFilter) -> bool {
         && filter.until.is_none_or(|until| event.at < until)
 }
 
+/// Work a test sets to run right after a named call, as another request would.
+#[cfg(test)]
+type Interleaved = Vec<(&'static str, Box<dyn FnOnce() + Send>)>;
+
 #[derive(Default)]
 pub struct MemoryRepository {
     data: Mutex<Data>,
     round_trips: AtomicUsize,
+    #[cfg(test)]
+    interleaved: Mutex<Interleaved>,
 }
 
 impl MemoryRepository {
@@ -157,6 +163,31 @@ impl MemoryRepository {
     /// makes one round trip): tests count what a use case costs.
     pub fn round_trips(&self) -> usize {
         self.round_trips.load(AtomicOrdering::SeqCst)
+    }
+
+    /// Test seam: `work` runs once, right after the next call of `method` has read what
+    /// it answers, as a write of another request landing between that read and what the
+    /// caller does next. Only `user_by_id` and `user_by_email` take such work.
+    #[cfg(test)]
+    pub fn after_next(&self, method: &'static str, work: impl FnOnce() + Send + 'static) {
+        self.interleaved
+            .lock()
+            .expect("interleaved work")
+            .push((method, Box::new(work)));
+    }
+
+    #[cfg(test)]
+    fn interleave(&self, method: &'static str) {
+        let work = {
+            let mut interleaved = self.interleaved.lock().expect("interleaved work");
+            interleaved
+                .iter()
+                .position(|(name, _)| *name == method)
+                .map(|at| interleaved.remove(at).1)
+        };
+        if let Some(work) = work {
+            work();
+        }
     }
 
     fn data(&self) -> MutexGuard<'_, Data> {
@@ -321,16 +352,22 @@ impl Repository for MemoryRepository {
     }
 
     async fn user_by_id(&self, id: &UserId) -> StorageResult<Option<User>> {
-        Ok(self.data().users.get(id).cloned())
+        let user = self.data().users.get(id).cloned();
+        #[cfg(test)]
+        self.interleave("user_by_id");
+        Ok(user)
     }
 
     async fn user_by_email(&self, email: &Email) -> StorageResult<Option<User>> {
-        Ok(self
+        let user = self
             .data()
             .users
             .values()
             .find(|user| user.email == *email)
-            .cloned())
+            .cloned();
+        #[cfg(test)]
+        self.interleave("user_by_email");
+        Ok(user)
     }
 
     async fn user_by_username(&self, username: &Username) -> StorageResult<Option<User>> {

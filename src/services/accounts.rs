@@ -361,7 +361,8 @@ impl AccountService {
                     created_at: now,
                     expires_at: now + CHALLENGE_TTL,
                 })
-                .await?;
+                .await
+                .map_err(|e| refusal_if_gone(e, Credential::Login))?;
             return Ok(LoginOutcome::MfaRequired {
                 mfa_token: token.secret,
                 expires_in: CHALLENGE_TTL.as_secs(),
@@ -467,7 +468,11 @@ impl AccountService {
         factor: Option<SecondFactor>,
         origin: &Origin,
     ) -> Result<TokenPair, ServiceError> {
-        metrics::record_login("success");
+        let refused = if factor.is_some() {
+            Credential::MfaToken
+        } else {
+            Credential::Login
+        };
         self.lock.clear(&user.id).await?;
         self.ensure_verified(user)?;
         let now = domain::now();
@@ -485,7 +490,23 @@ impl AccountService {
             expires_at: now + self.settings.refresh_token_ttl,
             origin: origin.clone(),
         };
-        self.repo.create_session(&session).await?;
+        self.repo
+            .create_session(&session)
+            .await
+            .map_err(|e| refusal_if_gone(e, refused))?;
+        // A new password, a deactivation or a removal writes the user, then ends their
+        // sessions: one that landed after `user` was read ended them before this session
+        // existed. Read again now that it does: it stands only for the user as checked.
+        let current = self.repo.user_by_id(&user.id).await?;
+        if !current.is_some_and(|current| {
+            current.active && current.password_changed_at == user.password_changed_at
+        }) {
+            self.repo
+                .end_session(&user.id, &session.id, domain::now())
+                .await?;
+            return Err(ServiceError::InvalidCredentials(refused));
+        }
+        metrics::record_login("success");
         let mut event = Event::new(EventKind::LoginSucceeded)
             .about(user.id)
             .detail("session_id", session.id.as_str());
@@ -493,7 +514,7 @@ impl AccountService {
             event = event.detail("second_factor", factor.as_str());
         }
         self.audit.record(event, origin).await;
-        self.issue_pair(user, session.id).await
+        self.issue_pair(user, session.id, refused).await
     }
 
     /// `REQUIRE_VERIFIED_EMAIL`: no tokens for an address not yet verified.
@@ -565,7 +586,8 @@ impl AccountService {
             .use_refresh_token(&hash_token(refresh_token), domain::now())
             .await?;
         let (user, session) = self.session_of_refresh_token(found, origin).await?;
-        self.issue_pair(&user, session).await
+        self.issue_pair(&user, session, Credential::RefreshToken)
+            .await
     }
 
     /// A fresh access token for the session of a refresh token that stays as it is. For the
@@ -763,14 +785,20 @@ impl AccountService {
         }
         let token = OpaqueToken::generate();
         let now = domain::now();
-        self.repo
+        let stored = self
+            .repo
             .insert_reset_token(OneTimeTokenRecord {
                 token_hash: token.hash,
                 user_id: user.id,
                 created_at: now,
                 expires_at: now + self.settings.reset_token_ttl,
             })
-            .await?;
+            .await;
+        match stored {
+            // Removed since: nobody to mail.
+            Err(StorageError::UserGone) => return Ok(()),
+            stored => stored?,
+        }
         let mut link = self.settings.password_reset_url.clone();
         link.query_pairs_mut().append_pair("token", &token.secret);
         self.mailer
@@ -844,10 +872,12 @@ impl AccountService {
         })
     }
 
+    /// Tokens for a session of `user`; refused as `credential` when the user is gone.
     async fn issue_pair(
         &self,
         user: &User,
         session_id: SessionId,
+        credential: Credential,
     ) -> Result<TokenPair, ServiceError> {
         let AccessToken {
             access_token,
@@ -863,12 +893,22 @@ impl AccountService {
                 created_at: now,
                 expires_at: now + self.settings.refresh_token_ttl,
             })
-            .await?;
+            .await
+            .map_err(|e| refusal_if_gone(e, credential))?;
         Ok(TokenPair {
             access_token,
             expires_in,
             refresh_token: refresh.secret,
         })
+    }
+}
+
+/// A write about a user who is gone, refused as `credential` would be: the user is gone
+/// as far as the caller can tell. Other failures stay as they are.
+fn refusal_if_gone(error: StorageError, credential: Credential) -> ServiceError {
+    match error {
+        StorageError::UserGone => ServiceError::InvalidCredentials(credential),
+        other => other.into(),
     }
 }
 

@@ -158,6 +158,7 @@ impl From<StorageError> for ServiceError {
             StorageError::Duplicate(field) => ServiceError::Taken(field),
             StorageError::LastActiveAdmin => ServiceError::LastAdmin,
             StorageError::Changed => ServiceError::PreconditionFailed,
+            StorageError::UserGone => ServiceError::NotFound,
             StorageError::Unavailable(_) => ServiceError::Unavailable(error.into()),
             // Kept whole, so that `database_failure` can tell it from other bugs.
             StorageError::Internal(_) => ServiceError::Internal(error.into()),

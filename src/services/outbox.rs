@@ -10,7 +10,7 @@ use crate::{
     domain::{self, Email, User},
     mail::{Mail, Mailer},
     metrics,
-    storage::{DynRepository, VerificationTokenRecord},
+    storage::{DynRepository, StorageError, VerificationTokenRecord},
 };
 
 /// How verification links are made.
@@ -66,7 +66,8 @@ impl Outbox {
         }
         let token = OpaqueToken::generate();
         let now = domain::now();
-        self.repo
+        let stored = self
+            .repo
             .insert_verification_token(VerificationTokenRecord {
                 token_hash: token.hash,
                 user_id: user.id,
@@ -74,7 +75,12 @@ impl Outbox {
                 created_at: now,
                 expires_at: now + self.verification.token_ttl,
             })
-            .await?;
+            .await;
+        match stored {
+            // Removed since: nobody to mail.
+            Err(StorageError::UserGone) => return Ok(()),
+            stored => stored?,
+        }
         let mut link = self.verification.url.clone();
         link.query_pairs_mut().append_pair("token", &token.secret);
         self.mailer

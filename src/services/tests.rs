@@ -1048,3 +1048,67 @@ async fn a_verification_link_still_verifies_when_another_change_comes_first() {
     assert!(verified.email_verified);
     assert_eq!(verified.name.as_str(), "Renamed");
 }
+
+/// What a change that ends sessions does, run right after a login has read the user by
+/// email: `patch` (or, without one, the removal of the user), then the end of their sessions.
+fn change_after_login_read(h: &Harness, id: UserId, patch: Option<UserPatch>) {
+    let repo = h.repo.clone();
+    h.repo.after_next("user_by_email", move || {
+        let at_once = "the memory repository answers at once";
+        match patch {
+            Some(patch) => {
+                repo.update_user(&id, &patch)
+                    .now_or_never()
+                    .expect(at_once)
+                    .expect("the change");
+            }
+            None => {
+                repo.delete_user(&id)
+                    .now_or_never()
+                    .expect(at_once)
+                    .expect("the removal");
+            }
+        }
+        repo.end_user_sessions(&id, crate::domain::now())
+            .now_or_never()
+            .expect(at_once)
+            .expect("the end of the sessions");
+    });
+}
+
+#[tokio::test]
+async fn a_login_racing_a_new_password_a_deactivation_or_a_removal_keeps_no_session() {
+    let h = harness().await;
+    let now = crate::domain::now();
+    let changes = [
+        Some(
+            UserPatch::new()
+                .set(UserField::PasswordHash("$2b$04$elsewhere".to_owned()))
+                .set(UserField::PasswordChangedAt(now + Duration::from_secs(1))),
+        ),
+        Some(UserPatch::new().set(UserField::Active(false))),
+        None,
+    ];
+    for (i, change) in changes.into_iter().enumerate() {
+        let email = format!("racer{i}@example.com");
+        let user = h.user(&email, Role::User).await;
+        change_after_login_read(&h, user.id(), change);
+        let login = h.login(&email, PASSWORD).await;
+        assert!(
+            matches!(
+                login,
+                Err(ServiceError::InvalidCredentials(Credential::Login))
+            ),
+            "change {i}: {login:?}"
+        );
+        let later = crate::domain::now();
+        assert!(
+            h.repo
+                .live_sessions(&user.id(), later)
+                .await
+                .unwrap()
+                .is_empty(),
+            "change {i} left a session"
+        );
+    }
+}

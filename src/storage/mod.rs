@@ -65,6 +65,11 @@ pub enum StorageError {
     /// none of it was made.
     #[error("the user changed since it was read")]
     Changed,
+    /// A write of something of a user's (a session, a token) found the user gone, removed
+    /// since they were read, so it was not made. SQLite tells by its foreign keys; MongoDB
+    /// has none and stores it, for nobody to use.
+    #[error("the user is gone")]
+    UserGone,
     /// The database did not answer; retrying later may succeed.
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),

@@ -669,6 +669,12 @@ impl From<rusqlite::Error> for StorageError {
     fn from(error: rusqlite::Error) -> Self {
         if let rusqlite::Error::SqliteFailure(failure, message) = &error {
             match failure.code {
+                // Every foreign key names a user.
+                ErrorCode::ConstraintViolation
+                    if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+                {
+                    return StorageError::UserGone;
+                }
                 ErrorCode::ConstraintViolation => {
                     let message = message.as_deref().unwrap_or_default();
                     if message.contains("users_email_unique") {
@@ -2781,6 +2787,36 @@ mod tests {
             .await
             .expect("tokens");
         assert_eq!(left, ["live"]);
+    }
+
+    /// A session or token for a user removed meanwhile is refused as such (the foreign
+    /// key), not as a failure of the database.
+    #[tokio::test]
+    async fn what_is_stored_for_a_user_who_is_gone_is_refused_as_user_gone() {
+        let (_dir, repo) = fresh().await;
+        let user = User::sample();
+        repo.create_user(&user).await.expect("create");
+        assert!(repo.delete_user(&user.id).await.expect("delete"));
+        let now = crate::domain::now();
+        let session = Session {
+            id: SessionId::generate(),
+            user_id: user.id,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + time::Duration::days(1),
+            origin: Origin::default(),
+        };
+        let stored = repo.create_session(&session).await;
+        assert!(matches!(stored, Err(StorageError::UserGone)), "{stored:?}");
+        let stored = repo
+            .insert_reset_token(OneTimeTokenRecord {
+                token_hash: "hash".to_owned(),
+                user_id: user.id,
+                created_at: now,
+                expires_at: now + time::Duration::hours(1),
+            })
+            .await;
+        assert!(matches!(stored, Err(StorageError::UserGone)), "{stored:?}");
     }
 
     /// A look-up by id, email or username reads one row by its unique index, never the

@@ -263,7 +263,7 @@ pub(crate) struct LoginMfaRequest {
 #[utoipa::path(
     context_path = "/api", tag = "auth", operation_id = "login_mfa", summary = "Second step of a login with MFA on",
     request_body = LoginMfaRequest,
-    responses((status = 200, description = "Tokens", body = TokenResponse), (status = 401, description = "Wrong code, or an invalid, expired, used or voided mfa_token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Login locked (problem type ending in login-locked)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until the lock ends"))))
+    responses((status = 200, description = "Tokens", body = TokenResponse), (status = 401, description = "Wrong code, or an invalid, expired, used or voided mfa_token (problem type ending in mfa-token-invalid: the login starts again)", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Login locked (problem type ending in login-locked)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until the lock ends"))))
 )]
 #[post("/auth/login/mfa")]
 pub(crate) async fn login_mfa(

@@ -7,7 +7,10 @@ use actix_web::{
 };
 use serde::Serialize;
 
-use crate::{metrics, services::ServiceError};
+use crate::{
+    metrics,
+    services::{Credential, Refusal, ServiceError},
+};
 
 /// One bad field of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -133,6 +136,9 @@ pub const IDEMPOTENCY_KEY_REUSED: &str = "tag:user-service,2026:problems/idempot
 pub const IDEMPOTENCY_KEY_IN_FLIGHT: &str =
     "tag:user-service,2026:problems/idempotency-key-in-flight";
 pub const PRECONDITION_FAILED: &str = "tag:user-service,2026:problems/precondition-failed";
+/// The `mfa_token` of a login's second step is spent, expired or unknown: a new code will
+/// not help, the login starts again.
+pub const MFA_TOKEN_INVALID: &str = "tag:user-service,2026:problems/mfa-token-invalid";
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
@@ -167,6 +173,10 @@ impl ResponseError for ApiError {
                     ServiceError::Invalid { field, message } => {
                         errors.push(FieldError::new(*field, *message));
                     }
+                    // Named, so that a form can mark the field.
+                    ServiceError::Forbidden(Refusal::CurrentPasswordWrong) => {
+                        errors.push(FieldError::new("current_password", "is missing or wrong"));
+                    }
                     _ => {}
                 }
             }
@@ -195,6 +205,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::Service(ServiceError::PreconditionFailed) = self {
             problem.kind = PRECONDITION_FAILED;
+        }
+        if let ApiError::Service(ServiceError::InvalidCredentials(Credential::MfaToken)) = self {
+            problem.kind = MFA_TOKEN_INVALID;
         }
         if let ApiError::Service(ServiceError::Busy) = self {
             problem.kind = HASHING_BUSY;

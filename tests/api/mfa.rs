@@ -398,15 +398,27 @@ async fn a_wrong_code_is_401_and_the_fifth_voids_the_mfa_token() {
     let mfa_token = first_step(&app, "alice@example.com", PASSWORD).await;
     let wrong = wrong_code(&enrolled.totp);
     for _ in 0..5 {
-        login_mfa(&app, &mfa_token, &wrong)
+        let body = login_mfa(&app, &mfa_token, &wrong)
             .await
             .assert_problem(401);
+        // A wrong code: another may do.
+        assert!(
+            !body["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("mfa-token-invalid"),
+            "{body}"
+        );
     }
-    // Void now: even the right code is refused.
+    // Void now: even the right code is refused, as a login to start again.
     let right = code_at(&enrolled.totp, 1);
-    login_mfa(&app, &mfa_token, &right)
+    let body = login_mfa(&app, &mfa_token, &right)
         .await
         .assert_problem(401);
+    assert_eq!(
+        body["type"], "tag:user-service,2026:problems/mfa-token-invalid",
+        "{body}"
+    );
     login_mfa(&app, &mfa_token, &enrolled.recovery_codes[0])
         .await
         .assert_problem(401);

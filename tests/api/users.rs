@@ -298,13 +298,20 @@ async fn admin_can_set_role_and_active() {
 async fn changing_own_password_without_current_password_returns_403() {
     let app = spawn_app().await;
     let alice = app.register_and_login("Alice", "alice@example.com").await;
-    app.patch(
-        &alice.id,
-        &json!({"password": OTHER_PASSWORD}),
-        &alice.access_token,
-    )
-    .await
-    .assert_problem(403);
+    let body = app
+        .patch(
+            &alice.id,
+            &json!({"password": OTHER_PASSWORD}),
+            &alice.access_token,
+        )
+        .await
+        .assert_problem(403);
+    // The field is named, for a form to mark.
+    assert_eq!(
+        body["errors"],
+        json!([{"field": "current_password", "message": "is missing or wrong"}]),
+        "{body}"
+    );
     app.login_email("alice@example.com", PASSWORD)
         .await
         .assert_status(200);

@@ -69,6 +69,8 @@ test('a user manages their own account', async () => {
   await page.locator('#profile-username').fill(`ada_${RUN}`);
   await page.getByRole('button', { name: 'Save profile' }).click();
   await page.locator('#profile-form [data-status]').filter({ hasText: 'Saved.' }).waitFor();
+  // The header names the user by the new name too.
+  assert.equal(await page.locator('#nav .who').innerText(), 'Ada Lovelace');
 
   // A new address needs the current password: refused without it, next to the field.
   // Longer than its field at 375 px: the field scrolls it, and nothing sticks out.
@@ -76,6 +78,11 @@ test('a user manages their own account', async () => {
   await page.locator('#profile-email').fill(newEmail);
   await page.getByRole('button', { name: 'Save profile' }).click();
   await page.locator('#profile-form .status.error').waitFor();
+  // The field is marked, says why, and has the focus.
+  const current = page.locator('#profile-current-password');
+  assert.equal(await current.getAttribute('aria-invalid'), 'true');
+  await page.locator('#profile-current-password-error').filter({ hasText: 'Current password is missing or wrong.' }).waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'profile-current-password');
   await page.locator('#profile-current-password').fill(password);
   await page.getByRole('button', { name: 'Save profile' }).click();
   await page.getByText(`A confirmation link is on its way to ${newEmail}`).waitFor();
@@ -202,5 +209,65 @@ test('sign-in goes on only to a path of this site', async () => {
   }
   await page.goto(`/sign-in?next=${encodeURIComponent('/account?tab=sessions')}`);
   await page.waitForURL(landed('/account', '?tab=sessions'));
+  assertClean(page);
+});
+
+test('sign-in leaves no page to come back to, marks its one field, and starts again when its code step has ended', async () => {
+  const adminToken = await login(ADMIN.email, ADMIN.password);
+  const password = 'correct horse battery';
+  const user = await createUser(adminToken, { name: 'Grace', email: `grace.${RUN}@example.com` });
+  let page = await newPage(browser);
+
+  // Sent to sign-in and back: each takes the place of the page before, so Back leaves.
+  await page.goto('/sign-in?reason=signed_out');
+  await page.goto('/account');
+  await page.waitForURL('**/sign-in?next=%2Faccount');
+  // Too short for a username: the one field for both is marked, and has the focus.
+  await page.getByLabel('Email or username').fill('ab');
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.locator('#login-error').waitFor();
+  assert.equal(await page.locator('#login').getAttribute('aria-invalid'), 'true');
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'login');
+  await page.getByLabel('Email or username').fill(user.email);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL('**/account');
+  await page.getByRole('heading', { name: 'Profile' }).waitFor();
+  await page.goBack();
+  await page.waitForURL('**/sign-in?reason=signed_out');
+
+  // Two-factor on, by the API.
+  const token = await login(user.email, password);
+  const started = await api('POST', '/api/users/me/mfa/totp', { token, body: { current_password: password } });
+  assert.equal(started.status, 200, JSON.stringify(started.data));
+  const { secret } = started.data;
+  const confirmed = await api('POST', '/api/users/me/mfa/totp/confirm', { token, body: { code: totp(secret) } });
+  assert.equal(confirmed.status, 200, JSON.stringify(confirmed.data));
+  // In a browser of its own: this one is signed in, and sign-in would go straight on.
+  await page.context().close();
+  page = await newPage(browser);
+  const firstStep = page.waitForResponse((response) => response.url().endsWith('/web/session'));
+  await signIn(page, user.email, password);
+  const { mfa_token: mfaToken } = await (await firstStep).json();
+  await page.getByRole('heading', { name: 'Two-factor sign-in' }).waitFor();
+  // A wrong code: said so on the code step, whose button keeps the focus.
+  await page.getByLabel('Code').fill(totp(secret, 1) === '000000' ? '111111' : '000000');
+  await page.getByRole('button', { name: 'Verify' }).click();
+  await page.getByText('That code is wrong or was used already.').waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement.textContent.trim()), 'Verify');
+  // The same second step finished elsewhere (as by a second click): no code can help the
+  // page's now, so it says so and goes back to the first step.
+  const elsewhere = await api('POST', '/api/auth/login/mfa', { body: { mfa_token: mfaToken, code: totp(secret, 1) } });
+  assert.equal(elsewhere.status, 200, JSON.stringify(elsewhere.data));
+  await page.getByLabel('Code').fill(totp(secret, 1));
+  await page.getByRole('button', { name: 'Verify' }).click();
+  await page.getByText('This sign-in has ended').waitFor();
+  assert.equal(await page.locator('#code-step').isHidden(), true);
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'login');
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByLabel('Code').fill(confirmed.data.recovery_codes[0]);
+  await page.getByRole('button', { name: 'Verify' }).click();
+  await page.waitForURL('**/account');
   assertClean(page);
 });

@@ -157,7 +157,24 @@ test("a user's page edits, deactivates, unlocks, resets two-factor, ends session
   await form.getByLabel('Name', { exact: true }).fill(`Mine ${RUN}`);
   await page.getByRole('button', { name: 'Save changes' }).click();
   await page.getByText('Someone changed this user while you were editing').waitFor();
-  assert.equal(await form.getByLabel('Name', { exact: true }).inputValue(), `Elsewhere ${RUN}`);
+  // Their version shows; what was typed stays in the form, to be saved again.
+  await page.getByRole('heading', { name: `Elsewhere ${RUN}`, level: 2 }).waitFor();
+  assert.equal(await form.getByLabel('Name', { exact: true }).inputValue(), `Mine ${RUN}`);
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await page.locator('#user-form [data-status]').filter({ hasText: 'Saved.' }).waitFor();
+  assert.equal((await api('GET', `/api/users/${target.id}`, { token: adminToken })).data.name, `Mine ${RUN}`);
+
+  // A new address starts unconfirmed: the box unticks as the address is edited, and what
+  // it shows is what is saved.
+  const confirmed = form.getByLabel('Email address confirmed');
+  assert.equal(await confirmed.isChecked(), true);
+  await form.getByLabel('Email', { exact: true }).fill(`moved.${RUN}@example.com`);
+  assert.equal(await confirmed.isChecked(), false);
+  await page.getByRole('button', { name: 'Save changes' }).click();
+  await page.locator('#user-form [data-status]').filter({ hasText: 'Saved.' }).waitFor();
+  stored = (await api('GET', `/api/users/${target.id}`, { token: adminToken })).data;
+  assert.equal(stored.email, `moved.${RUN}@example.com`);
+  assert.equal(stored.email_verified, false);
 
   // Deactivate, then activate.
   await page.getByRole('button', { name: 'Deactivate' }).click();
@@ -179,7 +196,7 @@ test("a user's page edits, deactivates, unlocks, resets two-factor, ends session
   await page.getByRole('button', { name: 'Delete user…' }).click();
   await dialog.getByRole('button', { name: 'Delete for good' }).click();
   await page.waitForURL((url) => url.searchParams.has('deleted'));
-  await page.getByText(`Deleted renamed.${RUN}@example.com.`).waitFor();
+  await page.getByText(`Deleted moved.${RUN}@example.com.`).waitFor();
   assert.equal((await api('GET', `/api/users/${target.id}`, { token: adminToken })).status, 404);
 
   // Unlock the locked user.

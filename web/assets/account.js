@@ -12,6 +12,9 @@ let me;
 const profileForm = $('#profile-form');
 
 function showProfile() {
+  // The header names the user too.
+  const who = $('#nav .who');
+  if (who) who.textContent = me.name;
   profileForm.elements.name.value = me.name;
   profileForm.elements.username.value = me.username ?? '';
   profileForm.elements.email.value = me.email;
@@ -85,7 +88,8 @@ function showRecoveryCodes(codes) {
 $('#recovery-done').addEventListener('click', () => {
   $('#recovery-list').replaceChildren();
   $('#recovery-codes').hidden = true;
-  $('#mfa-title').scrollIntoView();
+  // The button is gone with its panel: the focus goes back to the section.
+  $('#mfa-title').focus();
 });
 
 onSubmit(startForm, async ({ current_password: current }) => {
@@ -130,7 +134,9 @@ onSubmit($('#mfa-disable-form'), async ({ current_password: current }, form) => 
   form.reset();
   me.mfa_enabled = false;
   showMfa();
-  say(startForm, 'Two-factor sign-in is off.');
+  // The section's state line says it is off; this says what can be done now.
+  say(startForm, 'Turned off. To set it up again, start here.');
+  $('#mfa-title').focus();
 });
 
 // --- sessions ---

@@ -158,8 +158,20 @@ function changes(form) {
   if (form.email.trim().toLowerCase() !== user.email) body.email = form.email.trim();
   if (form.role !== user.role) body.role = form.role;
   if (form.active !== user.active) body.active = form.active;
-  if (form.email_verified !== user.email_verified) body.email_verified = form.email_verified;
+  // With a new address, as the box says: the form unticks it when the address is edited.
+  if (body.email !== undefined || form.email_verified !== user.email_verified) {
+    body.email_verified = form.email_verified;
+  }
   return body;
+}
+
+/** Puts `body` (from [`changes`]) back into the form, over the user it now shows. */
+function retype(form, body) {
+  for (const [field, value] of Object.entries(body)) {
+    const input = form.elements[field];
+    if (input.type === 'checkbox') input.checked = value;
+    else input.value = value ?? '';
+  }
 }
 
 const actions = $('#user-actions');
@@ -186,6 +198,11 @@ function action(button, work, done) {
 
 function wireUserPage() {
   const form = $('#user-form');
+  // A new address starts unconfirmed; back to the stored one, its state is back too.
+  form.elements.email.addEventListener('input', () => {
+    const same = form.elements.email.value.trim().toLowerCase() === user.email;
+    form.elements.email_verified.checked = same && user.email_verified;
+  });
   onSubmit(form, async () => {
     const body = changes(values(form));
     if (Object.keys(body).length === 0) return say(form, 'Nothing has changed.');
@@ -200,8 +217,10 @@ function wireUserPage() {
       if (error.status !== 412) throw error;
       await loadUser(user.id);
       showUserFacts();
+      retype(form, body);
       throw Object.assign(error, {
-        message: 'Someone changed this user while you were editing. The form now shows their version: make your changes again.',
+        message:
+          'Someone changed this user while you were editing (a sign-in counts). The page now shows their version, with your changes still in the form: check them and save again.',
       });
     }
     showUserFacts();

@@ -109,8 +109,12 @@ export async function qrSvg(text) {
   return (await call('POST', '/web/qr', { body: { text } })).data;
 }
 
-/** Sends the page to sign-in, to come back here afterwards. */
+/**
+ * Sends the page to sign-in, to come back here afterwards. In place of this page in the
+ * history, as sign-in then puts this page back in its own place: Back leaves the site
+ * rather than landing here again.
+ */
 export function toSignIn() {
   const next = location.pathname + location.search;
-  location.assign(`/sign-in?next=${encodeURIComponent(next)}`);
+  location.replace(`/sign-in?next=${encodeURIComponent(next)}`);
 }

@@ -124,6 +124,9 @@ export function pagedTable({ tbody, button, form, row, empty }) {
     } finally {
       button.disabled = false;
     }
+    // Disabled, it lost the focus; the last page hides it: then the table keeps the focus.
+    if (!button.hidden) button.focus();
+    else tbody.closest('table').focus();
   });
 
   return async function load(newPath) {

@@ -13,6 +13,7 @@ function refused() {
 }
 
 if (!token) {
+  $('#reset-no-token').hidden = false;
   refused();
 } else {
   form.hidden = false;

@@ -23,8 +23,9 @@ function next() {
   return '/account';
 }
 
+/** On to where the visitor was going, in place of sign-in in the history. */
 function done() {
-  location.assign(next());
+  location.replace(next());
 }
 
 const passwordStep = $('#password-step');
@@ -44,10 +45,16 @@ function plainly(error, wrong) {
   return error;
 }
 
-onSubmit($('#sign-in-form'), async ({ email, password }) => {
+const signInForm = $('#sign-in-form');
+
+onSubmit(signInForm, async ({ email, password }) => {
   const login = email.trim();
   const credentials = login.includes('@') ? { email: login, password } : { username: login, password };
   const outcome = await signIn(credentials).catch((error) => {
+    // One field takes both: an error about the username is about it too.
+    for (const fieldError of error.fieldErrors) {
+      if (fieldError.field === 'username') fieldError.field = 'email';
+    }
     throw plainly(error, 'The email address, username or password is wrong.');
   });
   if (!outcome.mfaToken) return done();
@@ -57,10 +64,28 @@ onSubmit($('#sign-in-form'), async ({ email, password }) => {
   $('#code').focus();
 });
 
+/** The second step has ended (too many wrong codes, or too long): back to the first. */
+function startAgain() {
+  mfaToken = null;
+  $('#code-form').reset();
+  codeStep.hidden = true;
+  passwordStep.hidden = false;
+  signInForm.elements.password.value = '';
+  say(
+    signInForm,
+    'This sign-in has ended: too many wrong codes, or it took longer than five minutes. Sign in again.',
+    'error',
+  );
+  $('#login').focus();
+}
+
 onSubmit($('#code-form'), async ({ code }) => {
-  await signInWithCode(mfaToken, code.replace(/\s+/g, '')).catch((error) => {
+  try {
+    await signInWithCode(mfaToken, code.replace(/\s+/g, ''));
+  } catch (error) {
+    if (error.kind === 'mfa-token-invalid') return startAgain();
     throw plainly(error, 'That code is wrong or was used already. Codes change every 30 seconds.');
-  });
+  }
   done();
 });
 

@@ -84,9 +84,12 @@ export function showError(form, error) {
     input.closest('.field').append(h('p', { class: 'field-error', id }, sentence(`${label} ${message}`)));
     first ??= input;
   }
-  // Each bad field says why next to it; the summary then says where to look.
-  const summary = first && error.status === 422 ? 'Please correct the marked field.' : error.message;
-  say(form, [sentence(summary), ...unplaced].join(' '), 'error');
+  // Each bad field says why next to it; the summary then says where to look. A field the
+  // form lacks says why in the summary, in place of the service's terser detail.
+  let summary = [sentence(error.message)];
+  if (first) summary = ['Please correct the marked field.'];
+  else if (unplaced.length > 0) summary = [];
+  say(form, [...summary, ...unplaced].join(' '), 'error');
   first?.focus();
 }
 
@@ -96,6 +99,7 @@ export function showError(form, error) {
  */
 async function submit(form, work) {
   clear(form);
+  const focused = document.activeElement;
   const buttons = form.querySelectorAll('button');
   for (const button of buttons) button.disabled = true;
   form.setAttribute('aria-busy', 'true');
@@ -107,6 +111,11 @@ async function submit(form, work) {
   } finally {
     for (const button of buttons) button.disabled = false;
     form.removeAttribute('aria-busy');
+    // A button that was disabled lost the focus to the page: give it back, unless the
+    // work put it somewhere else or hid the button.
+    if (document.activeElement === document.body && focused?.isConnected && !focused.closest('[hidden]')) {
+      focused.focus();
+    }
   }
 }
 
@@ -140,7 +149,8 @@ export function time(iso) {
 }
 
 /** Reads the mailed token from the address and takes it out of the address bar (and so out
- * of the history), before anything else can see it. */
+ * of the history), before anything else can see it. A reload then finds none: the pages
+ * say so, apart from a link that no longer works. */
 export function takeToken() {
   const params = new URLSearchParams(location.search);
   const token = params.get('token');

@@ -13,7 +13,10 @@ function show(id, heading) {
 }
 
 async function verify() {
-  if (!token) return show('#verify-refused', '#not-verified-title');
+  if (!token) {
+    $('#verify-no-token').hidden = false;
+    return show('#verify-refused', '#not-verified-title');
+  }
   try {
     const { data: user } = await call('POST', '/api/auth/verify-email', { body: { token } });
     $('#verified-email').textContent = user.email;

@@ -400,11 +400,16 @@ impl AccountService {
         let newly_locked = self
             .count_attempt(&LoginLock::key(&user.id), Some(&user), origin)
             .await?;
-        let Some(factor) = self.mfa.verify(&user, code).await? else {
+        let wrong_code = || async {
             self.failed(Some(&user), Failure::MfaCode, newly_locked, origin)
                 .await?;
-            return Err(ServiceError::InvalidCredentials(Credential::MfaCode));
+            Err(ServiceError::InvalidCredentials(Credential::MfaCode))
         };
+        let Some(code) = self.mfa.check(&user, code).await? else {
+            return wrong_code().await;
+        };
+        // The challenge before the code: of two codes sent with one `mfa_token`, the one
+        // whose request loses it spends nothing.
         if !self
             .repo
             .consume_mfa_challenge(&token_hash, domain::now())
@@ -412,6 +417,10 @@ impl AccountService {
         {
             return Err(refused());
         }
+        // Another sign-in of the user's may have spent the same code meanwhile.
+        let Some(factor) = self.mfa.spend(&user.id, code).await? else {
+            return wrong_code().await;
+        };
         self.signed_in(&user, Some(factor), origin).await
     }
 

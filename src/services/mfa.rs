@@ -44,6 +44,15 @@ pub(super) enum SecondFactor {
     RecoveryCode,
 }
 
+/// A second factor's code as [`MfaService::check`] accepted it, not yet spent.
+#[derive(Debug)]
+pub(super) enum Code {
+    /// A TOTP code of this time step.
+    Totp(u64),
+    /// A recovery code, by its hash.
+    Recovery(String),
+}
+
 impl SecondFactor {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -93,7 +102,7 @@ fn recovery_codes() -> (Vec<String>, Vec<String>) {
 }
 
 /// Recovery codes are compared without dashes, spaces or case.
-fn recovery_hash(code: &str) -> String {
+pub(super) fn recovery_hash(code: &str) -> String {
     let normal: String = code
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
@@ -262,13 +271,14 @@ impl MfaService {
         Ok(off)
     }
 
-    /// Checks a login's second factor: a current TOTP code not used before (its step is
-    /// claimed atomically, so of two uses one wins), or an unused recovery code (spent).
-    pub(super) async fn verify(
+    /// Checks a login's second factor and spends nothing: a current TOTP code of a step
+    /// after the last one accepted, or an unspent recovery code. [`MfaService::spend`] then
+    /// takes it, so that a login that loses its `mfa_token` to another keeps its code.
+    pub(super) async fn check(
         &self,
         user: &User,
         code: &str,
-    ) -> Result<Option<SecondFactor>, ServiceError> {
+    ) -> Result<Option<Code>, ServiceError> {
         let state = self
             .repo
             .totp_state(&user.id)
@@ -279,14 +289,33 @@ impl MfaService {
         };
         let totp = totp(secret.expose(), &self.issuer, user.email.as_str())?;
         if let Some(step) = code_step(&totp, code) {
-            let fresh = self.repo.claim_totp_step(&user.id, step).await?;
-            return Ok(fresh.then_some(SecondFactor::Totp));
+            let fresh = state.last_step.is_none_or(|last| step > last);
+            return Ok(fresh.then_some(Code::Totp(step)));
         }
-        let spent = self
-            .repo
-            .use_recovery_code(&user.id, &recovery_hash(code))
-            .await?;
-        Ok(spent.then_some(SecondFactor::RecoveryCode))
+        let hash = recovery_hash(code);
+        let held = self.repo.holds_recovery_code(&user.id, &hash).await?;
+        Ok(held.then_some(Code::Recovery(hash)))
+    }
+
+    /// Spends a code [`MfaService::check`] accepted, atomically (a TOTP code's step is
+    /// claimed, a recovery code removed): `None` when another use of it came first.
+    pub(super) async fn spend(
+        &self,
+        user_id: &UserId,
+        code: Code,
+    ) -> Result<Option<SecondFactor>, ServiceError> {
+        Ok(match code {
+            Code::Totp(step) => self
+                .repo
+                .claim_totp_step(user_id, step)
+                .await?
+                .then_some(SecondFactor::Totp),
+            Code::Recovery(hash) => self
+                .repo
+                .use_recovery_code(user_id, &hash)
+                .await?
+                .then_some(SecondFactor::RecoveryCode),
+        })
     }
 
     /// Records a wrong code.

@@ -1112,3 +1112,54 @@ async fn a_login_racing_a_new_password_a_deactivation_or_a_removal_keeps_no_sess
         );
     }
 }
+
+#[tokio::test]
+async fn a_code_whose_request_loses_the_mfa_token_is_not_spent() {
+    let h = harness().await;
+    let user = h.user("two@example.com", Role::User).await;
+    let secret = Secret::new("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP");
+    assert!(h.repo.set_pending_totp(&user.id(), &secret).await.unwrap());
+    let hashes = ["aaaa-bbbb", "cccc-dddd"].map(super::mfa::recovery_hash);
+    assert!(
+        h.repo
+            .enable_totp(&user.id(), &secret, 1, &hashes, crate::domain::now())
+            .await
+            .unwrap()
+    );
+    let LoginOutcome::MfaRequired { mfa_token, .. } =
+        h.login_outcome("two@example.com", PASSWORD).await.unwrap()
+    else {
+        panic!("no second step");
+    };
+    // Another request with the same mfa_token (and another code) wins it right after this
+    // one has read the user.
+    let repo = h.repo.clone();
+    let token_hash = super::tokens::hash_token(&mfa_token);
+    h.repo.after_next("user_by_id", move || {
+        assert!(
+            repo.consume_mfa_challenge(&token_hash, crate::domain::now())
+                .now_or_never()
+                .expect("the memory repository answers at once")
+                .unwrap()
+        );
+    });
+    let lost = h
+        .services
+        .accounts
+        .login_mfa(&mfa_token, "aaaa-bbbb", &here())
+        .await;
+    assert!(
+        matches!(
+            lost,
+            Err(ServiceError::InvalidCredentials(Credential::MfaToken))
+        ),
+        "{lost:?}"
+    );
+    assert!(
+        h.repo
+            .holds_recovery_code(&user.id(), &hashes[0])
+            .await
+            .unwrap(),
+        "the losing request spent its code"
+    );
+}

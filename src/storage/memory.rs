@@ -658,6 +658,15 @@ impl Repository for MemoryRepository {
             .is_some_and(|totp| totp.recovery.remove(code_hash)))
     }
 
+    async fn holds_recovery_code(&self, user_id: &UserId, code_hash: &str) -> StorageResult<bool> {
+        let data = self.data();
+        Ok(data.users.get(user_id).is_some_and(|user| user.mfa_enabled)
+            && data
+                .totp
+                .get(user_id)
+                .is_some_and(|totp| totp.recovery.contains(code_hash)))
+    }
+
     async fn replace_recovery_codes(
         &self,
         user_id: &UserId,

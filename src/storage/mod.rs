@@ -381,6 +381,8 @@ pub trait Repository: Send + Sync + 'static {
     async fn claim_totp_step(&self, user_id: &UserId, step: u64) -> StorageResult<bool>;
     /// Spends one recovery code, atomically; `false` if it is not one of the user's.
     async fn use_recovery_code(&self, user_id: &UserId, code_hash: &str) -> StorageResult<bool>;
+    /// Whether a recovery code is one of the user's, unspent, with MFA on; spends nothing.
+    async fn holds_recovery_code(&self, user_id: &UserId, code_hash: &str) -> StorageResult<bool>;
     /// A new set of recovery codes, only while MFA is on.
     async fn replace_recovery_codes(
         &self,

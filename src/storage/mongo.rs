@@ -2017,6 +2017,23 @@ impl Repository for MongoRepository {
         Ok(spent.modified_count == 1)
     }
 
+    async fn holds_recovery_code(&self, user_id: &UserId, code_hash: &str) -> StorageResult<bool> {
+        let holding = doc! {
+            "_id": user_id.object_id(),
+            "mfa_enabled": true,
+            "mfa.recovery": code_hash,
+        };
+        let users = self.users.clone_with_type::<Document>();
+        let found = run(|| {
+            users
+                .find_one(holding.clone())
+                .projection(doc! { "_id": 1 })
+                .into_future()
+        })
+        .await?;
+        Ok(found.is_some())
+    }
+
     async fn replace_recovery_codes(
         &self,
         user_id: &UserId,

@@ -1974,6 +1974,19 @@ impl Repository for SqliteRepository {
         .await
     }
 
+    async fn holds_recovery_code(&self, user_id: &UserId, code_hash: &str) -> StorageResult<bool> {
+        let (user_id, code_hash) = (user_id.to_hex(), code_hash.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM recovery_codes r JOIN users u ON u.id = r.user_id \
+                     WHERE r.user_id = ?1 AND r.code_hash = ?2 AND u.mfa_enabled = 1",
+                )?
+                .exists(params![user_id, code_hash])?)
+        })
+        .await
+    }
+
     async fn replace_recovery_codes(
         &self,
         user_id: &UserId,

@@ -271,13 +271,25 @@ pub async fn concurrent_claims_of_one_totp_step_have_one_winner(
 // Recovery codes
 // ---------------------------------------------------------------------------------------
 
+async fn holds(repo: &DynRepository, user_id: UserId, code: &str) -> bool {
+    repo.holds_recovery_code(&user_id, code)
+        .await
+        .expect("holds_recovery_code")
+}
+
 pub async fn a_recovery_code_is_spent_once_and_only_by_its_user(repo: DynRepository) {
     let user = create(&repo, "Mario", "mario@example.com", None).await;
     let other = create(&repo, "Luigi", "luigi@example.com", None).await;
     enrol(&repo, user.id, KEY, 100, &["x", "y", "z"]).await;
     enrol(&repo, other.id, KEY, 100, &["x", "w"]).await;
 
+    // Looking spends nothing.
+    assert!(holds(&repo, user.id, "x").await);
+    assert!(holds(&repo, user.id, "x").await);
+    assert!(!holds(&repo, user.id, "w").await, "another user's code");
+    assert!(!holds(&repo, UserId::generate(), "x").await, "nobody");
     assert!(use_code(&repo, user.id, "x").await);
+    assert!(!holds(&repo, user.id, "x").await, "spent");
     assert!(!use_code(&repo, user.id, "x").await, "spent");
     assert!(!use_code(&repo, user.id, "w").await, "another user's code");
     assert!(!use_code(&repo, user.id, "unknown").await);
@@ -388,6 +400,7 @@ pub async fn disable_totp_forgets_secrets_and_codes_and_is_false_when_off(repo: 
     );
     let state = totp(&repo, user.id).await;
     assert_eq!((state.secret, state.pending), (None, None));
+    assert!(!holds(&repo, user.id, "a").await, "the codes are void");
     assert!(!use_code(&repo, user.id, "a").await, "the codes are void");
     assert!(!use_code(&repo, user.id, "b").await);
     assert!(!claim(&repo, user.id, 500).await);

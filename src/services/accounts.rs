@@ -485,11 +485,12 @@ impl AccountService {
         self.lock.clear(&user.id).await?;
         self.ensure_verified(user)?;
         let now = domain::now();
-        // The login time is not a change of the profile: `updated_at` stays.
-        let mut patch = UserPatch::new().set(UserField::LastLoginAt(now));
-        if user.locked_until.is_some() {
-            patch = patch.set(UserField::LockedUntil(None));
-        }
+        // The login time is not a change of the profile: `updated_at` stays. The lock the
+        // count just ended goes off the user too, even one `user` was read without: an
+        // attempt that failed meanwhile may have started it.
+        let patch = UserPatch::new()
+            .set(UserField::LastLoginAt(now))
+            .set(UserField::LockedUntil(None));
         self.repo.update_user(&user.id, &patch).await?;
         let session = Session {
             id: SessionId::generate(),

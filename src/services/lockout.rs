@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     domain::{self, EventKind, Origin, UserField, UserId, UserPatch},
-    storage::DynRepository,
+    storage::{DynRepository, StorageError},
 };
 
 /// How failed logins lock an account.
@@ -109,7 +109,22 @@ impl LoginLock {
         origin: &Origin,
     ) -> Result<(), ServiceError> {
         let lock = UserPatch::new().set(UserField::LockedUntil(Some(until)));
-        self.repo.update_user(&id, &lock).await?;
+        let shown = self.repo.update_user(&id, &lock).await?;
+        // A login that passed meanwhile ended the series, and the lock with it, perhaps
+        // before the write above, which then shows a lock there is not: look again, and
+        // take it back off the user as this wrote them (a later write knows better).
+        let holds = self
+            .repo
+            .login_lock(&Self::key(&id))
+            .await?
+            .is_some_and(|end| end > domain::now());
+        if let (Some(shown), false) = (shown, holds) {
+            let off = UserPatch::new().set(UserField::LockedUntil(None));
+            match self.repo.update_user_if(&id, &off, &shown).await {
+                Ok(_) | Err(StorageError::Changed) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
         let until = until
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();

@@ -1163,3 +1163,37 @@ async fn a_code_whose_request_loses_the_mfa_token_is_not_spent() {
         "the losing request spent its code"
     );
 }
+
+#[tokio::test]
+async fn a_lock_that_a_passing_login_ended_meanwhile_is_not_shown_on_the_user() {
+    let h = harness().await;
+    let user = h.user("user@example.com", Role::User).await;
+    for _ in 0..2 {
+        assert!(refused(
+            &h.login("user@example.com", "wrong password").await
+        ));
+    }
+    // The third wrong one starts the lock; a login with the right password passes right
+    // after it is counted, before the lock is written on the user.
+    let repo = h.repo.clone();
+    let id = user.id();
+    h.repo.after_next("count_login_attempt", move || {
+        let at_once = "the memory repository answers at once";
+        repo.clear_login_attempts(&super::lockout::LoginLock::key(&id))
+            .now_or_never()
+            .expect(at_once)
+            .unwrap();
+        let signed_in = UserPatch::new()
+            .set(UserField::LastLoginAt(crate::domain::now()))
+            .set(UserField::LockedUntil(None));
+        repo.update_user(&id, &signed_in)
+            .now_or_never()
+            .expect(at_once)
+            .unwrap();
+    });
+    assert!(refused(
+        &h.login("user@example.com", "wrong password").await
+    ));
+    assert_eq!(h.stored(user.user()).await.locked_until, None);
+    assert!(h.login("user@example.com", PASSWORD).await.is_ok());
+}

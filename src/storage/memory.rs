@@ -167,7 +167,8 @@ impl MemoryRepository {
 
     /// Test seam: `work` runs once, right after the next call of `method` has read what
     /// it answers, as a write of another request landing between that read and what the
-    /// caller does next. Only `user_by_id` and `user_by_email` take such work.
+    /// caller does next. Only `user_by_id`, `user_by_email` and `count_login_attempt` take
+    /// such work.
     #[cfg(test)]
     pub fn after_next(&self, method: &'static str, work: impl FnOnce() + Send + 'static) {
         self.interleaved
@@ -439,12 +440,17 @@ impl Repository for MemoryRepository {
         lock_for: std::time::Duration,
     ) -> StorageResult<LoginAttempts> {
         let at = truncate_to_millis(at);
-        let mut data = self.data();
-        data.login_attempts
-            .retain(|_, attempts| attempts.expires_at(lock_for) >= at);
-        let previous = data.login_attempts.get(key).copied();
-        let next = StoredAttempts::next(previous, at, threshold, lock_for);
-        data.login_attempts.insert(key.to_owned(), next);
+        let next = {
+            let mut data = self.data();
+            data.login_attempts
+                .retain(|_, attempts| attempts.expires_at(lock_for) >= at);
+            let previous = data.login_attempts.get(key).copied();
+            let next = StoredAttempts::next(previous, at, threshold, lock_for);
+            data.login_attempts.insert(key.to_owned(), next);
+            next
+        };
+        #[cfg(test)]
+        self.interleave("count_login_attempt");
         Ok(next.public())
     }
 
@@ -458,6 +464,14 @@ impl Repository for MemoryRepository {
     async fn clear_login_attempts(&self, key: &str) -> StorageResult<()> {
         self.data().login_attempts.remove(key);
         Ok(())
+    }
+
+    async fn login_lock(&self, key: &str) -> StorageResult<Option<OffsetDateTime>> {
+        Ok(self
+            .data()
+            .login_attempts
+            .get(key)
+            .and_then(|attempts| attempts.locked_until))
     }
 
     async fn create_session(&self, session: &Session) -> StorageResult<()> {

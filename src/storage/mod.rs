@@ -311,6 +311,9 @@ pub trait Repository: Send + Sync + 'static {
     async fn forgive_login_attempt(&self, key: &str, threshold: u32) -> StorageResult<()>;
     /// Ends the series of `key` (a successful login, a reset, an admin's unlock).
     async fn clear_login_attempts(&self, key: &str) -> StorageResult<()>;
+    /// The end of the lock the series of `key` holds, if it holds one (it may have passed);
+    /// changes nothing.
+    async fn login_lock(&self, key: &str) -> StorageResult<Option<OffsetDateTime>>;
 
     /// Starts a session (a login). Its `last_used_at` and `expires_at` move with each
     /// refresh token stored into it.

@@ -1743,6 +1743,18 @@ impl Repository for MongoRepository {
         Ok(())
     }
 
+    async fn login_lock(&self, key: &str) -> StorageResult<Option<OffsetDateTime>> {
+        let attempts = run(|| {
+            self.login_attempts
+                .find_one(doc! { "_id": key })
+                .into_future()
+        })
+        .await?;
+        Ok(attempts
+            .and_then(|attempts| attempts.locked_until)
+            .map(BsonDateTime::to_time_0_3))
+    }
+
     async fn create_session(&self, session: &Session) -> StorageResult<()> {
         let document = SessionDocument::from(session);
         inserted(run(|| self.sessions.insert_one(&document).into_future()).await)

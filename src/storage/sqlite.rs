@@ -1706,6 +1706,14 @@ impl Repository for SqliteRepository {
         .await
     }
 
+    async fn login_lock(&self, key: &str) -> StorageResult<Option<OffsetDateTime>> {
+        let key = key.to_owned();
+        self.read(move |conn| {
+            Ok(stored_attempts(conn, &key)?.and_then(|attempts| attempts.locked_until))
+        })
+        .await
+    }
+
     async fn create_session(&self, session: &Session) -> StorageResult<()> {
         let session = session.clone();
         self.call(move |conn| {

@@ -3023,6 +3023,11 @@ pub async fn login_attempts_lock_at_the_threshold_and_start_again_after_the_lock
     repo: DynRepository,
 ) {
     let at = now();
+    let lock_of = |key: &'static str| {
+        let repo = repo.clone();
+        async move { repo.login_lock(key).await.expect("login_lock") }
+    };
+    assert_eq!(lock_of("k").await, None, "nothing counted");
     assert_eq!(
         attempt(&repo, "k", at).await,
         LoginAttempts {
@@ -3031,6 +3036,7 @@ pub async fn login_attempts_lock_at_the_threshold_and_start_again_after_the_lock
         }
     );
     assert_eq!(attempt(&repo, "k", at).await.count, 2);
+    assert_eq!(lock_of("k").await, None, "counted, not locked");
     let locked = attempt(&repo, "k", at).await;
     assert_eq!(
         locked,
@@ -3039,6 +3045,8 @@ pub async fn login_attempts_lock_at_the_threshold_and_start_again_after_the_lock
             locked_until: Some(at + LOCK_FOR)
         }
     );
+    assert_eq!(lock_of("k").await, Some(at + LOCK_FOR));
+    assert_eq!(lock_of("other").await, None);
     // Attempts while locked still count, and leave the lock as it was.
     let later = at + time::Duration::seconds(30);
     assert_eq!(
@@ -3066,6 +3074,7 @@ pub async fn login_attempts_lock_at_the_threshold_and_start_again_after_the_lock
     // Clearing ends the series.
     assert_eq!(attempt(&repo, "k", idle).await.count, 2);
     repo.clear_login_attempts("k").await.expect("clear");
+    assert_eq!(lock_of("k").await, None);
     assert_eq!(
         attempt(&repo, "k", idle).await,
         LoginAttempts {

@@ -67,7 +67,7 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
-    /// One entry per bad field (validation and conflicts only).
+    /// One entry per bad field: validation, conflicts, and a refused `current_password`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(required = false)]
     pub errors: Vec<FieldError>,

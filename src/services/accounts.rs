@@ -220,10 +220,10 @@ impl AccountService {
         else {
             return Err(refused());
         };
-        let verified = UserPatch::new()
-            .set(UserField::EmailVerified(true))
-            .set(UserField::UpdatedAt(now));
         for _ in 0..GUARDED_WRITE_TRIES {
+            let verified = UserPatch::new()
+                .set(UserField::EmailVerified(true))
+                .set(UserField::UpdatedAt(domain::now()));
             let user = match self.repo.user_by_id(&id).await? {
                 Some(user) if user.email == email => user,
                 _ => return Err(refused()),
@@ -248,9 +248,8 @@ impl AccountService {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ServiceError::Unavailable(anyhow::anyhow!(
-            "the user kept changing while their address was being verified"
-        )))
+        // Other writes came first every time: rare enough to say so rather than wait.
+        Err(ServiceError::PreconditionFailed)
     }
 
     /// The actor behind an access token. The token must be well signed and unexpired, its
@@ -356,13 +355,20 @@ impl AccountService {
             let now = domain::now();
             self.repo
                 .insert_mfa_challenge(OneTimeTokenRecord {
-                    token_hash: token.hash,
+                    token_hash: token.hash.clone(),
                     user_id: user.id,
                     created_at: now,
                     expires_at: now + CHALLENGE_TTL,
                 })
                 .await
                 .map_err(|e| refusal_if_gone(e, Credential::Login))?;
+            // The second step stands for this password only, as a session does.
+            if !self.still_as_checked(&user).await? {
+                self.repo
+                    .consume_mfa_challenge(&token.hash, domain::now())
+                    .await?;
+                return Err(ServiceError::InvalidCredentials(Credential::Login));
+            }
             return Ok(LoginOutcome::MfaRequired {
                 mfa_token: token.secret,
                 expires_in: CHALLENGE_TTL.as_secs(),
@@ -400,26 +406,23 @@ impl AccountService {
         let newly_locked = self
             .count_attempt(&LoginLock::key(&user.id), Some(&user), origin)
             .await?;
-        let wrong_code = || async {
+        let Some(code) = self.mfa.check(&user, code).await? else {
             self.failed(Some(&user), Failure::MfaCode, newly_locked, origin)
                 .await?;
-            Err(ServiceError::InvalidCredentials(Credential::MfaCode))
-        };
-        let Some(code) = self.mfa.check(&user, code).await? else {
-            return wrong_code().await;
+            return Err(ServiceError::InvalidCredentials(Credential::MfaCode));
         };
         // The challenge before the code: of two codes sent with one `mfa_token`, the one
-        // whose request loses it spends nothing.
-        if !self
-            .repo
-            .consume_mfa_challenge(&token_hash, domain::now())
-            .await?
-        {
+        // whose request loses it spends nothing. Then the code, which another sign-in of
+        // the user's may have spent meanwhile. Either way this `mfa_token` is gone, and
+        // its code was right: no failure, and the attempt is taken back.
+        let now = domain::now();
+        let factor = match self.repo.consume_mfa_challenge(&token_hash, now).await? {
+            true => self.mfa.spend(&user.id, code).await?,
+            false => None,
+        };
+        let Some(factor) = factor else {
+            self.lock.forgive(&LoginLock::key(&user.id)).await?;
             return Err(refused());
-        }
-        // Another sign-in of the user's may have spent the same code meanwhile.
-        let Some(factor) = self.mfa.spend(&user.id, code).await? else {
-            return wrong_code().await;
         };
         self.signed_in(&user, Some(factor), origin).await
     }
@@ -469,8 +472,9 @@ impl AccountService {
         Ok(())
     }
 
-    /// A login passed every check: the count of failures ends, the login is stamped, and
-    /// a new session starts.
+    /// A login passed every check: a new session starts, the count of failures ends and
+    /// the login is stamped, unless the user changed meanwhile (see
+    /// [`AccountService::still_as_checked`]).
     async fn signed_in(
         &self,
         user: &User,
@@ -482,16 +486,8 @@ impl AccountService {
         } else {
             Credential::Login
         };
-        self.lock.clear(&user.id).await?;
         self.ensure_verified(user)?;
         let now = domain::now();
-        // The login time is not a change of the profile: `updated_at` stays. The lock the
-        // count just ended goes off the user too, even one `user` was read without: an
-        // attempt that failed meanwhile may have started it.
-        let patch = UserPatch::new()
-            .set(UserField::LastLoginAt(now))
-            .set(UserField::LockedUntil(None));
-        self.repo.update_user(&user.id, &patch).await?;
         let session = Session {
             id: SessionId::generate(),
             user_id: user.id,
@@ -504,18 +500,20 @@ impl AccountService {
             .create_session(&session)
             .await
             .map_err(|e| refusal_if_gone(e, refused))?;
-        // A new password, a deactivation or a removal writes the user, then ends their
-        // sessions: one that landed after `user` was read ended them before this session
-        // existed. Read again now that it does: it stands only for the user as checked.
-        let current = self.repo.user_by_id(&user.id).await?;
-        if !current.is_some_and(|current| {
-            current.active && current.password_changed_at == user.password_changed_at
-        }) {
+        if !self.still_as_checked(user).await? {
             self.repo
                 .end_session(&user.id, &session.id, domain::now())
                 .await?;
             return Err(ServiceError::InvalidCredentials(refused));
         }
+        self.lock.clear(&user.id).await?;
+        // The login time is not a change of the profile: `updated_at` stays. The lock the
+        // count just ended goes off the user too, even one `user` was read without: an
+        // attempt that failed meanwhile may have started it.
+        let patch = UserPatch::new()
+            .set(UserField::LastLoginAt(now))
+            .set(UserField::LockedUntil(None));
+        self.repo.update_user(&user.id, &patch).await?;
         metrics::record_login("success");
         let mut event = Event::new(EventKind::LoginSucceeded)
             .about(user.id)
@@ -525,6 +523,21 @@ impl AccountService {
         }
         self.audit.record(event, origin).await;
         self.issue_pair(user, session.id, refused).await
+    }
+
+    /// Whether `user`, whose password a login checked, is still there, active and with that
+    /// password. A new password, a deactivation or a removal writes the user and then ends
+    /// their sessions and pending second steps: one that landed after `user` was read ended
+    /// them before the login's own existed. Asked once that exists, a change is seen here
+    /// or has ended it.
+    async fn still_as_checked(&self, user: &User) -> Result<bool, ServiceError> {
+        Ok(self
+            .repo
+            .user_by_id(&user.id)
+            .await?
+            .is_some_and(|current| {
+                current.active && current.password_changed_at == user.password_changed_at
+            }))
     }
 
     /// `REQUIRE_VERIFIED_EMAIL`: no tokens for an address not yet verified.

@@ -1113,10 +1113,9 @@ async fn a_login_racing_a_new_password_a_deactivation_or_a_removal_keeps_no_sess
     }
 }
 
-#[tokio::test]
-async fn a_code_whose_request_loses_the_mfa_token_is_not_spent() {
-    let h = harness().await;
-    let user = h.user("two@example.com", Role::User).await;
+/// Two-factor sign-in on for `user`, with the recovery codes `aaaa-bbbb` and `cccc-dddd`;
+/// their hashes.
+async fn mfa_on(h: &Harness, user: &Actor) -> [String; 2] {
     let secret = Secret::new("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP");
     assert!(h.repo.set_pending_totp(&user.id(), &secret).await.unwrap());
     let hashes = ["aaaa-bbbb", "cccc-dddd"].map(super::mfa::recovery_hash);
@@ -1126,11 +1125,75 @@ async fn a_code_whose_request_loses_the_mfa_token_is_not_spent() {
             .await
             .unwrap()
     );
-    let LoginOutcome::MfaRequired { mfa_token, .. } =
-        h.login_outcome("two@example.com", PASSWORD).await.unwrap()
-    else {
-        panic!("no second step");
-    };
+    hashes
+}
+
+/// The first step of a login with two-factor sign-in on: its `mfa_token`.
+async fn first_step(h: &Harness, email: &str) -> String {
+    match h.login_outcome(email, PASSWORD).await.unwrap() {
+        LoginOutcome::MfaRequired { mfa_token, .. } => mfa_token,
+        LoginOutcome::Tokens(_) => panic!("no second step"),
+    }
+}
+
+#[tokio::test]
+async fn a_second_step_stands_only_for_the_password_of_the_first() {
+    let h = harness().await;
+    let user = h.user("two@example.com", Role::User).await;
+    mfa_on(&h, &user).await;
+    // The password changes between the two steps: the second no longer works.
+    let mfa_token = first_step(&h, "two@example.com").await;
+    h.update(
+        user.access(user.id()).unwrap(),
+        UserChanges {
+            password: Some(Password::parse("second password").unwrap()),
+            current_password: Some(PASSWORD.to_owned()),
+            ..changes()
+        },
+    )
+    .await
+    .unwrap();
+    let second = h
+        .services
+        .accounts
+        .login_mfa(&mfa_token, "aaaa-bbbb", &here())
+        .await;
+    assert!(
+        matches!(
+            second,
+            Err(ServiceError::InvalidCredentials(Credential::MfaToken))
+        ),
+        "{second:?}"
+    );
+    // The password changes while the first step checks the old one: no second step.
+    let user = h.user("three@example.com", Role::User).await;
+    mfa_on(&h, &user).await;
+    let now = crate::domain::now();
+    change_after_login_read(
+        &h,
+        user.id(),
+        Some(
+            UserPatch::new()
+                .set(UserField::PasswordHash("$2b$04$elsewhere".to_owned()))
+                .set(UserField::PasswordChangedAt(now + Duration::from_secs(1))),
+        ),
+    );
+    let first = h.login_outcome("three@example.com", PASSWORD).await;
+    assert!(
+        matches!(
+            first,
+            Err(ServiceError::InvalidCredentials(Credential::Login))
+        ),
+        "{first:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_code_whose_request_loses_the_mfa_token_is_not_spent() {
+    let h = harness().await;
+    let user = h.user("two@example.com", Role::User).await;
+    let hashes = mfa_on(&h, &user).await;
+    let mfa_token = first_step(&h, "two@example.com").await;
     // Another request with the same mfa_token (and another code) wins it right after this
     // one has read the user.
     let repo = h.repo.clone();

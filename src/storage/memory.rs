@@ -540,6 +540,8 @@ impl Repository for MemoryRepository {
             .collect();
         let ended = live.len() as u64;
         data.ended_sessions.extend(live);
+        data.challenges
+            .retain(|_, (challenge, _, _)| challenge.user_id != *user_id);
         Ok(ended)
     }
 

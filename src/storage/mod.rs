@@ -339,7 +339,8 @@ pub trait Repository: Send + Sync + 'static {
         session: &SessionId,
         at: OffsetDateTime,
     ) -> StorageResult<bool>;
-    /// Ends every session of the user; how many were live at `at`.
+    /// Ends every session of the user, and every login of theirs waiting for its second
+    /// step (its `mfa_token` no longer works); how many sessions were live at `at`.
     async fn end_user_sessions(&self, user_id: &UserId, at: OffsetDateTime) -> StorageResult<u64>;
 
     /// Stores a refresh token of the session `record.session_id`, which becomes the

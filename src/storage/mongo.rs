@@ -1845,6 +1845,12 @@ impl Repository for MongoRepository {
                 .into_future()
         })
         .await?;
+        run(|| {
+            self.mfa_challenges
+                .delete_many(doc! { "user_id": user_id.object_id() })
+                .into_future()
+        })
+        .await?;
         Ok(ended.modified_count)
     }
 

@@ -1806,11 +1806,15 @@ impl Repository for SqliteRepository {
         let user_id = user_id.to_hex();
         let at = unix_millis(at);
         self.call(move |conn| {
-            Ok(conn.execute(
+            let tx = write_transaction(conn)?;
+            let ended = tx.execute(
                 "UPDATE sessions SET ended_at = ?2 WHERE user_id = ?1 AND ended_at IS NULL \
                  AND expires_at > ?2",
                 params![user_id, at],
-            )? as u64)
+            )?;
+            tx.execute("DELETE FROM mfa_challenges WHERE user_id = ?1", [&user_id])?;
+            tx.commit()?;
+            Ok(ended as u64)
         })
         .await
     }

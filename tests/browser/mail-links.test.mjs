@@ -116,9 +116,13 @@ test('a reset link sets a new password, showing the rules and the refusals', asy
   assertClean(again);
 });
 
-test('a reset page opened without a token says the link does not work', async () => {
+test('a link page opened without a token says why, not that the link has failed', async () => {
   const page = await newPage(browser);
-  await page.goto('/reset-password');
-  await page.getByRole('heading', { name: 'This link does not work' }).waitFor();
+  for (const [path, why] of [['/reset-password', '#reset-refused-why'], ['/verify-email', '#verify-refused-why']]) {
+    await page.goto(path);
+    await page.getByRole('heading', { name: 'This link does not work' }).waitFor();
+    await page.getByText('without the token the link carries').waitFor();
+    assert.equal(await page.locator(why).isHidden(), true, path);
+  }
   assertClean(page);
 });

@@ -13,7 +13,9 @@ function refused() {
 }
 
 if (!token) {
+  // Not a link that failed: say why there is none, not why one fails.
   $('#reset-no-token').hidden = false;
+  $('#reset-refused-why').hidden = true;
   refused();
 } else {
   form.hidden = false;

@@ -52,7 +52,7 @@ onSubmit(signInForm, async ({ email, password }) => {
   const credentials = login.includes('@') ? { email: login, password } : { username: login, password };
   const outcome = await signIn(credentials).catch((error) => {
     // One field takes both: an error about the username is about it too.
-    for (const fieldError of error.fieldErrors) {
+    for (const fieldError of error.fieldErrors ?? []) {
       if (fieldError.field === 'username') fieldError.field = 'email';
     }
     throw plainly(error, 'The email address, username or password is wrong.');

@@ -14,7 +14,9 @@ function show(id, heading) {
 
 async function verify() {
   if (!token) {
+    // Not a link that failed: say why there is none, not why one fails.
     $('#verify-no-token').hidden = false;
+    $('#verify-refused-why').hidden = true;
     return show('#verify-refused', '#not-verified-title');
   }
   try {

@@ -287,6 +287,17 @@ pub async fn end_user_sessions_ends_and_counts_only_the_users_live_sessions(repo
     open(&repo, at(user.id, 0, 40)).await;
     let theirs = open(&repo, at(other.id, 0, 100)).await;
     assert!(end(&repo, user.id, &ended.id, moment(20)).await);
+    // A login of each, waiting for its second step.
+    for (who, hash) in [(user.id, "waiting-user"), (other.id, "waiting-other")] {
+        repo.insert_mfa_challenge(OneTimeTokenRecord {
+            token_hash: hash.to_owned(),
+            user_id: who,
+            created_at: moment(0),
+            expires_at: moment(100),
+        })
+        .await
+        .expect("insert_mfa_challenge");
+    }
 
     assert_eq!(
         repo.end_user_sessions(&user.id, moment(50))
@@ -296,6 +307,20 @@ pub async fn end_user_sessions_ends_and_counts_only_the_users_live_sessions(repo
         "the live ones: not the ended one, not the expired one"
     );
     assert_eq!(live_ids(&repo, user.id, moment(50)).await, vec![]);
+    let attempt = |hash: &'static str| {
+        let repo = repo.clone();
+        async move {
+            repo.attempt_mfa_challenge(hash, moment(50), 5)
+                .await
+                .expect("attempt_mfa_challenge")
+        }
+    };
+    assert_eq!(
+        attempt("waiting-user").await,
+        None,
+        "its second step ended too"
+    );
+    assert_eq!(attempt("waiting-other").await, Some(other.id));
     assert_eq!(
         repo.end_user_sessions(&user.id, moment(60))
             .await

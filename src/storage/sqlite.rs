@@ -916,24 +916,33 @@ fn indexed_search(filter: &UserFilter) -> Option<String> {
 
 /// The rows a phrase matches, in rowid order, straight from the index.
 fn matching_rowids(conn: &Connection, phrase: &str) -> StorageResult<Matches> {
-    let rowids = conn
-        .prepare_cached(
-            "SELECT rowid FROM users_search WHERE users_search MATCH ?1 ORDER BY rowid",
-        )?
-        .query_map([phrase], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(Matches::new(rowids))
+    let mut matches = Matches::default();
+    let mut statement = conn.prepare_cached(
+        "SELECT rowid FROM users_search WHERE users_search MATCH ?1 ORDER BY rowid",
+    )?;
+    let mut rows = statement.query([phrase])?;
+    while let Some(row) = rows.next()? {
+        matches.push(row.get(0)?);
+    }
+    matches.finish();
+    Ok(matches)
 }
 
-/// The rowids a search matched, in order, and a bitmap of them for the walks that test
-/// every row they pass (tens of thousands of tests for one page or total, where a binary
-/// search each took a sixth of the time).
+/// The rowids a search matched: as a list while that is smaller than a bitmap of their span,
+/// and as a bitmap for the walks that test every row they pass (tens of thousands of tests
+/// for one page or total, where a binary search each took a sixth of the time). A search
+/// most users match keeps the bitmap alone: a million rowids are 8 MiB, their bitmap
+/// 125 KiB.
+#[derive(Default)]
 struct Matches {
-    rowids: Vec<i64>,
-    /// Bit `r - first` is set for each matched rowid `r`; `None` when the rowids are too
-    /// sparse for a bitmap to pay (a few matches far apart): then a binary search.
+    /// In ascending order; `None` once the bitmap holds them in less room.
+    list: Option<Vec<i64>>,
+    /// Bit `r - first` is set for each matched rowid `r`; `None` while the list is smaller,
+    /// or when the rowids are too sparse for a bitmap to pay (a few matches far apart):
+    /// then a binary search of the list.
     bits: Option<Vec<u64>>,
     first: i64,
+    len: usize,
 }
 
 impl Matches {
@@ -943,43 +952,125 @@ impl Matches {
     const WORDS_ALWAYS: usize = 1024;
 
     /// `rowids` in ascending order.
+    #[cfg(test)]
     fn new(rowids: Vec<i64>) -> Self {
-        debug_assert!(rowids.is_sorted(), "matches out of order");
-        let (first, last) = match (rowids.first(), rowids.last()) {
-            (Some(&first), Some(&last)) => (first, last),
-            _ => (0, -1),
-        };
-        let span = usize::try_from(i128::from(last) - i128::from(first) + 1).unwrap_or(usize::MAX);
-        let words = span.div_ceil(64);
-        let bits =
-            (words <= Self::WORDS_ALWAYS + rowids.len() * Self::WORDS_PER_MATCH).then(|| {
-                let mut bits = vec![0u64; words];
-                for rowid in &rowids {
-                    let bit = (rowid - first) as usize;
-                    bits[bit / 64] |= 1 << (bit % 64);
-                }
-                bits
-            });
-        Self {
-            rowids,
-            bits,
-            first,
+        let mut matches = Self::default();
+        for rowid in rowids {
+            matches.push(rowid);
+        }
+        matches.finish();
+        matches
+    }
+
+    /// The words of a bitmap from the first rowid to `last`.
+    fn words_to(&self, last: i64) -> usize {
+        usize::try_from(i128::from(last) - i128::from(self.first) + 1)
+            .map_or(usize::MAX, |span| span.div_ceil(64))
+    }
+
+    /// Whether a bitmap of `words` pays for the matches so far.
+    fn bitmap_pays(&self, words: usize) -> bool {
+        words <= Self::WORDS_ALWAYS + self.len * Self::WORDS_PER_MATCH
+    }
+
+    /// Adds the next rowid, greater than every one before.
+    fn push(&mut self, rowid: i64) {
+        if self.len == 0 {
+            self.first = rowid;
+        }
+        self.len += 1;
+        let words = self.words_to(rowid);
+        if self.list.is_none() && self.bits.is_some() {
+            if self.bitmap_pays(words) {
+                let first = self.first;
+                let bits = self.bits.as_mut().expect("a bitmap");
+                bits.resize(words, 0);
+                set_bit(bits, first, rowid);
+                return;
+            }
+            // A far match after a dense run: back to a list.
+            self.list = Some(self.rowids().collect());
+            self.bits = None;
+        }
+        let list = self.list.get_or_insert_with(Vec::new);
+        debug_assert!(
+            list.last().is_none_or(|&last| last < rowid),
+            "matches out of order"
+        );
+        list.push(rowid);
+        // A bitmap smaller than the list takes its place.
+        if words < list.len() {
+            self.bits = Some(bitmap(list, self.first, words));
+            self.list = None;
         }
     }
 
+    /// After the last rowid: a bitmap beside the list too, where one pays.
+    fn finish(&mut self) {
+        if self.bits.is_some() {
+            return;
+        }
+        let list = self.list.take().unwrap_or_default();
+        let words = list.last().map_or(0, |&last| self.words_to(last));
+        if self.bitmap_pays(words) {
+            self.bits = Some(bitmap(&list, self.first, words));
+        }
+        self.list = Some(list);
+    }
+
     fn contains(&self, rowid: i64) -> bool {
-        match &self.bits {
-            Some(bits) => usize::try_from(rowid.wrapping_sub(self.first))
+        match (&self.bits, &self.list) {
+            (Some(bits), _) => usize::try_from(rowid.wrapping_sub(self.first))
                 .ok()
                 .and_then(|bit| bits.get(bit / 64).map(|word| (word >> (bit % 64)) & 1 == 1))
                 .unwrap_or(false),
-            None => self.rowids.binary_search(&rowid).is_ok(),
+            (None, Some(list)) => list.binary_search(&rowid).is_ok(),
+            (None, None) => false,
         }
     }
 
     fn len(&self) -> usize {
-        self.rowids.len()
+        self.len
     }
+
+    /// The rowids in ascending order.
+    fn rowids(&self) -> Box<dyn Iterator<Item = i64> + '_> {
+        match (&self.list, &self.bits) {
+            (Some(list), _) => Box::new(list.iter().copied()),
+            (None, Some(bits)) => Box::new(bits.iter().enumerate().flat_map(move |(at, &word)| {
+                let base = self.first.wrapping_add((at * 64) as i64);
+                let mut rest = word;
+                std::iter::from_fn(move || {
+                    (rest != 0).then(|| {
+                        let bit = rest.trailing_zeros();
+                        rest &= rest - 1;
+                        base.wrapping_add(i64::from(bit))
+                    })
+                })
+            })),
+            (None, None) => Box::new(std::iter::empty()),
+        }
+    }
+
+    /// The rowids as one parameter, for `rarray`.
+    fn array(&self) -> Array {
+        Rc::new(self.rowids().map(Value::Integer).collect())
+    }
+}
+
+/// Sets the bit of `rowid` in a bitmap that starts at `first`.
+fn set_bit(bits: &mut [u64], first: i64, rowid: i64) {
+    let bit = (rowid - first) as usize;
+    bits[bit / 64] |= 1 << (bit % 64);
+}
+
+/// A bitmap of `words` from `first` with the bits of `rowids` set.
+fn bitmap(rowids: &[i64], first: i64, words: usize) -> Vec<u64> {
+    let mut bits = vec![0u64; words];
+    for &rowid in rowids {
+        set_bit(&mut bits, first, rowid);
+    }
+    bits
 }
 
 /// The column a sort orders by, after which `id` breaks ties.
@@ -1142,7 +1233,7 @@ fn search_total(conn: &Connection, filter: &UserFilter, matches: &Matches) -> St
         Tally::Lookups => {
             let mut values = Vec::new();
             let conditions = role_and_state(filter, &mut values).join(" AND ");
-            let rowids = rowid_array(&matches.rowids);
+            let rowids = matches.array();
             let n: i64 = conn
                 .prepare_cached(&format!(
                     "SELECT count(*) FROM users WHERE rowid IN rarray(?{}) AND {conditions}",
@@ -1175,11 +1266,6 @@ fn matches_among(conn: &Connection, cells: &Cells, matches: &Matches) -> Storage
 
 /// The users of one role in one state, for [`matches_among`].
 const SEARCH_TOTAL_WALK: &str = "SELECT rowid FROM users WHERE role = ?1 AND active = ?2";
-
-/// Rowids as one parameter, for `rarray`.
-fn rowid_array(rowids: &[i64]) -> Array {
-    Rc::new(rowids.iter().copied().map(Value::Integer).collect())
-}
 
 /// The parameters of a statement whose last one is `rowids`, after `values`.
 fn with_matches<'a>(values: &'a [Value], rowids: &'a Array) -> Vec<&'a dyn ToSql> {
@@ -1252,7 +1338,7 @@ fn sorted_search_items(
     query: &ListQuery,
     matches: &Matches,
 ) -> StorageResult<Vec<User>> {
-    let rowids = rowid_array(&matches.rowids);
+    let rowids = matches.array();
     let mut values = Vec::new();
     let kept: String = role_and_state(&query.filter, &mut values)
         .iter()
@@ -2430,6 +2516,24 @@ mod tests {
         assert_eq!(one, 1);
     }
 
+    /// Matches that fill most of their span keep the bitmap alone, however many; a far
+    /// match after them goes back to a list, and they still list in order.
+    #[test]
+    fn dense_matches_keep_no_list() {
+        let dense = Matches::new((1..=1_000_000).filter(|r| r % 25 != 0).collect());
+        assert!(dense.list.is_none());
+        assert_eq!(dense.bits.as_ref().map(Vec::len), Some(15_625));
+        assert_eq!(dense.len(), 960_000);
+        assert!(dense.contains(24) && !dense.contains(25) && !dense.contains(1_000_001));
+        let far = Matches::new((1..=1000).chain([1 << 40]).collect());
+        assert!(far.bits.is_none(), "a bitmap of 2^40 bits does not pay");
+        assert_eq!(
+            far.rowids().collect::<Vec<_>>(),
+            (1..=1000).chain([1 << 40]).collect::<Vec<_>>()
+        );
+        assert!(far.contains(1 << 40) && far.contains(1000) && !far.contains(1001));
+    }
+
     /// Dense matches get a bitmap, sparse ones a binary search; both answer alike, at the
     /// edges of the span too.
     #[test]
@@ -2449,6 +2553,7 @@ mod tests {
             let matches = Matches::new(rowids.clone());
             assert_eq!(matches.bits.is_some(), bitmap, "{rowids:?}");
             assert_eq!(matches.len(), rowids.len());
+            assert_eq!(matches.rowids().collect::<Vec<_>>(), rowids);
             let probes = rowids
                 .iter()
                 .flat_map(|&r| [r.saturating_sub(1), r, r.saturating_add(1)])

@@ -1136,6 +1136,23 @@ async fn first_step(h: &Harness, email: &str) -> String {
     }
 }
 
+/// Asserts that the second step with `mfa_token` and a right recovery code is refused for
+/// the `mfa_token`: a login to start again.
+async fn assert_mfa_token_refused(h: &Harness, mfa_token: &str) {
+    let second = h
+        .services
+        .accounts
+        .login_mfa(mfa_token, "aaaa-bbbb", &here())
+        .await;
+    assert!(
+        matches!(
+            second,
+            Err(ServiceError::InvalidCredentials(Credential::MfaToken))
+        ),
+        "{second:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_second_step_stands_only_for_the_password_of_the_first() {
     let h = harness().await;
@@ -1153,18 +1170,7 @@ async fn a_second_step_stands_only_for_the_password_of_the_first() {
     )
     .await
     .unwrap();
-    let second = h
-        .services
-        .accounts
-        .login_mfa(&mfa_token, "aaaa-bbbb", &here())
-        .await;
-    assert!(
-        matches!(
-            second,
-            Err(ServiceError::InvalidCredentials(Credential::MfaToken))
-        ),
-        "{second:?}"
-    );
+    assert_mfa_token_refused(&h, &mfa_token).await;
     // The password changes while the first step checks the old one: no second step.
     let user = h.user("three@example.com", Role::User).await;
     mfa_on(&h, &user).await;
@@ -1206,18 +1212,7 @@ async fn a_code_whose_request_loses_the_mfa_token_is_not_spent() {
                 .unwrap()
         );
     });
-    let lost = h
-        .services
-        .accounts
-        .login_mfa(&mfa_token, "aaaa-bbbb", &here())
-        .await;
-    assert!(
-        matches!(
-            lost,
-            Err(ServiceError::InvalidCredentials(Credential::MfaToken))
-        ),
-        "{lost:?}"
-    );
+    assert_mfa_token_refused(&h, &mfa_token).await;
     assert!(
         h.repo
             .holds_recovery_code(&user.id(), &hashes[0])

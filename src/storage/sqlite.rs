@@ -2898,14 +2898,7 @@ mod tests {
             .await
             .expect("insert");
         }
-        let session = Session {
-            id: SessionId::generate(),
-            user_id: user.id,
-            created_at: now,
-            last_used_at: now,
-            expires_at: now + time::Duration::days(1),
-            origin: Origin::default(),
-        };
+        let session = a_day_long_session(user.id, now);
         repo.create_session(&session).await.expect("session");
         let left: Vec<String> = repo
             .call(|conn| {
@@ -2919,6 +2912,17 @@ mod tests {
         assert_eq!(left, ["live"]);
     }
 
+    fn a_day_long_session(user_id: UserId, now: OffsetDateTime) -> Session {
+        Session {
+            id: SessionId::generate(),
+            user_id,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + time::Duration::days(1),
+            origin: Origin::default(),
+        }
+    }
+
     /// A session or token for a user removed meanwhile is refused as such (the foreign
     /// key), not as a failure of the database.
     #[tokio::test]
@@ -2928,14 +2932,7 @@ mod tests {
         repo.create_user(&user).await.expect("create");
         assert!(repo.delete_user(&user.id).await.expect("delete"));
         let now = crate::domain::now();
-        let session = Session {
-            id: SessionId::generate(),
-            user_id: user.id,
-            created_at: now,
-            last_used_at: now,
-            expires_at: now + time::Duration::days(1),
-            origin: Origin::default(),
-        };
+        let session = a_day_long_session(user.id, now);
         let stored = repo.create_session(&session).await;
         assert!(matches!(stored, Err(StorageError::UserGone)), "{stored:?}");
         let stored = repo

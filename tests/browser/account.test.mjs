@@ -235,6 +235,15 @@ test('sign-in leaves no page to come back to, marks its one field, and starts ag
   await page.getByRole('heading', { name: 'Profile' }).waitFor();
   await page.goBack();
   await page.waitForURL('**/sign-in?reason=signed_out');
+  // A locked account: the page says when to try again (LOCKOUT_SECS is 900).
+  const locked = await createUser(adminToken, { name: 'Lockie', email: `lockie.${RUN}@example.com` });
+  for (let i = 0; i < 3; i += 1) {
+    await api('POST', '/api/auth/login', { body: { email: locked.email, password: 'not the password' } });
+  }
+  await page.getByLabel('Email or username').fill(locked.email);
+  await page.getByLabel('Password', { exact: true }).fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByText(/locked for a while\. Try again in 1[45] minutes/).waitFor();
 
   // Two-factor on, by the API.
   const token = await login(user.email, password);

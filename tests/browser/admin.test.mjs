@@ -116,6 +116,22 @@ test('the user list searches, filters, sorts and pages', async () => {
   assert.equal(await page.getByRole('link', { name: 'Next page' }).count(), 0);
   await page.getByRole('link', { name: 'First page' }).click();
   await page.locator('#users-summary').filter({ hasText: 'Users 1 to 10 of 24.' }).waitFor();
+
+  // An address the list refuses: said, with a way to the page without it.
+  await page.goto('/admin?per_page=500');
+  await page.getByText('Something went wrong').waitFor();
+  await page.getByRole('link', { name: 'Open this page afresh' }).click();
+  await page.waitForURL((url) => url.pathname === '/admin' && url.search === '');
+  await page.locator('#users-summary').waitFor();
+
+  // The admin's own page warns before a delete.
+  const self = await api('GET', '/api/users/me', { token: await login(ADMIN.email, ADMIN.password) });
+  await page.goto(`/admin?user=${self.data.id}`);
+  await page.getByRole('button', { name: 'Delete user…' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Delete this user?' });
+  await dialog.getByText('This is your own account').waitFor();
+  await dialog.getByRole('button', { name: 'Keep the user' }).click();
+  await dialog.waitFor({ state: 'hidden' });
   assertClean(page);
 });
 

@@ -93,6 +93,8 @@ async function showUsers() {
 
 let user;
 let etag;
+/** The signed-in admin's own id. */
+let myId;
 
 async function loadUser(id) {
   const { data, headers } = await call('GET', `/api/users/${id}`);
@@ -129,6 +131,7 @@ function showUserFacts() {
   $('#action-reset-mfa').hidden = !user.mfa_enabled;
   $('#action-events').href = `/admin?view=audit&user_id=${user.id}`;
   $('#delete-who').textContent = `${user.name} (${user.email})`;
+  $('#delete-self').hidden = user.id !== myId;
 }
 
 async function showUserSessions() {
@@ -297,6 +300,7 @@ async function showAudit() {
 
 try {
   const me = await signedIn();
+  myId = me.id;
   if (me.role !== 'admin') {
     $('#not-admin-email').textContent = me.email;
     $('#loading').hidden = true;

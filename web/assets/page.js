@@ -44,8 +44,10 @@ export function ready() {
   $('#content').hidden = false;
 }
 
-/** Shows an error that stops the whole page. */
+/** Shows an error that stops the whole page, with a way to start it afresh (an address
+ * with a bad filter, or a user since deleted, fails again on a reload). */
 export function failed(error) {
   $('#loading').hidden = true;
   sayOnPage(`Something went wrong: ${error.message}`, 'error');
+  $('#page-status').after(h('p', {}, h('a', { href: location.pathname }, 'Open this page afresh')));
 }

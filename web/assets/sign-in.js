@@ -36,8 +36,9 @@ let mfaToken = null;
 function plainly(error, wrong) {
   if (error.status === 401) error.message = wrong;
   if (error.kind === 'login-locked') {
-    error.message =
-      'Too many failed attempts: this account is locked for a while. Try again later, or reset your password.';
+    const minutes = Math.ceil(Number(error.headers?.get('Retry-After')) / 60);
+    const when = minutes > 0 ? `in ${minutes} minute${minutes === 1 ? '' : 's'}` : 'later';
+    error.message = `Too many failed attempts: this account is locked for a while. Try again ${when}, or reset your password.`;
   }
   if (error.kind === 'email-not-verified') {
     error.message = 'Confirm your email address first: open the link we mailed to you.';

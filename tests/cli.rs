@@ -202,6 +202,9 @@ fn healthcheck_and_sigterm_shutdown() {
     };
     assert!(status.success(), "exit after SIGTERM: {status:?}");
     assert!(!healthy(), "still answering after shutdown");
+    // It closed the database on the way out: the write-ahead log is folded in and gone.
+    assert!(dir.path().join("users.db").exists());
+    assert!(!dir.path().join("users.db-wal").exists());
 }
 
 /// Runs the binary to the end with `vars`; stdout and stderr as text.
@@ -364,6 +367,9 @@ fn import_reports_each_refused_line_and_imports_the_rest() {
         out.contains("imported 2 users, 0 already there, 7 lines refused"),
         "{out}"
     );
+    // The command closed the database: its write-ahead log is copied into the file and gone.
+    assert!(dir.path().join("users.db").exists());
+    assert!(!dir.path().join("users.db-wal").exists());
     for expected in [
         "line 2: email:",
         "line 4: password ",

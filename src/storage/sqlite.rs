@@ -321,34 +321,60 @@ const BUSY_RETRIES: u32 = 3;
 /// upgrade a read lock. Writes run on the blocking pool, reads on threads of their own.
 #[derive(Clone)]
 pub struct SqliteRepository {
+    // Dropped before the writer, so that the writer closes last (see `Readers`).
+    readers: Arc<Readers>,
     writer: Arc<Mutex<Connection>>,
-    readers: crossbeam_channel::Sender<ReadJob>,
 }
 
 /// A read for whichever reader thread is free first.
 type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// The reader threads and the queue they take reads from.
+struct Readers {
+    /// `None` once dropped, which ends the threads.
+    queue: Option<crossbeam_channel::Sender<ReadJob>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
 /// Starts one thread per reading connection. Each takes reads from one queue shared by all:
 /// a lock-free channel whose idle receivers spin briefly before they sleep, so under load a
-/// read reaches a reader without waking a thread, and no lock is taken on the way. The
-/// threads end when the last sender (the last clone of the repository) is dropped.
-fn start_readers(
-    connections: Vec<Connection>,
-) -> anyhow::Result<crossbeam_channel::Sender<ReadJob>> {
+/// read reaches a reader without waking a thread, and no lock is taken on the way.
+fn start_readers(connections: Vec<Connection>) -> anyhow::Result<Readers> {
     let (sender, receiver) = crossbeam_channel::unbounded::<ReadJob>();
-    for (i, mut conn) in connections.into_iter().enumerate() {
-        let receiver = receiver.clone();
-        std::thread::Builder::new()
-            .name(format!("sqlite-reader-{i}"))
-            .spawn(move || {
-                for job in receiver {
-                    // A panicking read loses its own answer (its caller sees an internal
-                    // error), not the thread; rusqlite has rolled back whatever it began.
-                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
-                }
-            })?;
+    let threads = connections
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut conn)| {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("sqlite-reader-{i}"))
+                .spawn(move || {
+                    for job in receiver {
+                        // A panicking read loses its own answer (its caller sees an internal
+                        // error), not the thread; rusqlite has rolled back whatever it began.
+                        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
+                    }
+                })
+        })
+        .collect::<std::io::Result<_>>()?;
+    Ok(Readers {
+        queue: Some(sender),
+        threads,
+    })
+}
+
+/// With the last clone of the repository, the readers finish the reads they have and close
+/// their connections before this returns: a command that ends (an import) would otherwise
+/// exit with them open, and leave its write-ahead log beside the file, hundreds of MB after
+/// an import, for the next process to copy on its first write. The writer, dropped after
+/// this, is then the last connection, and SQLite copies the log into the file and removes it.
+impl Drop for Readers {
+    fn drop(&mut self) {
+        self.queue = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
     }
-    Ok(sender)
 }
 
 /// A panic while holding a connection cannot leave a half-done transaction behind (rusqlite
@@ -394,8 +420,8 @@ impl SqliteRepository {
         )
         .await??;
         Ok(Self {
+            readers: Arc::new(start_readers(readers)?),
             writer: Arc::new(Mutex::new(writer)),
-            readers: start_readers(readers)?,
         })
     }
 
@@ -480,6 +506,9 @@ impl SqliteRepository {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let span = tracing::Span::current();
         self.readers
+            .queue
+            .as_ref()
+            .expect("the queue lives as long as the repository")
             .send(Box::new(move |conn| {
                 let _ = answer.send(span.in_scope(|| with_retries(conn, f)));
             }))
@@ -494,6 +523,9 @@ impl SqliteRepository {
 /// are the kernel's page cache itself: no copy into a cache of the connection's own, no
 /// allocation (whose global lock would serialise parallel readers), no system call.
 const READER_MMAP_BYTES: i64 = 1 << 32;
+
+/// What the write-ahead log keeps of its size once copied into the file.
+const WAL_SIZE_LIMIT_BYTES: i64 = 64 << 20;
 
 /// Enough readers that one waiting for the disk does not hold up the rest.
 fn reader_count() -> usize {
@@ -533,6 +565,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
         |ctx| Ok(ctx.get::<Option<String>>(0)?.map(|s| s.to_lowercase())),
     )?;
     use_wal(conn)?;
+    // A log that grew large (an import beside a running service lets it reach 400 MiB
+    // before copying it) is cut back to this once copied, instead of keeping its largest
+    // size on disk until every connection to the file has closed.
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))

@@ -354,8 +354,9 @@ QUERIES=()
 for sort in -created_at created_at name -name email -email; do
   QUERIES+=("sort=$sort" "sort=$sort&after=$(cursor_after "$sort")")
 done
+# "rossi mario", a name in the wrong order, matches no one.
 QUERIES+=("page=$DEEP_PAGE" role=admin active=false "role=user&active=true&sort=name" \
-  q=mario "q=mario&sort=name" "q=mario&role=admin" "q=mario&active=false")
+  q=mario "q=mario&sort=name" "q=mario&role=admin" "q=mario&active=false" "q=rossi%20mario")
 n=0
 for query in "${QUERIES[@]}"; do
   n=$((n + 1))
@@ -365,7 +366,9 @@ for query in "${QUERIES[@]}"; do
   bench "$WORK/e$n.txt" 32 2 -H "Authorization: Bearer $TOKEN" "$BASE/api/users?$query"
   label=${query%%&after=*}
   [ "$label" = "$query" ] || label="$label&after=(the cursor after page $DEEP_PAGE)"
-  row "e. GET /api/users?$label (20 per page), 32 conns" "$WORK/e$n.txt"
+  note=""
+  [ "$query" = "q=rossi%20mario" ] && note="matches no one"
+  row "e. GET /api/users?$label (20 per page), 32 conns" "$WORK/e$n.txt" "$note"
 done
 # A search is heavier than a page: also as people at a search box meet it, two at a time,
 # and one that every user matches (each address is at bench.example), whose total counts

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The web pages in headless Chromium: starts an SMTP sink and the release build on a fresh
-# SQLite file, then runs tests/browser with node's test runner (Playwright drives Debian's
+# SQLite file (and a second one that requires confirmed addresses), then runs tests/browser with node's test runner (Playwright drives Debian's
 # Chromium, or the Chromium-based browser CHROMIUM names; axe-core checks every page at 375 and 1280 px; screenshots of every page go to
 # target/screenshots/). Builds the release binary only when it is missing. Every process it
 # starts is stopped when it ends, however it ends.
@@ -56,45 +56,54 @@ node tests/browser/smtp-sink.mjs "$smtp_port" "$work/mail" &
 pids+=($!)
 wait_for_port "$smtp_port"
 
-port=$(free_port)
-base="http://127.0.0.1:$port"
 export ADMIN_EMAIL=admin@example.com
 export ADMIN_PASSWORD='browser tests admin password'
-env \
-  HOST=127.0.0.1 PORT="$port" \
-  DATABASE_URL="sqlite://$work/users.db" \
-  APP_ENV=development \
-  JWT_SECRET=browser-tests-secret-0123456789abcdef \
-  RATE_LIMIT_PER_SECOND=0 \
-  BCRYPT_COST=4 \
-  MAIL_THROTTLE_SECS=0 \
-  LOCKOUT_THRESHOLD=3 \
-  SMTP_URL="smtp://127.0.0.1:$smtp_port" \
-  PASSWORD_RESET_URL="$base/reset-password" \
-  EMAIL_VERIFICATION_URL="$base/verify-email" \
-  RUST_LOG=warn \
-  "$binary" >"$work/service.log" 2>&1 &
-service=$!
-pids+=("$service")
-if ! wait_for_port "$port"; then
-  cat "$work/service.log" >&2
-  exit 1
-fi
+# start NAME [VAR=VALUE...]: the service on a fresh file and a free port, mailing to the
+# sink; sets `started` to its address once it listens.
+start() {
+  local name=$1 port
+  shift
+  port=$(free_port)
+  started="http://127.0.0.1:$port"
+  env \
+    HOST=127.0.0.1 PORT="$port" \
+    DATABASE_URL="sqlite://$work/$name.db" \
+    APP_ENV=development \
+    JWT_SECRET=browser-tests-secret-0123456789abcdef \
+    RATE_LIMIT_PER_SECOND=0 \
+    BCRYPT_COST=4 \
+    MAIL_THROTTLE_SECS=0 \
+    LOCKOUT_THRESHOLD=3 \
+    SMTP_URL="smtp://127.0.0.1:$smtp_port" \
+    PASSWORD_RESET_URL="$started/reset-password" \
+    EMAIL_VERIFICATION_URL="$started/verify-email" \
+    RUST_LOG=warn \
+    "$@" \
+    "$binary" >"$work/$name.log" 2>&1 &
+  pids+=($!)
+  if ! wait_for_port "$port"; then
+    cat "$work/$name.log" >&2
+    exit 1
+  fi
+}
+start service
+base=$started
+# A second one that lets no one sign in before confirming their address.
+start strict REQUIRE_VERIFIED_EMAIL=true
+strict=$started
 
 mkdir -p "$target/screenshots"
 status=0
 (
   cd tests/browser
   [ ${#files[@]} -gt 0 ] || files=(./*.test.mjs)
-  BASE_URL=$base MAIL_DIR=$work/mail SCREENSHOT_DIR=$target/screenshots \
+  BASE_URL=$base STRICT_BASE_URL=$strict MAIL_DIR=$work/mail SCREENSHOT_DIR=$target/screenshots \
     timeout 600 node --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
 ) || status=$?
 if [ "$status" -ne 0 ]; then
-  if ! kill -0 "$service" 2>/dev/null; then
-    wait "$service" && code=0 || code=$?
-    echo "== the service stopped during the tests (exit status $code)" >&2
-  fi
-  echo "== service log (last 50 lines)" >&2
-  tail -n 50 "$work/service.log" >&2
+  for name in service strict; do
+    echo "== $name log (last 50 lines)" >&2
+    tail -n 50 "$work/$name.log" >&2
+  done
 fi
 exit "$status"

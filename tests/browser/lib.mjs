@@ -10,6 +10,8 @@ import AxeBuilder from '@axe-core/playwright';
 import { chromium } from 'playwright-core';
 
 export const BASE_URL = required('BASE_URL');
+/** A second service, with REQUIRE_VERIFIED_EMAIL on. */
+export const STRICT_BASE_URL = required('STRICT_BASE_URL');
 export const ADMIN = { email: required('ADMIN_EMAIL'), password: required('ADMIN_PASSWORD') };
 const MAIL_DIR = required('MAIL_DIR');
 const SCREENSHOTS = required('SCREENSHOT_DIR');
@@ -42,10 +44,10 @@ export async function launch() {
 
 /**
  * A fresh browser context (its own cookies) and a page in it that fails the test on any
- * script error, any CSP violation and any request to another origin.
+ * script error, any CSP violation and any request to another origin than `base`.
  */
-export async function newPage(browser) {
-  const context = await browser.newContext({ baseURL: BASE_URL, viewport: { width: 1280, height: 900 } });
+export async function newPage(browser, base = BASE_URL) {
+  const context = await browser.newContext({ baseURL: base, viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
   const problems = [];
   page.on('pageerror', (error) => problems.push(`script error: ${error.message}`));
@@ -56,7 +58,7 @@ export async function newPage(browser) {
   });
   page.on('request', (request) => {
     const url = new URL(request.url());
-    if (!['data:', 'blob:'].includes(url.protocol) && url.origin !== new URL(BASE_URL).origin) {
+    if (!['data:', 'blob:'].includes(url.protocol) && url.origin !== new URL(base).origin) {
       problems.push(`request to another origin: ${request.url()}`);
     }
   });
@@ -200,11 +202,11 @@ export function totp(secret, offset = 0) {
 
 // --- the API, to set the stage ---
 
-export async function api(method, apiPath, { body, token } = {}) {
+export async function api(method, apiPath, { body, token, base = BASE_URL } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (token) headers.Authorization = `Bearer ${token}`;
-  const response = await fetch(new URL(apiPath, BASE_URL), {
+  const response = await fetch(new URL(apiPath, base), {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { api, assertClean, check, launch, linkInMail, newPage, RUN, signIn } from './lib.mjs';
+import { api, assertClean, check, launch, linkInMail, newPage, RUN, signIn, STRICT_BASE_URL } from './lib.mjs';
 
 let browser;
 before(async () => {
@@ -46,6 +46,35 @@ test('a verification link confirms the address, and says what to do once used', 
   assert.equal(me.data.email_verified, true);
 });
 
+test('where sign-in needs a confirmed address, the sign-in page mails a new link', async () => {
+  const email = `nora.${RUN}@example.com`;
+  const password = 'a fine long password';
+  const registered = await api('POST', '/api/auth/register', {
+    base: STRICT_BASE_URL,
+    body: { name: 'Nora Nuovo', email, password },
+  });
+  assert.equal(registered.status, 201);
+  await linkInMail(email, 'Confirm your email address');
+
+  // That first mail is lost: signing in says what is missing and offers a new link.
+  const page = await newPage(browser, STRICT_BASE_URL);
+  await signIn(page, email, password);
+  await page.getByText('Confirm your email address first').waitFor();
+  const resend = page.getByRole('form', { name: 'Confirm your email address' });
+  assert.equal(await resend.getByLabel('Email').inputValue(), email);
+  await check(page, 'sign-in-unverified');
+  await resend.getByRole('button', { name: 'Mail me a new link' }).click();
+  await resend.getByText('If that address still needs confirming').waitFor();
+
+  const link = await linkInMail(email, 'Confirm your email address', 2);
+  assert.ok(link.startsWith(`${STRICT_BASE_URL}/verify-email?token=`), link);
+  await page.goto(link);
+  await page.getByRole('heading', { name: 'Your address is confirmed' }).waitFor();
+  await signIn(page, email, password);
+  await page.waitForURL('**/account');
+  assertClean(page);
+});
+
 test('a reset link sets a new password, showing the rules and the refusals', async () => {
   const email = `rosa.${RUN}@example.com`;
   await api('POST', '/api/auth/register', {
@@ -56,7 +85,7 @@ test('a reset link sets a new password, showing the rules and the refusals', asy
   const page = await newPage(browser);
   await page.goto('/sign-in');
   await page.getByRole('button', { name: 'Forgot your password?' }).click();
-  await page.getByLabel('Email', { exact: true }).fill(email);
+  await page.getByRole('form', { name: 'Reset your password' }).getByLabel('Email').fill(email);
   await page.getByRole('button', { name: 'Mail me a link' }).click();
   await page.getByText('a link to reset its password is on its way').waitFor();
   await check(page, 'sign-in-forgot');

@@ -41,21 +41,24 @@ function plainly(error, wrong) {
     error.message = `Too many failed attempts: this account is locked for a while. Try again ${when}, or reset your password.`;
   }
   if (error.kind === 'email-not-verified') {
-    error.message = 'Confirm your email address first: open the link we mailed to you.';
+    error.message = 'Confirm your email address first: open the link we mailed to you, or ask for a new one below.';
   }
   return error;
 }
 
 const signInForm = $('#sign-in-form');
+const resendForm = $('#resend-form');
 
 onSubmit(signInForm, async ({ email, password }) => {
   const login = email.trim();
   const credentials = login.includes('@') ? { email: login, password } : { username: login, password };
+  resendForm.hidden = true;
   const outcome = await signIn(credentials).catch((error) => {
     // One field takes both: an error about the username is about it too.
     for (const fieldError of error.fieldErrors ?? []) {
       if (fieldError.field === 'username') fieldError.field = 'email';
     }
+    if (error.kind === 'email-not-verified') offerNewLink(login);
     throw plainly(error, 'The email address, username or password is wrong.');
   });
   if (!outcome.mfaToken) return done();
@@ -88,6 +91,19 @@ onSubmit($('#code-form'), async ({ code }) => {
     throw plainly(error, 'That code is wrong or was used already. Codes change every 30 seconds.');
   }
   done();
+});
+
+/** A way to a new confirmation link, for the address signed in with (a username is no address). */
+function offerNewLink(login) {
+  resendForm.reset();
+  say(resendForm, '');
+  if (login.includes('@')) resendForm.elements.email.value = login;
+  resendForm.hidden = false;
+}
+
+onSubmit(resendForm, async ({ email }, form) => {
+  await call('POST', '/api/auth/resend-verification', { body: { email: email.trim() } });
+  say(form, 'If that address still needs confirming, a new link is on its way. Check your mail.');
 });
 
 const forgotToggle = $('#forgot-toggle');

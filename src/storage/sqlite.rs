@@ -321,9 +321,8 @@ const BUSY_RETRIES: u32 = 3;
 /// upgrade a read lock. Writes run on the blocking pool, reads on threads of their own.
 #[derive(Clone)]
 pub struct SqliteRepository {
-    // Dropped before the writer, so that the writer closes last (see `Readers`).
-    readers: Arc<Readers>,
     writer: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
 }
 
 /// A read for whichever reader thread is free first.
@@ -364,10 +363,11 @@ fn start_readers(connections: Vec<Connection>) -> anyhow::Result<Readers> {
 }
 
 /// With the last clone of the repository, the readers finish the reads they have and close
-/// their connections before this returns: a command that ends (an import) would otherwise
-/// exit with them open, and leave its write-ahead log beside the file, hundreds of MB after
-/// an import, for the next process to copy on its first write. The writer, dropped after
-/// this, is then the last connection, and SQLite copies the log into the file and removes it.
+/// their connections before this returns, so that every connection is closed before the
+/// process exits, and the last to close copies the write-ahead log into the file and
+/// removes it. A command that ends (an import) used to exit with them open, and leave its
+/// log beside the file, hundreds of MB after an import, for the next process to copy on its
+/// first write.
 impl Drop for Readers {
     fn drop(&mut self) {
         self.queue = None;
@@ -420,8 +420,8 @@ impl SqliteRepository {
         )
         .await??;
         Ok(Self {
-            readers: Arc::new(start_readers(readers)?),
             writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(start_readers(readers)?),
         })
     }
 
@@ -510,6 +510,10 @@ impl SqliteRepository {
             .as_ref()
             .expect("the queue lives as long as the repository")
             .send(Box::new(move |conn| {
+                // A caller gone (its request dropped, as at shutdown) needs no answer.
+                if answer.is_closed() {
+                    return;
+                }
                 let _ = answer.send(span.in_scope(|| with_retries(conn, f)));
             }))
             .map_err(|_| StorageError::internal(anyhow::anyhow!("the reader threads are gone")))?;
@@ -1701,6 +1705,8 @@ impl Repository for SqliteRepository {
             // command's connection grows this large.
             conn.pragma_update(None, "cache_size", -IMPORT_CACHE_KIB)?;
             conn.pragma_update(None, "wal_autocheckpoint", IMPORT_CHECKPOINT_PAGES)?;
+            // Nor cut back after each copy, only to grow again to that size.
+            conn.pragma_update(None, "journal_size_limit", -1)?;
             conn.execute_batch(&format!(
                 "CREATE TEMP TABLE IF NOT EXISTS import_batch \
                  (line INTEGER PRIMARY KEY, {USER_COLUMNS})"

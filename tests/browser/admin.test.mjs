@@ -114,6 +114,12 @@ test('the user list searches, filters, sorts and pages', async () => {
   await page.locator('#users-summary').filter({ hasText: 'Users 21 to 24 of 24.' }).waitFor();
   assert.deepEqual((await names(page)).slice(0, 2), [`Seed 21 ${RUN}`, `Seed 22 ${RUN}`]);
   assert.equal(await page.getByRole('link', { name: 'Next page' }).count(), 0);
+  await check(page, 'admin-users-page-3');
+  // Back a page at a time (the second page links to the first as "First page" alone).
+  await page.getByRole('link', { name: 'Previous page' }).click();
+  await page.locator('#users-summary').filter({ hasText: 'Users 11 to 20 of 24.' }).waitFor();
+  assert.equal((await names(page))[0], `Seed 11 ${RUN}`);
+  assert.equal(await page.getByRole('link', { name: 'Previous page' }).count(), 0);
   await page.getByRole('link', { name: 'First page' }).click();
   await page.locator('#users-summary').filter({ hasText: 'Users 1 to 10 of 24.' }).waitFor();
 

@@ -43,12 +43,26 @@ function status(user) {
 
 // --- the user list ---
 
+/**
+ * The cursors of the pages before this one, oldest first, carried in the address (`back`)
+ * as links carry everything here: the API pages forward only, and "Previous page" takes
+ * the last of them. At most this many ride along, to keep the address short; beyond them,
+ * "First page".
+ */
+const BACK_KEPT = 10;
+const LIST_KEYS = ['q', 'role', 'active', 'sort', 'per_page'];
+
+/** Cursors hold no dot (base64url), so dots part them. */
+function backCursors() {
+  return (params.get('back') || '').split('.').filter(Boolean);
+}
+
 async function showUsers() {
   $('#users-view').hidden = false;
   $('#tab-users').setAttribute('aria-current', 'page');
   const form = $('#user-filters');
   fillFromAddress(form);
-  const query = apiQuery(['q', 'role', 'active', 'sort', 'per_page', 'after']);
+  const query = apiQuery([...LIST_KEYS, 'after']);
   const page = await get(`/api/users?${query}`);
   const rows = page.items.map((user) =>
     h(
@@ -73,18 +87,30 @@ async function showUsers() {
     page.items.length === 0
       ? `No users on this page; ${page.total} in all.`
       : `Users ${from} to ${to} of ${page.total}.`;
+  const back = backCursors();
+  const listAt = (after, at, chain) => {
+    const pageQuery = apiQuery(LIST_KEYS);
+    if (after) pageQuery.set('after', after);
+    if (chain.length > 0) pageQuery.set('back', chain.join('.'));
+    if (at > 1) pageQuery.set('from', String(at));
+    return `/admin?${pageQuery}`;
+  };
   const next = $('#users-next');
   if (page.next_cursor) {
-    const nextQuery = apiQuery(['q', 'role', 'active', 'sort', 'per_page']);
-    nextQuery.set('after', page.next_cursor);
-    nextQuery.set('from', String(to + 1));
-    next.href = `/admin?${nextQuery}`;
+    // The first page needs no cursor to come back to: "First page" is the way there.
+    const after = params.get('after');
+    next.href = listAt(page.next_cursor, to + 1, after ? [...back, after].slice(-BACK_KEPT) : []);
     next.hidden = false;
   }
-  const first = $('#users-first');
   if (params.has('after')) {
-    first.href = `/admin?${apiQuery(['q', 'role', 'active', 'sort', 'per_page'])}`;
+    const first = $('#users-first');
+    first.href = listAt('', 1, []);
     first.hidden = false;
+    if (back.length > 0) {
+      const previous = $('#users-previous');
+      previous.href = listAt(back.at(-1), Math.max(2, from - page.per_page), back.slice(0, -1));
+      previous.hidden = false;
+    }
   }
   if (params.has('deleted')) sayOnPage(`Deleted ${params.get('deleted')}.`);
 }

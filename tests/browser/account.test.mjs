@@ -128,8 +128,7 @@ test('a user manages their own account', async () => {
   await rows.filter({ hasText: 'this browser' }).waitFor();
   assert.equal((await api('GET', '/api/users/me', { token: elsewhere })).status, 401);
 
-  // --- security events ---
-  await page.reload();
+  // --- security events: shown as they happen, without a reload ---
   const events = page.locator('#events tbody');
   await events.getByText('Two-factor sign-in turned on').waitFor();
   await events.getByText('Signed in').first().waitFor();
@@ -176,6 +175,7 @@ test('a user manages their own account', async () => {
   await page.getByRole('button', { name: 'Turn off two-factor sign-in' }).click();
   await page.getByText('Two-factor sign-in is off.').first().waitFor();
   assert.equal((await api('GET', `/api/users/${user.id}`, { token: adminToken })).data.mfa_enabled, false);
+  await page.locator('#events tbody').getByText('Two-factor sign-in turned off').waitFor();
 
   // --- everywhere ---
   await page.getByRole('button', { name: 'Sign out everywhere' }).click();

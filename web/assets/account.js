@@ -113,6 +113,7 @@ onSubmit(confirmForm, async ({ code }) => {
   me.mfa_enabled = true;
   showMfa();
   showRecoveryCodes(data.recovery_codes);
+  await refreshActivity();
 });
 
 $('#mfa-cancel').addEventListener('click', () => {
@@ -127,6 +128,7 @@ onSubmit($('#recovery-form'), async ({ current_password: current }, form) => {
   });
   form.reset();
   showRecoveryCodes(data.recovery_codes);
+  await refreshActivity();
 });
 
 onSubmit($('#mfa-disable-form'), async ({ current_password: current }, form) => {
@@ -137,6 +139,7 @@ onSubmit($('#mfa-disable-form'), async ({ current_password: current }, form) => 
   // The section's state line says it is off; this says what can be done now.
   say(startForm, 'Turned off. To set it up again, start here.');
   $('#mfa-title').focus();
+  await refreshActivity();
 });
 
 // --- sessions ---
@@ -155,14 +158,22 @@ function browser(userAgent) {
   return `${name === 'Edg' ? 'Edge' : name}${system ? ` on ${system}` : ''}`;
 }
 
+/** Sessions being signed out: their rows, drawn again meanwhile, keep the button off. */
+const ending = new Set();
+let sessionReads = 0;
+
 async function showSessions() {
+  const asked = ++sessionReads;
   const { items } = await get('/api/users/me/sessions');
+  // A later read is on its way or drawn already: this older list would undo it.
+  if (asked !== sessionReads) return;
   const rows = items.map((session) => {
     const end = h(
       'button',
       {
         type: 'button',
         class: 'small',
+        disabled: ending.has(session.id),
         'aria-label': `Sign out ${session.current ? 'this browser' : browser(session.user_agent)}, signed in ${new Date(session.created_at).toLocaleString()}`,
       },
       'Sign out',
@@ -188,19 +199,24 @@ async function showSessions() {
 
 async function endSession(session, button) {
   button.disabled = true;
+  ending.add(session.id);
   try {
     await call('DELETE', `/api/users/me/sessions/${session.id}`);
+    ending.delete(session.id);
     if (session.current) {
       await signOut();
       location.assign('/sign-in?reason=signed_out');
       return;
     }
-    await showSessions();
+    await refreshActivity();
     say(sessionsForm, 'That session is signed out.');
     // Its row, and the button that had the focus, are gone: keep the focus in the section.
     $('#sessions-title').focus();
   } catch (error) {
+    ending.delete(session.id);
     button.disabled = false;
+    // Drawn again meanwhile, the row's button is another one, still off.
+    if (!button.isConnected) await refreshActivity();
     showError(sessionsForm, error);
   }
 }
@@ -221,13 +237,26 @@ const events = pagedTable({
   empty: 'No events yet.',
 });
 
+/** The sessions and the latest events, as they are now. */
+function showActivity() {
+  return Promise.all([showSessions(), events('/api/users/me/audit-events?per_page=10')]);
+}
+
+/**
+ * The same after a change that adds to them. Failing then, it leaves the tables as they
+ * were rather than call the change, which succeeded, a failure; a reload shows them.
+ */
+function refreshActivity() {
+  return showActivity().catch(() => {});
+}
+
 // --- start ---
 
 try {
   me = await signedIn();
   showProfile();
   showMfa();
-  await Promise.all([showSessions(), events('/api/users/me/audit-events?per_page=10')]);
+  await showActivity();
   ready();
 } catch (error) {
   failed(error);

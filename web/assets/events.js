@@ -100,25 +100,33 @@ export function eventRow(event, { people = false } = {}) {
 /**
  * A table filled page by page: `load(path)` shows the first page of `path` (a list endpoint
  * with its query), and `button` appends the next one while there is one. Errors go to
- * `form`'s live region (any element with a `[data-status]`).
+ * `form`'s live region (any element with a `[data-status]`). A table loaded again while a
+ * page is on its way drops that page, and the button does nothing while a load runs: the
+ * table never shows a page twice, nor an older page after a newer first one.
  */
 export function pagedTable({ tbody, button, form, row, empty }) {
   let path = null;
   let cursor = null;
+  let loads = 0;
+  let loading = false;
 
+  /** The next page, or null when a load began after it was asked for. */
   async function page() {
+    const asked = loads;
     const separator = path.includes('?') ? '&' : '?';
     const data = await get(cursor ? `${path}${separator}after=${encodeURIComponent(cursor)}` : path);
+    if (asked !== loads) return null;
     cursor = data.next_cursor;
     button.hidden = !cursor;
     return data;
   }
 
   button.addEventListener('click', async () => {
+    if (loading) return;
     button.disabled = true;
     try {
-      const { items } = await page();
-      tbody.append(...items.map(row));
+      const data = await page();
+      if (data) tbody.append(...data.items.map(row));
     } catch (error) {
       showError(form, error);
     } finally {
@@ -130,15 +138,23 @@ export function pagedTable({ tbody, button, form, row, empty }) {
   });
 
   return async function load(newPath) {
+    loads += 1;
+    const mine = loads;
     path = newPath;
     cursor = null;
-    const data = await page();
-    const columns = tbody.closest('table').querySelectorAll('thead th').length;
-    tbody.replaceChildren(
-      ...(data.items.length
-        ? data.items.map(row)
-        : [h('tr', {}, h('td', { colspan: columns, class: 'empty' }, empty))]),
-    );
-    return data;
+    loading = true;
+    try {
+      const data = await page();
+      if (!data) return null;
+      const columns = tbody.closest('table').querySelectorAll('thead th').length;
+      tbody.replaceChildren(
+        ...(data.items.length
+          ? data.items.map(row)
+          : [h('tr', {}, h('td', { colspan: columns, class: 'empty' }, empty))]),
+      );
+      return data;
+    } finally {
+      if (mine === loads) loading = false;
+    }
   };
 }

@@ -1,7 +1,7 @@
 // Sign-in, with the MFA step when the account has it on, and "forgot password".
 
 import { call, resume, signIn, signInWithCode } from './api.js';
-import { $, onSubmit, say, sayOnPage } from './ui.js';
+import { $, clear, onSubmit, say, sayOnPage } from './ui.js';
 
 const params = new URLSearchParams(location.search);
 
@@ -32,8 +32,11 @@ const passwordStep = $('#password-step');
 const codeStep = $('#code-step');
 let mfaToken = null;
 
-/** The service's terse refusals, said the way a sign-in page says them. */
-function plainly(error, wrong) {
+/**
+ * The service's terse refusals, said the way a sign-in page says them; `canResend` when the
+ * page offers a new confirmation link below.
+ */
+function plainly(error, wrong, { canResend = false } = {}) {
   if (error.status === 401) error.message = wrong;
   if (error.kind === 'login-locked') {
     const minutes = Math.ceil(Number(error.headers?.get('Retry-After')) / 60);
@@ -41,7 +44,7 @@ function plainly(error, wrong) {
     error.message = `Too many failed attempts: this account is locked for a while. Try again ${when}, or reset your password.`;
   }
   if (error.kind === 'email-not-verified') {
-    error.message = 'Confirm your email address first: open the link we mailed to you, or ask for a new one below.';
+    error.message = `Confirm your email address first: open the link we mailed to you${canResend ? ', or ask for a new one below' : ''}.`;
   }
   return error;
 }
@@ -58,8 +61,9 @@ onSubmit(signInForm, async ({ email, password }) => {
     for (const fieldError of error.fieldErrors ?? []) {
       if (fieldError.field === 'username') fieldError.field = 'email';
     }
-    if (error.kind === 'email-not-verified') offerNewLink(login);
-    throw plainly(error, 'The email address, username or password is wrong.');
+    const canResend = error.kind === 'email-not-verified';
+    if (canResend) offerNewLink(login);
+    throw plainly(error, 'The email address, username or password is wrong.', { canResend });
   });
   if (!outcome.mfaToken) return done();
   mfaToken = outcome.mfaToken;
@@ -96,7 +100,7 @@ onSubmit($('#code-form'), async ({ code }) => {
 /** A way to a new confirmation link, for the address signed in with (a username is no address). */
 function offerNewLink(login) {
   resendForm.reset();
-  say(resendForm, '');
+  clear(resendForm);
   if (login.includes('@')) resendForm.elements.email.value = login;
   resendForm.hidden = false;
 }

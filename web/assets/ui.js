@@ -50,7 +50,7 @@ function sentence(text) {
 }
 
 /** Removes the messages and field errors a form shows. */
-function clear(form) {
+export function clear(form) {
   const status = statusOf(form);
   if (status) {
     status.textContent = '';

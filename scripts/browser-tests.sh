@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The web pages in headless Chromium: starts an SMTP sink and the release build on a fresh
-# SQLite file (and a second one that requires confirmed addresses), then runs tests/browser with node's test runner (Playwright drives Debian's
-# Chromium, or the Chromium-based browser CHROMIUM names; axe-core checks every page at 375 and 1280 px; screenshots of every page go to
-# target/screenshots/). Builds the release binary only when it is missing. Every process it
-# starts is stopped when it ends, however it ends.
+# SQLite file (and a second one that requires confirmed addresses), then runs tests/browser
+# with node's test runner (Playwright drives Debian's Chromium, or the Chromium-based
+# browser CHROMIUM names; axe-core checks every page at 375 and 1280 px; screenshots of every
+# page go to target/screenshots/). Builds the release binary only when it is missing. Every
+# process it starts is stopped when it ends, however it ends.
 #
 #   bash scripts/browser-tests.sh                     # every test file
 #   bash scripts/browser-tests.sh admin.test.mjs      # some of them (names in tests/browser)

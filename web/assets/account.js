@@ -1,6 +1,6 @@
 // The account page: profile, password, two-factor sign-in, sessions, security events.
 
-import { call, get, qrSvg, signOut } from './api.js';
+import { call, get, qrSvg, resendVerification, signOut } from './api.js';
 import { eventRow, pagedTable } from './events.js';
 import { failed, ready, signedIn } from './page.js';
 import { $, h, onSubmit, passwordsMatch, say, showError, time } from './ui.js';
@@ -46,7 +46,7 @@ onSubmit(profileForm, async (form) => {
 
 $('#resend-verification').addEventListener('click', async () => {
   try {
-    await call('POST', '/api/auth/resend-verification', { body: { email: me.email } });
+    await resendVerification(me.email);
     say(profileForm, `A new confirmation link is on its way to ${me.email}.`);
   } catch (error) {
     showError(profileForm, error);

@@ -99,6 +99,12 @@ export async function call(method, path, { body, headers } = {}) {
   return send(method, path, { body, headers, token: accessToken });
 }
 
+/** Mails a new confirmation link to `email`, if it belongs to an account that needs one
+ * (answered alike for any address). */
+export async function resendVerification(email) {
+  await call('POST', '/api/auth/resend-verification', { body: { email: email.trim() } });
+}
+
 /** The API's JSON body of a call, for the common case. */
 export async function get(path) {
   return (await call('GET', path)).data;

@@ -100,15 +100,14 @@ export function eventRow(event, { people = false } = {}) {
 /**
  * A table filled page by page: `load(path)` shows the first page of `path` (a list endpoint
  * with its query), and `button` appends the next one while there is one. Errors go to
- * `form`'s live region (any element with a `[data-status]`). A table loaded again while a
- * page is on its way drops that page, and the button does nothing while a load runs: the
- * table never shows a page twice, nor an older page after a newer first one.
+ * `form`'s live region (any element with a `[data-status]`). A table loaded again drops any
+ * page still on its way, and hides the button until its first page is in: the table never
+ * shows a page twice, nor an older page after a newer first one.
  */
 export function pagedTable({ tbody, button, form, row, empty }) {
   let path = null;
   let cursor = null;
   let loads = 0;
-  let loading = false;
 
   /** The next page, or null when a load began after it was asked for. */
   async function page() {
@@ -122,7 +121,6 @@ export function pagedTable({ tbody, button, form, row, empty }) {
   }
 
   button.addEventListener('click', async () => {
-    if (loading) return;
     button.disabled = true;
     try {
       const data = await page();
@@ -139,22 +137,17 @@ export function pagedTable({ tbody, button, form, row, empty }) {
 
   return async function load(newPath) {
     loads += 1;
-    const mine = loads;
     path = newPath;
     cursor = null;
-    loading = true;
-    try {
-      const data = await page();
-      if (!data) return null;
-      const columns = tbody.closest('table').querySelectorAll('thead th').length;
-      tbody.replaceChildren(
-        ...(data.items.length
-          ? data.items.map(row)
-          : [h('tr', {}, h('td', { colspan: columns, class: 'empty' }, empty))]),
-      );
-      return data;
-    } finally {
-      if (mine === loads) loading = false;
-    }
+    button.hidden = true;
+    const data = await page();
+    if (!data) return null;
+    const columns = tbody.closest('table').querySelectorAll('thead th').length;
+    tbody.replaceChildren(
+      ...(data.items.length
+        ? data.items.map(row)
+        : [h('tr', {}, h('td', { colspan: columns, class: 'empty' }, empty))]),
+    );
+    return data;
   };
 }

@@ -1,6 +1,6 @@
 // Sign-in, with the MFA step when the account has it on, and "forgot password".
 
-import { call, resume, signIn, signInWithCode } from './api.js';
+import { call, resendVerification, resume, signIn, signInWithCode } from './api.js';
 import { $, clear, onSubmit, say, sayOnPage } from './ui.js';
 
 const params = new URLSearchParams(location.search);
@@ -106,7 +106,7 @@ function offerNewLink(login) {
 }
 
 onSubmit(resendForm, async ({ email }, form) => {
-  await call('POST', '/api/auth/resend-verification', { body: { email: email.trim() } });
+  await resendVerification(email);
   say(form, 'If that address still needs confirming, a new link is on its way. Check your mail.');
 });
 

@@ -1,7 +1,7 @@
 // The page a mailed verification link opens: it confirms the address at once and says so,
 // or says what to do when the link no longer works.
 
-import { call } from './api.js';
+import { call, resendVerification } from './api.js';
 import { $, onSubmit, say, sayOnPage, takeToken } from './ui.js';
 
 const token = takeToken();
@@ -31,7 +31,7 @@ async function verify() {
 }
 
 onSubmit($('#resend-form'), async ({ email }, form) => {
-  await call('POST', '/api/auth/resend-verification', { body: { email: email.trim() } });
+  await resendVerification(email);
   say(form, 'If that address still needs confirming, a new link is on its way. Check your mail.');
 });
 

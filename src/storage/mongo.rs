@@ -30,7 +30,10 @@ const AUDIT_EVENTS: &str = "audit_events";
 /// The TTL index that removes audit events past their retention.
 const AUDIT_TTL_INDEX: &str = "at_ttl";
 const EMAIL_INDEX: &str = "email_unique";
-const USERNAME_INDEX: &str = "username_key_unique";
+const USERNAME_INDEX: &str = "username_unique";
+/// The unique username index of earlier versions, whose `$type` filter DocumentDB refuses:
+/// replaced by [`USERNAME_INDEX`].
+const OLD_USERNAME_INDEX: &str = "username_key_unique";
 /// `{scope, key, fingerprint, created_at, expires_at, answer?: {status, body, location}}`:
 /// an idempotency key, in flight until it has an `answer`. Unique on (scope, key); a TTL
 /// index removes it once expired.
@@ -39,6 +42,8 @@ const DUPLICATE_KEY: i32 = 11000;
 /// An index of that name exists with other options (`IndexOptionsConflict`), or other keys
 /// (`IndexKeySpecsConflict`).
 const INDEX_CONFLICT_CODES: &[i32] = &[85, 86];
+/// `IndexNotFound`: dropping an index that is not there.
+const INDEX_NOT_FOUND: i32 = 27;
 /// Another write touched the same document first (MongoDB, DocumentDB, Cosmos DB vCore).
 const WRITE_CONFLICT: i32 = 112;
 /// Server answers that mean "not now" rather than "never": shutting down, stepping down,
@@ -659,14 +664,17 @@ fn name_key(name: &str) -> String {
     name.to_lowercase()
 }
 
-/// The users the unique index on `username_key` holds: those with a username.
+/// The users the unique index on `username_key` holds: those with a username, whose key is
+/// a string (the others store null). A comparison holds only between values of one type, so
+/// `$gte: ""` is every string; DocumentDB takes no `$type` in an index's filter, only
+/// equality, `$exists` and comparisons.
 fn stored_username() -> Document {
-    doc! { "$type": "string" }
+    doc! { "$gte": "" }
 }
 
 /// The condition on `username_key` of a look-up by username. It names the index's
 /// condition too: MongoDB uses a partial index only for a query that implies its filter,
-/// and does not infer a `$type` from an equality.
+/// and DocumentDB only for one that states it.
 fn username_key(username: &Username) -> Document {
     let mut condition = doc! { "$eq": username.key() };
     condition.extend(stored_username());
@@ -955,11 +963,6 @@ impl MongoRepository {
         self.users
             .create_indexes([
                 unique(doc! { "email": 1 }, EMAIL_INDEX, None),
-                unique(
-                    doc! { "username_key": 1 },
-                    USERNAME_INDEX,
-                    Some(doc! { "username_key": stored_username() }),
-                ),
                 // One index per sort (a B-tree serves both directions), and per sort under
                 // the role and active filters, so that every page is an index walk.
                 named(doc! { "created_at": -1, "_id": -1 }, "created_at_desc"),
@@ -984,6 +987,14 @@ impl MongoRepository {
                 named(doc! { "active": 1, "name": 1, "_id": 1 }, "active_name"),
                 named(doc! { "active": 1, "email": 1, "_id": 1 }, "active_email"),
             ])
+            .await?;
+        self.replace_old_username_index().await?;
+        self.users
+            .create_index(unique(
+                doc! { "username_key": 1 },
+                USERNAME_INDEX,
+                Some(doc! { "username_key": stored_username() }),
+            ))
             .await?;
         self.refresh_tokens
             .create_indexes([
@@ -1041,6 +1052,27 @@ impl MongoRepository {
             ])
             .await?;
         Ok(())
+    }
+
+    /// Drops the unique username index of earlier versions, if the collection (which exists
+    /// by now) has it, before its replacement on the same key is made: servers differ on
+    /// whether two indexes of one key may stand together. The window without either is a
+    /// moment in the first start after the upgrade. Another instance may drop it first.
+    async fn replace_old_username_index(&self) -> mongodb::error::Result<()> {
+        let names = self.users.list_index_names().await?;
+        if !names.iter().any(|name| name == OLD_USERNAME_INDEX) {
+            return Ok(());
+        }
+        match self.users.drop_index(OLD_USERNAME_INDEX).await {
+            Err(error) if command_code(&error) != Some(INDEX_NOT_FOUND) => Err(error),
+            _ => {
+                tracing::info!(
+                    index = OLD_USERNAME_INDEX,
+                    "replaced the unique username index of an earlier version"
+                );
+                Ok(())
+            }
+        }
     }
 
     fn idempotency_keys(&self) -> Collection<Document> {
@@ -2571,13 +2603,13 @@ mod tests {
     #[test]
     fn a_look_up_by_username_states_the_condition_of_its_partial_index() {
         let username = Username::parse("Mario_R").unwrap();
-        // The index's own filter is a part of it, word for word: MongoDB's planner matches
-        // a `$type` only so.
+        // The index's own filter is a part of it, word for word, as DocumentDB's planner
+        // wants it.
         assert_eq!(
             username_key(&username),
-            doc! { "$eq": "mario_r", "$type": "string" }
+            doc! { "$eq": "mario_r", "$gte": "" }
         );
-        assert_eq!(stored_username(), doc! { "$type": "string" });
+        assert_eq!(stored_username(), doc! { "$gte": "" });
     }
 
     #[test]
@@ -2645,7 +2677,7 @@ mod tests {
     #[test]
     fn mongodb_duplicate_messages_name_the_index() {
         let email = "E11000 duplicate key error collection: db.users index: email_unique dup key: { email: \"a@x.io\" }";
-        let username = "E11000 duplicate key error collection: db.users index: username_key_unique dup key: { username_key: \"mario\" }";
+        let username = "E11000 duplicate key error collection: db.users index: username_unique dup key: { username_key: \"mario\" }";
         assert_eq!(duplicate_field(email, None), Some(UniqueField::Email));
         assert_eq!(duplicate_field(username, None), Some(UniqueField::Username));
         // The duplicated value follows the index name and must not be mistaken for it.
@@ -2657,6 +2689,7 @@ mod tests {
     fn documentdb_duplicate_messages_name_the_index() {
         let username =
             "Duplicate key violation on the requested collection: Index 'username_unique'";
+        // The index of earlier versions, met while they run beside this one.
         let ours =
             "Duplicate key violation on the requested collection: Index 'username_key_unique'";
         let email = "Duplicate key violation on the requested collection: Index 'email_unique'";

@@ -1228,9 +1228,10 @@ fn search_page(
     Ok(Page { items, total })
 }
 
-/// About how many steps along an index cost what one lookup of a row by rowid does, on the
-/// walk's side of their ratio. At 1 M users, a step of the count of matches along one role
-/// and state takes about 0.035 µs with its test, and a lookup of a match 0.4 to 0.75 µs.
+/// About how many steps along an index cost what one lookup of a row by rowid does, below
+/// their ratio (so leaning to lookups). At 1 M users, a step of the count of matches along
+/// one role and state takes about 0.035 µs with its test, and a lookup of a match 0.4 to
+/// 0.75 µs.
 const WALK_STEPS_PER_LOOKUP: u64 = 8;
 
 /// How a search's total under a role or state is counted.
@@ -1272,14 +1273,12 @@ fn cells(conn: &Connection, filter: &UserFilter) -> StorageResult<(Cells, Cells)
 }
 
 /// The fewest steps of three for a total: walking the users the filter keeps, or those it
-/// leaves out, when the shorter walk takes at most [`WALK_STEPS_PER_LOOKUP`] steps a match
-/// and the matches have a bitmap to test each step against; otherwise looking each match up
-/// (matches too sparse for a bitmap are few for their span, and so quick to look up).
-fn tally(kept: &Cells, left: &Cells, matches: &Matches) -> Tally {
+/// leaves out, when the shorter walk takes at most [`WALK_STEPS_PER_LOOKUP`] steps a match;
+/// otherwise looking each match up.
+fn tally(kept: &Cells, left: &Cells, matched: usize) -> Tally {
     let size = |cells: &Cells| cells.iter().map(|cell| cell.2).sum::<u64>();
     let (kept, left) = (size(kept), size(left));
-    let walk_within = (matches.len() as u64).saturating_mul(WALK_STEPS_PER_LOOKUP);
-    if matches.bitmap().is_none() || kept.min(left) > walk_within {
+    if kept.min(left) > (matched as u64).saturating_mul(WALK_STEPS_PER_LOOKUP) {
         Tally::Lookups
     } else if kept <= left {
         Tally::Kept
@@ -1295,7 +1294,7 @@ fn search_total(conn: &Connection, filter: &UserFilter, matches: &Matches) -> St
         return Ok(matches.len() as u64);
     }
     let (kept, left) = cells(conn, filter)?;
-    Ok(match tally(&kept, &left, matches) {
+    Ok(match tally(&kept, &left, matches.len()) {
         Tally::Kept => matches_among(conn, &kept, matches)?,
         Tally::LeftOut => matches.len() as u64 - matches_among(conn, &left, matches)?,
         Tally::Lookups => {
@@ -1316,24 +1315,38 @@ fn search_total(conn: &Connection, filter: &UserFilter, matches: &Matches) -> St
     })
 }
 
-/// How many of `matches` (which have a bitmap) are users of these cells, from a walk of the
-/// role-and-state index that reads no row.
+/// How many of `matches` are users of these cells, from a walk of the role-and-state index
+/// that reads no row: counted inside SQLite against the matches' bitmap, or, for matches
+/// too sparse for one, each row of the walk looked for in their list.
 fn matches_among(conn: &Connection, cells: &Cells, matches: &Matches) -> StorageResult<u64> {
-    let (bits, first) = matches.bitmap().expect("a tally by walking has a bitmap");
-    let mut count = conn.prepare_cached(SEARCH_TOTAL_WALK)?;
     let mut found = 0;
     for (role, active, _) in cells {
-        let n: i64 = count.query_row(params![stored_role(*role), active, bits, first], |r| {
-            r.get(0)
-        })?;
-        found += n as u64;
+        let role = stored_role(*role);
+        found += match matches.bitmap() {
+            Some((bits, first)) => conn
+                .prepare_cached(SEARCH_TOTAL_COUNT)?
+                .query_row(params![role, active, bits, first], |r| r.get::<_, i64>(0))?
+                as u64,
+            None => {
+                let mut walk = conn.prepare_cached(SEARCH_TOTAL_WALK)?;
+                let mut rows = walk.query(params![role, active])?;
+                let mut n = 0;
+                while let Some(row) = rows.next()? {
+                    n += u64::from(matches.contains(row.get(0)?));
+                }
+                n
+            }
+        };
     }
     Ok(found)
 }
 
 /// The matches among the users of one role in one state, for [`matches_among`].
-const SEARCH_TOTAL_WALK: &str =
+const SEARCH_TOTAL_COUNT: &str =
     "SELECT count(*) FROM users WHERE role = ?1 AND active = ?2 AND matched(rowid, ?3, ?4)";
+
+/// The users of one role in one state, for [`matches_among`].
+const SEARCH_TOTAL_WALK: &str = "SELECT rowid FROM users WHERE role = ?1 AND active = ?2";
 
 /// The parameters of a statement whose last one is `rowids`, after `values`.
 fn with_matches<'a>(values: &'a [Value], rowids: &'a Array) -> Vec<&'a dyn ToSql> {
@@ -2604,16 +2617,45 @@ mod tests {
         assert!(far.contains(1 << 40) && far.contains(1000) && !far.contains(1001));
     }
 
-    /// A total is counted by walking a role and state only against a bitmap: matches too
-    /// sparse for one are looked up, however few users the walk would pass.
-    #[test]
-    fn matches_without_a_bitmap_are_counted_by_lookups() {
-        let kept = vec![(Role::Admin, true, 3)];
-        let left = vec![(Role::User, true, 1000)];
-        assert_eq!(tally(&kept, &left, &Matches::new(vec![1, 2])), Tally::Kept);
-        let sparse = Matches::new(vec![1, 1 << 40]);
-        assert!(sparse.bitmap().is_none());
-        assert_eq!(tally(&kept, &left, &sparse), Tally::Lookups);
+    /// Matches counted among a role and state come to the same with a bitmap (inside SQLite)
+    /// and without one (a far match leaves only the list).
+    #[tokio::test]
+    async fn matches_among_users_count_alike_with_and_without_a_bitmap() {
+        let (_dir, repo) = fresh().await;
+        for i in 0..10 {
+            let user = User {
+                email: Email::parse(&format!("user{i}@example.com")).expect("an email"),
+                role: if i % 3 == 0 { Role::Admin } else { Role::User },
+                ..User::sample()
+            };
+            repo.create_user(&user).await.expect("create");
+        }
+        let counts = repo
+            .read(|conn| {
+                let (kept, _) = cells(
+                    conn,
+                    &UserFilter {
+                        role: Some(Role::Admin),
+                        ..UserFilter::default()
+                    },
+                )?;
+                let rowids: Vec<i64> = conn
+                    .prepare("SELECT rowid FROM users ORDER BY rowid")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let every_other: Vec<i64> = rowids.iter().copied().step_by(2).collect();
+                let dense = Matches::new(every_other.clone());
+                let sparse = Matches::new(every_other.into_iter().chain([1 << 40]).collect());
+                assert!(dense.bitmap().is_some() && sparse.bitmap().is_none());
+                Ok([
+                    matches_among(conn, &kept, &dense)?,
+                    matches_among(conn, &kept, &sparse)?,
+                ])
+            })
+            .await
+            .expect("counts");
+        // Admins are users 0, 3, 6 and 9 in rowid order; every other user is 0, 2, 4, 6, 8.
+        assert_eq!(counts, [2, 2]);
     }
 
     /// Dense matches get a bitmap, sparse ones a binary search; both answer alike, at the
@@ -2860,7 +2902,7 @@ mod tests {
                     let phrase = indexed_search(&filter).expect("an indexed search");
                     let matches = matching_rowids(conn, &phrase)?;
                     let (kept, left) = cells(conn, &filter)?;
-                    Ok(tally(&kept, &left, &matches))
+                    Ok(tally(&kept, &left, matches.len()))
                 })
                 .await
                 .expect("a tally")
@@ -2911,20 +2953,18 @@ mod tests {
         let (dir, _repo) = fresh().await;
         let conn = Connection::open(dir.path().join("users.db")).expect("open");
         configure(&conn).expect("configure");
-        let plan = plan_of(
-            &conn,
-            SEARCH_TOTAL_WALK,
-            vec![
-                Value::Text("user".into()),
-                Value::Integer(1),
-                Value::Blob(vec![0b101]),
-                Value::Integer(1),
-            ],
-        );
-        assert!(
-            plan.len() == 1 && plan[0].contains("USING COVERING INDEX users_role_active_"),
-            "{plan:#?}"
-        );
+        let cell = vec![Value::Text("user".into()), Value::Integer(1)];
+        let bitmap = [Value::Blob(vec![0b101]), Value::Integer(1)];
+        for (sql, values) in [
+            (SEARCH_TOTAL_WALK, cell.clone()),
+            (SEARCH_TOTAL_COUNT, [cell, bitmap.to_vec()].concat()),
+        ] {
+            let plan = plan_of(&conn, sql, values);
+            assert!(
+                plan.len() == 1 && plan[0].contains("USING COVERING INDEX users_role_active_"),
+                "{sql}: {plan:#?}"
+            );
+        }
     }
 
     /// Processes opening one new file at once (a server and `create-admin` beside it, two

@@ -988,14 +988,12 @@ impl MongoRepository {
                 named(doc! { "active": 1, "email": 1, "_id": 1 }, "active_email"),
             ])
             .await?;
-        self.replace_old_username_index().await?;
-        self.users
-            .create_index(unique(
-                doc! { "username_key": 1 },
-                USERNAME_INDEX,
-                Some(doc! { "username_key": stored_username() }),
-            ))
-            .await?;
+        self.username_index(unique(
+            doc! { "username_key": 1 },
+            USERNAME_INDEX,
+            Some(doc! { "username_key": stored_username() }),
+        ))
+        .await?;
         self.refresh_tokens
             .create_indexes([
                 named(doc! { "session_id": 1 }, "session_id"),
@@ -1054,24 +1052,42 @@ impl MongoRepository {
         Ok(())
     }
 
-    /// Drops the unique username index of earlier versions, if the collection (which exists
-    /// by now) has it, before its replacement on the same key is made: servers differ on
-    /// whether two indexes of one key may stand together. The window without either is a
-    /// moment in the first start after the upgrade. Another instance may drop it first.
-    async fn replace_old_username_index(&self) -> mongodb::error::Result<()> {
+    /// Makes the unique username index, then drops the one of earlier versions, so that
+    /// usernames stay unique throughout (MongoDB 5.0 and later keep two indexes of one key
+    /// whose filters differ). A server that keeps one index per key refuses the new one
+    /// while the old stands (85 or 86): the old one goes first there, leaving usernames
+    /// unchecked while the new one is built, once.
+    async fn username_index(&self, index: IndexModel) -> mongodb::error::Result<()> {
+        match self.users.create_index(index.clone()).await {
+            Ok(_) => self.drop_old_username_index().await,
+            Err(error)
+                if command_code(&error)
+                    .is_some_and(|code| INDEX_CONFLICT_CODES.contains(&code)) =>
+            {
+                self.drop_old_username_index().await?;
+                self.users.create_index(index).await.map(drop)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Drops the unique username index of earlier versions where the collection has it.
+    /// Another instance starting at once may drop it first.
+    async fn drop_old_username_index(&self) -> mongodb::error::Result<()> {
         let names = self.users.list_index_names().await?;
         if !names.iter().any(|name| name == OLD_USERNAME_INDEX) {
             return Ok(());
         }
         match self.users.drop_index(OLD_USERNAME_INDEX).await {
-            Err(error) if command_code(&error) != Some(INDEX_NOT_FOUND) => Err(error),
-            _ => {
+            Ok(()) => {
                 tracing::info!(
                     index = OLD_USERNAME_INDEX,
-                    "replaced the unique username index of an earlier version"
+                    "dropped the unique username index of an earlier version"
                 );
                 Ok(())
             }
+            Err(error) if command_code(&error) == Some(INDEX_NOT_FOUND) => Ok(()),
+            Err(error) => Err(error),
         }
     }
 

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     domain::ParseError,
-    services::{AccessToken, Credential, LoginOutcome, ServiceError, TokenPair},
+    services::{AccessToken, LoginOutcome, TokenPair},
 };
 
 /// The cookie that holds the refresh token.
@@ -122,6 +122,11 @@ fn session_cookie(
         .finish()
 }
 
+/// The cookie that removes the session cookie from the browser.
+fn cleared_cookie(settings: &WebSettings) -> Cookie<'static> {
+    session_cookie(settings, String::new(), CookieDuration::ZERO)
+}
+
 /// The answer to a finished sign-in: the access token in the body, the refresh token in
 /// the cookie.
 fn signed_in(settings: &WebSettings, pair: TokenPair) -> HttpResponse {
@@ -197,15 +202,28 @@ async fn sign_in_mfa(
 /// for JSON keeps a cross-site form from reaching this at all.
 async fn token(
     state: web::Data<AppState>,
+    settings: web::Data<WebSettings>,
     RequestOrigin(origin): RequestOrigin,
     request: PageRequest,
-) -> Result<HttpResponse, ApiError> {
+) -> actix_web::Result<HttpResponse> {
     request.body.parse::<Empty>()?;
-    let refresh_token = request
-        .session
-        .ok_or(ServiceError::InvalidCredentials(Credential::RefreshToken))?;
-    let access = state.accounts.access_token(&refresh_token, &origin).await?;
-    Ok(HttpResponse::Ok().json(AccessResponse::from(access)))
+    // No cookie, no session to go on with: not a failure, since a page asks on every load
+    // (a 401 would be logged in the browser's console each time).
+    let Some(refresh_token) = request.session else {
+        return Ok(HttpResponse::NoContent().finish());
+    };
+    match state.accounts.access_token(&refresh_token, &origin).await {
+        Ok(access) => Ok(HttpResponse::Ok().json(AccessResponse::from(access))),
+        Err(error) => {
+            let mut response = HttpResponse::from_error(ApiError::from(error));
+            // A session that is over (or an account that may no longer sign in) leaves no
+            // cookie behind for the next page load to try again.
+            if matches!(response.status().as_u16(), 401 | 403) {
+                response.add_cookie(&cleared_cookie(&settings))?;
+            }
+            Ok(response)
+        }
+    }
 }
 
 /// Ends the cookie's session and removes the cookie; 204 also without one.
@@ -220,11 +238,7 @@ async fn sign_out(
         state.accounts.logout(&refresh_token, &origin).await?;
     }
     Ok(HttpResponse::NoContent()
-        .cookie(session_cookie(
-            &settings,
-            String::new(),
-            CookieDuration::ZERO,
-        ))
+        .cookie(cleared_cookie(&settings))
         .finish())
 }
 

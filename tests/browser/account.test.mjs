@@ -282,3 +282,41 @@ test('sign-in leaves no page to come back to, marks its one field, and starts ag
   await page.waitForURL('**/account');
   assertClean(page);
 });
+
+test('a page that finds no session logs nothing to the console, and a session that is over is asked for once', async () => {
+  const adminToken = await login(ADMIN.email, ADMIN.password);
+  const email = `quiet.${RUN}@example.com`;
+  await createUser(adminToken, { name: 'Quiet', email });
+  const page = await newPage(browser);
+  const logged = [];
+  page.on('console', (message) => {
+    if (message.type() === 'error') logged.push(message.text());
+  });
+  const settled = async (path) => {
+    await page.goto(path);
+    await page.getByLabel('Email or username').waitFor();
+    await page.waitForLoadState('networkidle');
+  };
+
+  // No cookie: the page's look for a session is not a failed request.
+  await settled('/sign-in');
+  assert.deepEqual(logged, []);
+
+  // Signed in, then signed out everywhere from elsewhere: the next page load is refused
+  // once (the one error), and the cookie goes with that answer.
+  await signIn(page, email, 'correct horse battery');
+  await page.getByRole('heading', { name: 'Your account' }).waitFor();
+  const token = await login(email, 'correct horse battery');
+  await api('DELETE', '/api/users/me/sessions', { token });
+  await page.goto('/account');
+  await page.waitForURL((url) => url.pathname === '/sign-in');
+  await page.getByLabel('Email or username').waitFor();
+  await page.waitForLoadState('networkidle');
+  assert.equal(logged.length, 1, logged.join('\n'));
+  assert.match(logged[0], /401/);
+  const cookies = await page.context().cookies();
+  assert.deepEqual(cookies.filter((c) => c.name === 'user_service_session'), []);
+  await settled('/sign-in');
+  assert.equal(logged.length, 1, logged.join('\n'));
+  assertClean(page);
+});

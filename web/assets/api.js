@@ -45,12 +45,15 @@ async function send(method, path, { body, token, headers = {} } = {}) {
   return { data, headers: response.headers, status: response.status };
 }
 
-/** Asks for a fresh access token for the cookie's session; false when there is none. */
+/**
+ * Asks for a fresh access token for the cookie's session; false when there is none (no
+ * cookie: 204; a session that is over: 401 or 403, and the cookie is gone with it).
+ */
 export async function resume() {
   try {
-    const { data } = await send('POST', '/web/session/token', { body: {} });
-    accessToken = data.access_token;
-    return true;
+    const { data, status } = await send('POST', '/web/session/token', { body: {} });
+    accessToken = status === 204 ? null : data.access_token;
+    return accessToken !== null;
   } catch (error) {
     if (error.status === 401 || error.status === 403) {
       accessToken = null;

@@ -20,6 +20,11 @@ Three things the OpenAPI document cannot do for the fuzzer:
    `@`, its username or its name. No schema can list those; a generated new password of valid
    length that is one of them has its last character changed (its length stays).
 
+4. Name a session that exists, every other time, in DELETE /api/users/me/sessions/{sid}:
+   which sessions exist is state, and a made-up id only ever reaches the 404. The session is
+   a second one of the fuzzer's admin, started for the case, so the token it fuzzes with
+   stays good.
+
 Environment: API_CHECKS_BASE_URL, ADMIN_EMAIL, ADMIN_PASSWORD, and for `create-admin` the
 service's binary in API_CHECKS_BINARY and its settings (DATABASE_URL, ...).
 """
@@ -30,15 +35,21 @@ import subprocess
 import sys
 import threading
 
+import jwt
 import requests
 import schemathesis
+from schemathesis.generation import GenerationMode
 
 BASE_URL = os.environ["API_CHECKS_BASE_URL"]
 
 
 @schemathesis.auth(refresh_interval=None)
 class ActiveAdmin:
+    # The one instance schemathesis makes, for map_case.
+    current = None
+
     def __init__(self):
+        type(self).current = self
         self.lock = threading.Lock()
         self.email = os.environ["ADMIN_EMAIL"]
         self.password = os.environ["ADMIN_PASSWORD"]
@@ -113,9 +124,30 @@ def refused(password, body):
     )
 
 
+LIVE_SESSION_TURNS = itertools.count()
+
+
+def live_session():
+    """The id of a new session of the fuzzer's admin, or None when it cannot sign in."""
+    admin = ActiveAdmin.current
+    if admin is None:
+        return None
+    with admin.lock:
+        token = admin.log_in()
+    if token is None:
+        return None
+    return jwt.decode(token, options={"verify_signature": False})["sid"]
+
+
 @schemathesis.hook
 def map_case(context, case):
-    fields = NEW_PASSWORD_FIELDS.get(case.operation.definition.raw.get("operationId"), ())
+    operation = case.operation.definition.raw.get("operationId")
+    positive = case.meta is None or case.meta.generation.mode == GenerationMode.POSITIVE
+    if operation == "end_my_session" and positive and next(LIVE_SESSION_TURNS) % 2 == 0:
+        sid = live_session()
+        if sid is not None:
+            case.path_parameters = {**(case.path_parameters or {}), "sid": sid}
+    fields = NEW_PASSWORD_FIELDS.get(operation, ())
     body = case.body
     if not isinstance(body, dict):
         return case

@@ -65,8 +65,9 @@ impl JsonBody {
         self.parse_then(Ok)
     }
 
-    /// [`JsonBody::parse`], then `validate`: unknown fields and the fields `validate`
-    /// refuses are reported together, so that the client hears of all at once.
+    /// [`JsonBody::parse`], then `validate`: unknown fields, fields of the wrong type and the
+    /// fields `validate` refuses are reported together, so that the client hears of all at
+    /// once.
     pub fn parse_then<T: DeserializeOwned, U>(
         self,
         validate: impl FnOnce(T) -> Result<U, ApiError>,
@@ -79,25 +80,58 @@ impl JsonBody {
             .map(|key| FieldError::new(key.as_str(), "is not an accepted field"))
             .collect();
         map.retain(|key, _| accepted.contains(&key.as_str()));
-        match serde_path_to_error::deserialize(Value::Object(map)) {
-            Ok(value) => match validate(value) {
-                Ok(value) if errors.is_empty() => Ok(value),
-                Err(e) if errors.is_empty() => Err(e),
-                Err(ApiError::Validation(more)) => {
-                    errors.extend(more);
-                    Err(ApiError::Validation(errors))
-                }
-                Ok(_) | Err(_) => Err(ApiError::Validation(errors)),
-            },
-            Err(e) => {
-                errors.push(FieldError::new(
-                    e.path().to_string(),
-                    describe_type_error(&e.inner().to_string()),
-                ));
+        // serde stops at the first value of the wrong type: each such field is named and
+        // left out, and the rest read again, until they read (every field of a request is
+        // optional to serde; which are required is for `validate` to say).
+        let mut mistyped = Vec::new();
+        let mut body = Value::Object(map);
+        let value = loop {
+            let error = match serde_path_to_error::deserialize(&body) {
+                Ok(value) => break value,
+                Err(e) => e,
+            };
+            errors.push(FieldError::new(
+                error.path().to_string(),
+                describe_type_error(&error.inner().to_string()),
+            ));
+            let left_out = match (&mut body, top_level_key(error.path())) {
+                (Value::Object(map), Some(key)) => map.remove_entry(key),
+                _ => None,
+            };
+            match left_out {
+                Some((key, _)) => mistyped.push(key),
+                None => return Err(ApiError::Validation(errors)),
+            }
+        };
+        match validate(value) {
+            Ok(value) if errors.is_empty() => Ok(value),
+            Err(e) if errors.is_empty() => Err(e),
+            // What `validate` says of a field left out (it is required, say) is said already.
+            Err(ApiError::Validation(more)) => {
+                errors.extend(
+                    more.into_iter()
+                        .filter(|error| !mistyped.iter().any(|key| within(&error.field, key))),
+                );
                 Err(ApiError::Validation(errors))
             }
+            Ok(_) | Err(_) => Err(ApiError::Validation(errors)),
         }
     }
+}
+
+/// The body's own field a deserialisation error is in: the first step of its path.
+fn top_level_key(path: &serde_path_to_error::Path) -> Option<&str> {
+    match path.iter().next()? {
+        serde_path_to_error::Segment::Map { key } => Some(key.as_str()),
+        _ => None,
+    }
+}
+
+/// Whether an error's field is `key` or lies within it (`key.a`, `key[0]`).
+fn within(field: &str, key: &str) -> bool {
+    field
+        .strip_prefix(key)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 /// A JSON value in which no object repeats a key. serde_json would silently keep the last

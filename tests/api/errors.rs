@@ -139,6 +139,49 @@ async fn validation_errors_list_every_field_with_a_message() {
     assert_eq!(body["title"], "Unprocessable Entity");
 }
 
+/// A value of the wrong type does not hide the other fields' errors: each is named once,
+/// beside what is wrong with the rest.
+#[tokio::test]
+async fn fields_of_the_wrong_type_are_listed_with_every_other_bad_field() {
+    let app = spawn_app().await;
+    let body = app
+        .register(&json!({"name": 1, "email": 2, "password": 3}))
+        .await
+        .assert_invalid_fields(&["name", "email", "password"]);
+    for error in body["errors"].as_array().unwrap() {
+        assert_eq!(error["message"], "must be a string", "{body}");
+    }
+    let body = app
+        .register(&json!({"name": 1, "email": "bad", "password": "short", "extra": true}))
+        .await
+        .assert_invalid_fields(&["name", "email", "password", "extra"]);
+    let message = |field: &str| {
+        body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["field"] == field)
+            .map(|e| e["message"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(message("name"), "must be a string");
+    assert_ne!(message("email"), "must be a string");
+    assert_ne!(message("password"), "must be a string");
+    // A PATCH's field of the wrong type, beside one that is fine, changes nothing.
+    let token = app.admin_token().await;
+    let reply = app
+        .client
+        .patch(app.url("/api/users/me"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "New Name", "username": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 422);
+    let me = app.me(&token).await.json();
+    assert_ne!(me["name"], "New Name", "{me}");
+}
+
 #[tokio::test]
 async fn cors_preflight_is_answered_for_a_configured_origin() {
     let app = crate::helpers::spawn_app_with(&[("CORS_ORIGINS", "https://app.example.com")]).await;

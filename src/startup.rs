@@ -144,20 +144,25 @@ fn server(
                 ApiError::BadRequest(format!("malformed query string: {e}")).into()
             }))
             .app_data(web_settings.clone())
-            .configure(routes::configure_operations)
-            .configure(routes::configure_pages)
+            .configure(routes::configure_probes)
+            // Everything else is under the rate limit, unknown paths included.
             .service(
-                web::scope("/web")
+                web::scope("")
                     .wrap(rate_limit.middleware())
-                    .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
-                    .configure(routes::configure_web),
+                    .configure(routes::configure_documents)
+                    .configure(routes::configure_pages)
+                    .service(
+                        web::scope("/web")
+                            .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
+                            .configure(routes::configure_web),
+                    )
+                    .service(
+                        web::scope("/api")
+                            .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
+                            .configure(routes::configure_api),
+                    ),
             )
-            .service(
-                web::scope("/api")
-                    .wrap(rate_limit.middleware())
-                    .wrap(DefaultHeaders::new().add((header::CACHE_CONTROL, "no-store")))
-                    .configure(routes::configure_api),
-            )
+            // Taken into each scope, under the rate limit too.
             .default_service(web::to(routes::not_found))
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))

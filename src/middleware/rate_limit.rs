@@ -52,7 +52,7 @@ impl KeyExtractor for ClientIp {
 
 type Limiter = Governor<ClientIp, NoOpMiddleware<QuantaInstant>>;
 
-/// The rate limit of `/api`, built once and shared by every worker.
+/// The rate limit of every path but the probes, built once and shared by every worker.
 pub struct RateLimit {
     config: GovernorConfig<ClientIp, NoOpMiddleware<QuantaInstant>>,
     enabled: bool,

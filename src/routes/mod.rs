@@ -36,9 +36,13 @@ pub use web_session::{SESSION_COOKIE, WebSettings};
 /// What every handler reaches: the services.
 pub type AppState = crate::services::Services;
 
-/// The operational routes, outside the rate limit.
-pub fn configure_operations(cfg: &mut web::ServiceConfig) {
+/// `/health`, `/ready` and `/metrics`: outside the rate limit, for probes and scrapers.
+pub fn configure_probes(cfg: &mut web::ServiceConfig) {
     health::configure(cfg);
+}
+
+/// The key set, the OpenAPI document and the docs.
+pub fn configure_documents(cfg: &mut web::ServiceConfig) {
     jwks::configure(cfg);
     docs::configure(cfg);
 }
@@ -53,12 +57,12 @@ pub fn configure_api(cfg: &mut web::ServiceConfig) {
     users::configure(cfg);
 }
 
-/// The web pages and their files, outside the rate limit.
+/// The web pages and their files.
 pub fn configure_pages(cfg: &mut web::ServiceConfig) {
     pages::configure(cfg);
 }
 
-/// The web pages' session endpoints, which the rate limit covers (they sign in).
+/// The web pages' session endpoints.
 pub fn configure_web(cfg: &mut web::ServiceConfig) {
     web_session::configure(cfg);
 }

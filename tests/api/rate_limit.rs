@@ -1,4 +1,4 @@
-//! Per-client rate limiting of /api, with the operational routes exempt.
+//! Per-client rate limiting of every path but the probes (`/health`, `/ready`, `/metrics`).
 
 use std::time::Instant;
 
@@ -56,6 +56,24 @@ async fn api_is_rate_limited_with_retry_after_and_health_is_exempt() {
         }
     }
     assert!(limited_now, "/api was never limited");
+    // So is everything else but the probes: the key set, the documents, the pages, and
+    // paths that lead nowhere.
+    for path in [
+        "/.well-known/jwks.json",
+        "/api/openapi.json",
+        "/docs/",
+        "/sign-in",
+        "/nope",
+    ] {
+        let mut limited_there = false;
+        for _ in 0..100 {
+            if app.get(path, None).await.status.as_u16() == 429 {
+                limited_there = true;
+                break;
+            }
+        }
+        assert!(limited_there, "{path} was never limited");
+    }
     for _ in 0..40 {
         app.health().await.assert_status(200);
     }

@@ -98,12 +98,8 @@ fn sweep_audit_log(audit: AuditLog) {
 fn cors(origins: &[String]) -> Cors {
     let mut cors = Cors::default()
         .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
-        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
-        .expose_headers([
-            header::LOCATION,
-            header::RETRY_AFTER,
-            HeaderName::from_static("x-request-id"),
-        ])
+        .allowed_headers(routes::CORS_REQUEST_HEADERS)
+        .expose_headers(routes::CORS_RESPONSE_HEADERS)
         .max_age(3600);
     for origin in origins {
         cors = if origin == "*" {

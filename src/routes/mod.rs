@@ -33,6 +33,26 @@ pub use extract::ClientAddress;
 pub use users::UserResponse;
 pub use web_session::{SESSION_COOKIE, WebSettings};
 
+/// The request headers the API reads, which a page on another origin may send (CORS).
+pub const CORS_REQUEST_HEADERS: [&str; 5] = [
+    "authorization",
+    "content-type",
+    "if-match",
+    "if-none-match",
+    crate::services::IdempotencyKey::HEADER,
+];
+
+/// The response headers the API gives beyond the ones every browser shows, which a page on
+/// another origin may read (CORS).
+pub const CORS_RESPONSE_HEADERS: [&str; 6] = [
+    "etag",
+    "location",
+    "retry-after",
+    "www-authenticate",
+    "x-request-id",
+    idempotency::REPLAYED,
+];
+
 /// What every handler reaches: the services.
 pub type AppState = crate::services::Services;
 

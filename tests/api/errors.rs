@@ -199,6 +199,55 @@ async fn cors_preflight_is_answered_for_a_configured_origin() {
         reply.headers().get("access-control-allow-origin").unwrap(),
         "https://app.example.com"
     );
+    // The headers of versions and retries may be sent, and read back.
+    for (method, path, headers) in [
+        (
+            "PATCH",
+            "/api/users/me",
+            "authorization, content-type, if-match",
+        ),
+        ("GET", "/api/users/me", "authorization, if-none-match"),
+        (
+            "POST",
+            "/api/users",
+            "authorization, content-type, idempotency-key",
+        ),
+    ] {
+        let reply = app
+            .client
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", headers)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            reply.status().is_success(),
+            "{method} {path}: {}",
+            reply.status()
+        );
+    }
+    let token = app.admin_token().await;
+    let reply = app
+        .client
+        .get(app.url("/api/users/me"))
+        .bearer_auth(&token)
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let exposed = reply
+        .headers()
+        .get("access-control-expose-headers")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in ["etag", "idempotent-replayed", "location", "retry-after"] {
+        assert!(exposed.contains(header), "{header}: {exposed}");
+    }
     // Another origin gets no CORS grant.
     let reply = app
         .client

@@ -99,7 +99,7 @@ fn main() -> ExitCode {
         None | Some(Command::Serve) => LogOutput::Stdout,
         Some(_) => LogOutput::Stderr,
     };
-    let _log_guard = telemetry::init(settings.log_format, output);
+    let _log_guard = telemetry::init(settings.log_format, &settings.log_filter, output);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -15,7 +15,7 @@ const BUFFERED_LINES: usize = 32_768;
 /// How much of a batch of log lines the writer thread gathers before writing it out.
 const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Installs the global subscriber. `RUST_LOG` filters; the default is `info`.
+/// Installs the global subscriber, with `filter` (`RUST_LOG`, parsed with the settings).
 ///
 /// Lines go to `to` through a bounded in-memory queue drained by one background thread,
 /// so a request never waits for the terminal or a log pipe. The queue is **lossy**: when it
@@ -26,7 +26,7 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// subscriber is installed already (a second call, as in tests), that one is kept and the
 /// guard belongs to an unused writer.
 #[must_use = "dropping the guard stops the log writer"]
-pub fn init(format: LogFormat, to: LogOutput) -> WorkerGuard {
+pub fn init(format: LogFormat, filter: &LogFilterSpec, to: LogOutput) -> WorkerGuard {
     let builder = NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(BUFFERED_LINES)
@@ -48,11 +48,10 @@ pub fn init(format: LogFormat, to: LogOutput) -> WorkerGuard {
             (writer, guard, ansi)
         }
     };
-    let filter: Box<dyn Layer<Registry> + Send + Sync> =
-        match log_filter(std::env::var("RUST_LOG").ok().as_deref()) {
-            LogFilter::Targets(targets) => targets,
-            LogFilter::Env(filter) => filter,
-        };
+    let filter: Box<dyn Layer<Registry> + Send + Sync> = match log_filter(filter) {
+        LogFilter::Targets(targets) => targets,
+        LogFilter::Env(filter) => filter,
+    };
     let registry = tracing_subscriber::registry().with(filter);
     // `try_init` so that a second call (as in tests) keeps the first subscriber.
     let _ = match format {
@@ -73,36 +72,48 @@ pub fn init(format: LogFormat, to: LogOutput) -> WorkerGuard {
     guard
 }
 
+/// The directives of `RUST_LOG`, known to parse: `info` when it is unset or blank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilterSpec(String);
+
+impl LogFilterSpec {
+    /// Refuses directives that `EnvFilter` (which reads every form) does not take.
+    pub fn parse(spec: Option<&str>) -> Result<Self, String> {
+        // Blank directives dropped: `Targets` would read one as a target matching everything.
+        let directives: Vec<&str> = spec
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|directive| !directive.is_empty())
+            .collect();
+        let spec = if directives.is_empty() {
+            "info".to_owned()
+        } else {
+            directives.join(",")
+        };
+        EnvFilter::try_new(&spec).map_err(|e| format!("{spec:?} is not a log filter: {e}"))?;
+        Ok(Self(spec))
+    }
+}
+
 /// What `RUST_LOG` asks for, as one of two filters.
 enum LogFilter {
     Targets(Box<Targets>),
     Env(Box<EnvFilter>),
 }
 
-/// The filter `RUST_LOG` names: `info` when it is unset or blank, and `info` too when it
-/// does not parse. `EnvFilter` takes a lock every thread shares on each span entered and
-/// left, to follow directives that name spans or fields (`[…]`), which are kept for it;
+/// The filter of `spec`. `EnvFilter` takes a lock every thread shares on each span entered
+/// and left, to follow directives that name spans or fields (`[…]`), which are kept for it;
 /// levels by target alone (`warn,user_service=debug`) go to `Targets`, which takes none.
-fn log_filter(spec: Option<&str>) -> LogFilter {
-    // Blank directives dropped: `Targets` would read one as a target matching everything.
-    let directives: Vec<&str> = spec
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|directive| !directive.is_empty())
-        .collect();
-    let spec = if directives.is_empty() {
-        "info".to_owned()
-    } else {
-        directives.join(",")
-    };
+fn log_filter(spec: &LogFilterSpec) -> LogFilter {
+    let spec = spec.0.as_str();
     if !spec.contains('[')
         && let Ok(targets) = spec.parse::<Targets>()
     {
         return LogFilter::Targets(Box::new(targets));
     }
     LogFilter::Env(Box::new(
-        EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("info")),
+        EnvFilter::try_new(spec).expect("a LogFilterSpec parses"),
     ))
 }
 
@@ -138,8 +149,12 @@ mod tests {
 
     use super::*;
 
+    fn filter(spec: Option<&str>) -> LogFilter {
+        log_filter(&LogFilterSpec::parse(spec).expect("a filter"))
+    }
+
     fn targets(spec: Option<&str>) -> Targets {
-        match log_filter(spec) {
+        match filter(spec) {
             LogFilter::Targets(targets) => *targets,
             LogFilter::Env(filter) => panic!("{spec:?} became an EnvFilter: {filter}"),
         }
@@ -160,16 +175,24 @@ mod tests {
     }
 
     #[test]
-    fn directives_on_spans_or_fields_and_unreadable_ones_keep_the_env_filter() {
+    fn directives_on_spans_or_fields_keep_the_env_filter() {
         for spec in [
             "info,[HTTP request]=debug",
             "user_service[{request_id}]=trace",
+        ] {
+            assert!(matches!(filter(Some(spec)), LogFilter::Env(_)), "{spec}");
+        }
+    }
+
+    #[test]
+    fn a_filter_that_does_not_parse_is_refused() {
+        for spec in [
+            "foo=bar=baz[",
+            "info,user_service[=debug",
             "user_service=verbose",
         ] {
-            assert!(
-                matches!(log_filter(Some(spec)), LogFilter::Env(_)),
-                "{spec}"
-            );
+            let refused = LogFilterSpec::parse(Some(spec));
+            assert!(refused.is_err(), "{spec}: {refused:?}");
         }
     }
 }

@@ -59,6 +59,7 @@ fn a_bad_setting_stops_the_service_with_one_line_naming_the_variable() {
         ("PORT", "abc"),
         ("BCRYPT_COST", "99"),
         ("DATABASE_URL", "postgres://localhost/users"),
+        ("RUST_LOG", "user_service=verbose"),
     ] {
         let output = command(dir.path(), &[], &[(variable, value)])
             .output()

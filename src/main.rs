@@ -11,7 +11,7 @@ use tokio::runtime::Runtime;
 use user_service::{
     config::{self, Settings},
     domain::{DisplayName, Email, Password},
-    services::{BATCH, ImportReport, NewAccount, Services},
+    services::{BATCH, EnsuredAdmin, ImportReport, NewAccount, Services},
     startup::Application,
     storage,
     telemetry::{self, LogOutput},
@@ -215,11 +215,14 @@ async fn backup(settings: Settings, file: PathBuf) -> anyhow::Result<()> {
 async fn create_admin(settings: Settings, admin: NewAccount) -> anyhow::Result<()> {
     let services = services(settings).await?;
     let email = admin.email.clone();
-    if services.users.ensure_admin(admin).await? {
-        println!("created admin {email}");
-        Ok(())
-    } else {
-        anyhow::bail!("a user with email {email} exists already; it was left unchanged")
+    match services.users.ensure_admin(admin).await? {
+        EnsuredAdmin::Created => {
+            println!("created admin {email}");
+            Ok(())
+        }
+        EnsuredAdmin::Exists | EnsuredAdmin::NotAnActiveAdmin => {
+            anyhow::bail!("a user with email {email} exists already; it was left unchanged")
+        }
     }
 }
 

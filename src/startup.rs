@@ -18,7 +18,7 @@ use crate::{
     mail::MailTransport,
     middleware::{self, ClientIp, RateLimit, RequestSpan},
     routes::{self, ApiError, AppState, WebSettings, json::MAX_BODY_BYTES},
-    services::{AuditLog, Services},
+    services::{AuditLog, EnsuredAdmin, Services},
     storage::{self, DynRepository},
 };
 
@@ -48,13 +48,22 @@ impl Application {
         sweep_audit_log(state.audit.clone());
         if let Some(admin) = settings.admin.clone() {
             let email = admin.email.clone();
-            let created = state
+            let ensured = state
                 .users
                 .ensure_admin(admin)
                 .await
                 .context("could not create the admin from ADMIN_EMAIL")?;
-            if created {
-                tracing::info!(%email, "created the admin from ADMIN_EMAIL");
+            match ensured {
+                EnsuredAdmin::Created => {
+                    tracing::info!(%email, "created the admin from ADMIN_EMAIL");
+                }
+                EnsuredAdmin::Exists => {}
+                // Stopping would keep a service down whose admin was demoted on purpose.
+                EnsuredAdmin::NotAnActiveAdmin => tracing::warn!(
+                    %email,
+                    "ADMIN_EMAIL names a user who is not an active admin, left as they are: \
+                     the setting creates an admin once and never changes an existing user"
+                ),
             }
         }
         let address = format!("{}:{}", settings.host, settings.port);

@@ -42,7 +42,7 @@ pub use tokens::{
     AccessClaims, OpaqueToken, TokenError, TokenRole, TokenService, TokenSettings, hash_token,
 };
 pub use transfer::{BATCH, ExportPage, ImportReport, Transfer, UserRecord};
-pub use users::{NewAccount, UserChanges, UserPage, UserService};
+pub use users::{EnsuredAdmin, NewAccount, UserChanges, UserPage, UserService};
 
 use crate::{
     mail::{MailSettings, Mailer},

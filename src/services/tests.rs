@@ -657,18 +657,23 @@ async fn a_deactivated_user_can_neither_log_in_nor_refresh() {
 async fn the_bootstrap_admin_is_created_once() {
     let h = harness().await;
     let users = &h.services.users;
-    assert!(
-        users
-            .ensure_admin(account("boot@example.com"))
-            .await
-            .unwrap()
+    let ensure = |email: &'static str| users.ensure_admin(account(email));
+    assert_eq!(
+        ensure("boot@example.com").await.unwrap(),
+        EnsuredAdmin::Created
     );
-    assert!(
-        !users
-            .ensure_admin(account("boot@example.com"))
-            .await
-            .unwrap()
+    assert_eq!(
+        ensure("boot@example.com").await.unwrap(),
+        EnsuredAdmin::Exists
     );
+    // An address a user who is not an admin has: that user is left as they are.
+    let member = h.user("member@example.com", Role::User).await;
+    assert_eq!(
+        ensure("member@example.com").await.unwrap(),
+        EnsuredAdmin::NotAnActiveAdmin
+    );
+    let member = h.repo.user_by_id(&member.id()).await.unwrap().unwrap();
+    assert_eq!(member.role, Role::User);
     let admin = h
         .repo
         .user_by_email(&Email::parse("boot@example.com").unwrap())

@@ -56,6 +56,16 @@ impl UserChanges {
     }
 }
 
+/// What [`UserService::ensure_admin`] found or did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnsuredAdmin {
+    Created,
+    /// An active admin has the address already.
+    Exists,
+    /// A user who is not an active admin has the address: left as they are.
+    NotAnActiveAdmin,
+}
+
 /// User management. The last-active-admin rule is kept by the repository, in the same
 /// write as the change, so that it holds across processes sharing the database.
 #[derive(Clone)]
@@ -482,17 +492,23 @@ impl UserService {
         Ok(())
     }
 
-    /// Creates the configured admin unless a user with that email exists already;
-    /// `true` when it was created.
-    pub async fn ensure_admin(&self, account: NewAccount) -> Result<bool, ServiceError> {
-        if self.repo.user_by_email(&account.email).await?.is_some() {
-            return Ok(false);
+    /// Creates the configured admin unless a user with that email exists already, whom it
+    /// leaves as they are (created once, never overwritten).
+    pub async fn ensure_admin(&self, account: NewAccount) -> Result<EnsuredAdmin, ServiceError> {
+        let existing = |user: Option<User>| match user {
+            Some(user) if user.is_active_admin() => EnsuredAdmin::Exists,
+            _ => EnsuredAdmin::NotAnActiveAdmin,
+        };
+        if let Some(user) = self.repo.user_by_email(&account.email).await? {
+            return Ok(existing(Some(user)));
         }
+        let email = account.email.clone();
         // The operator who configured it vouches for the address.
         match self.insert(account, Role::Admin, true, true).await {
-            Ok(_) => Ok(true),
-            // Another instance created it between our read and our write.
-            Err(ServiceError::Taken(_)) => Ok(false),
+            Ok(_) => Ok(EnsuredAdmin::Created),
+            // Another instance (or a registration) took the address between our read and
+            // our write.
+            Err(ServiceError::Taken(_)) => Ok(existing(self.repo.user_by_email(&email).await?)),
             Err(e) => Err(e),
         }
     }

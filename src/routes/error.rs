@@ -112,7 +112,7 @@ fn service_status(error: &ServiceError) -> StatusCode {
             StatusCode::UNAUTHORIZED
         }
         ServiceError::Forbidden(_) | ServiceError::EmailNotVerified => StatusCode::FORBIDDEN,
-        ServiceError::NotFound => StatusCode::NOT_FOUND,
+        ServiceError::NotFound | ServiceError::NoSuchSession => StatusCode::NOT_FOUND,
         ServiceError::BadQuery { .. } | ServiceError::BadHeader { .. } => StatusCode::BAD_REQUEST,
         ServiceError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
         ServiceError::IdempotencyKeyInFlight => StatusCode::CONFLICT,

@@ -126,7 +126,7 @@ pub(crate) async fn end_my_session(
     SignedIn(actor): SignedIn,
     path: web::Path<SessionPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let session = SessionId::parse(&path.sid).map_err(|_| ServiceError::NotFound)?;
+    let session = SessionId::parse(&path.sid).map_err(|_| ServiceError::NoSuchSession)?;
     state.accounts.end_session(&actor, &session).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -723,7 +723,7 @@ impl AccountService {
             .end_session(&actor.id(), session, domain::now())
             .await?
         {
-            return Err(ServiceError::NotFound);
+            return Err(ServiceError::NoSuchSession);
         }
         self.session_ended(
             Some(actor.id()),

@@ -83,6 +83,9 @@ pub enum ServiceError {
     Forbidden(Refusal),
     #[error("no such user")]
     NotFound,
+    /// Not a live session of the user who names it.
+    #[error("no such session")]
+    NoSuchSession,
     /// A well-formed value that a rule of the service refuses (a common password, say),
     /// named by its field in the request.
     #[error("{field} {message}")]

@@ -43,9 +43,14 @@ impl KeyExtractor for ClientIp {
             format!("too many requests; retry in {retry_after} s"),
         )
         .response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, retry_after.into());
+        let headers = response.headers_mut();
+        headers.insert(header::RETRY_AFTER, retry_after.into());
+        // As every answer of the API carries: the limiter answers before the scopes that
+        // add it.
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
         response
     }
 }

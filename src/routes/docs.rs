@@ -115,7 +115,7 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
 
 /// Adds what every operation can answer, so that the annotations list only what is
 /// particular to each: problems for bad bodies and queries, 401 where a token is needed,
-/// 429 under `/api`, 503 where the database is asked, 500 everywhere.
+/// 429 on every path but the probes, 503 where the database is asked, 500 everywhere.
 struct CommonResponses;
 
 impl Modify for CommonResponses {
@@ -158,6 +158,7 @@ fn add_common_responses(path: &str, operation: &mut Operation) {
         });
     let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
     let api = path.starts_with("/api/") && path != "/api/openapi.json";
+    let rate_limited = !matches!(path, "/health" | "/ready" | "/metrics");
     let mut add = |status: &str, description: &str, when: bool| {
         if when && !operation.responses.responses.contains_key(status) {
             operation
@@ -189,7 +190,7 @@ fn add_common_responses(path: &str, operation: &mut Operation) {
         "The database does not answer, or the password-hashing queue is full (`Retry-After`)",
         api || path == "/ready",
     );
-    if api && !operation.responses.responses.contains_key("429") {
+    if rate_limited && !operation.responses.responses.contains_key("429") {
         let why = match operation.operation_id.as_deref() {
             Some("login") => {
                 "Rate limited, or the account is locked after too many failed logins (problem \

@@ -78,7 +78,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The public keys that verify access tokens: every key of `JWT_PRIVATE_KEYS`, the signing
-/// one first. Outside the rate limit, like `/health`.
+/// one first. Under the rate limit like every path but the probes: with `max-age=300`,
+/// a verifier asks seldom.
 #[utoipa::path(
     tag = "keys", operation_id = "jwks", summary = "Public keys for verifying access tokens",
     responses((status = 200, description = "The JWK set; tokens name their key by `kid`", body = JwkSetResponse,

@@ -216,9 +216,9 @@ async fn token(
         Ok(access) => Ok(HttpResponse::Ok().json(AccessResponse::from(access))),
         Err(error) => {
             let mut response = HttpResponse::from_error(ApiError::from(error));
-            // A session that is over (or an account that may no longer sign in) leaves no
-            // cookie behind for the next page load to try again.
-            if matches!(response.status().as_u16(), 401 | 403) {
+            // A session that is over leaves no cookie behind for the next page load to try
+            // again. Not on 403: an address to confirm first keeps the session for after.
+            if response.status() == actix_web::http::StatusCode::UNAUTHORIZED {
                 response.add_cookie(&cleared_cookie(&settings))?;
             }
             Ok(response)

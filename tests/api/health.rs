@@ -108,6 +108,14 @@ async fn openapi_document_lists_every_route() {
             "missing {path} in the OpenAPI paths"
         );
     }
+    // Every operation but the probes' may be rate limited, and says so.
+    for (path, item) in paths {
+        let probe = ["/health", "/ready", "/metrics"].contains(&path.as_str());
+        for (method, operation) in item.as_object().unwrap() {
+            let limited = operation["responses"].get("429").is_some();
+            assert_eq!(limited, !probe, "{method} {path}: 429 listed: {limited}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -43,6 +43,7 @@ async fn api_is_rate_limited_with_retry_after_and_health_is_exempt() {
             .parse()
             .expect("Retry-After in whole seconds");
         assert!(retry_after >= 1, "Retry-After: {retry_after}");
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
         assert_eq!(body["status"], 429);
         assert!(reply.header("x-request-id").is_some());
     }

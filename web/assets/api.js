@@ -47,7 +47,8 @@ async function send(method, path, { body, token, headers = {} } = {}) {
 
 /**
  * Asks for a fresh access token for the cookie's session; false when there is none (no
- * cookie: 204; a session that is over: 401 or 403, and the cookie is gone with it).
+ * cookie: 204; a session that is over: 401, and the cookie is gone with it; 403 when the
+ * account may not go on, an unconfirmed address say).
  */
 export async function resume() {
   try {

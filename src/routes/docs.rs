@@ -158,7 +158,7 @@ fn add_common_responses(path: &str, operation: &mut Operation) {
         });
     let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
     let api = path.starts_with("/api/") && path != "/api/openapi.json";
-    let rate_limited = !matches!(path, "/health" | "/ready" | "/metrics");
+    let rate_limited = !health::PATHS.contains(&path);
     let mut add = |status: &str, description: &str, when: bool| {
         if when && !operation.responses.responses.contains_key(status) {
             operation

@@ -13,6 +13,9 @@ pub struct StatusResponse {
     pub status: &'static str,
 }
 
+/// The paths of the routes below: the probes, which the rate limit leaves alone.
+pub const PATHS: [&str; 3] = ["/health", "/ready", "/metrics"];
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(health).service(ready).service(metrics);
 }

@@ -1316,36 +1316,43 @@ fn search_total(conn: &Connection, filter: &UserFilter, matches: &Matches) -> St
 }
 
 /// How many of `matches` are users of these cells, from a walk of the role-and-state index
-/// that reads no row: counted inside SQLite against the matches' bitmap, or, for matches
-/// too sparse for one, each row of the walk looked for in their list.
+/// that reads no row.
 fn matches_among(conn: &Connection, cells: &Cells, matches: &Matches) -> StorageResult<u64> {
-    let mut found = 0;
-    for (role, active, _) in cells {
-        let role = stored_role(*role);
-        found += match matches.bitmap() {
-            Some((bits, first)) => conn
-                .prepare_cached(SEARCH_TOTAL_COUNT)?
-                .query_row(params![role, active, bits, first], |r| r.get::<_, i64>(0))?
-                as u64,
-            None => {
-                let mut walk = conn.prepare_cached(SEARCH_TOTAL_WALK)?;
-                let mut rows = walk.query(params![role, active])?;
-                let mut n = 0;
-                while let Some(row) = rows.next()? {
-                    n += u64::from(matches.contains(row.get(0)?));
-                }
-                n
-            }
-        };
-    }
-    Ok(found)
+    cells
+        .iter()
+        .map(|(role, active, _)| matches_in_cell(conn, stored_role(*role), *active, matches))
+        .sum()
 }
 
-/// The matches among the users of one role in one state, for [`matches_among`].
+/// How many of `matches` are users of one role in one state: counted inside SQLite against
+/// the matches' bitmap, or, for matches too sparse for one, each row of the walk looked for
+/// in their list.
+fn matches_in_cell(
+    conn: &Connection,
+    role: &str,
+    active: bool,
+    matches: &Matches,
+) -> StorageResult<u64> {
+    if let Some((bits, first)) = matches.bitmap() {
+        let n: i64 = conn
+            .prepare_cached(SEARCH_TOTAL_COUNT)?
+            .query_row(params![role, active, bits, first], |r| r.get(0))?;
+        return Ok(n as u64);
+    }
+    let mut walk = conn.prepare_cached(SEARCH_TOTAL_WALK)?;
+    let mut rows = walk.query(params![role, active])?;
+    let mut n = 0;
+    while let Some(row) = rows.next()? {
+        n += u64::from(matches.contains(row.get(0)?));
+    }
+    Ok(n)
+}
+
+/// The matches among the users of one role in one state, for [`matches_in_cell`].
 const SEARCH_TOTAL_COUNT: &str =
     "SELECT count(*) FROM users WHERE role = ?1 AND active = ?2 AND matched(rowid, ?3, ?4)";
 
-/// The users of one role in one state, for [`matches_among`].
+/// The users of one role in one state, for [`matches_in_cell`].
 const SEARCH_TOTAL_WALK: &str = "SELECT rowid FROM users WHERE role = ?1 AND active = ?2";
 
 /// The parameters of a statement whose last one is `rowids`, after `values`.

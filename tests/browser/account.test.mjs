@@ -305,7 +305,9 @@ test('a page that finds no session logs nothing to the console, and a session th
   // Signed in, then signed out everywhere from elsewhere: the next page load is refused
   // once (the one error), and the cookie goes with that answer.
   await signIn(page, email, 'correct horse battery');
-  await page.getByRole('heading', { name: 'Your account' }).waitFor();
+  // The page loaded, its reads all answered: none of them meets the ended session.
+  await page.getByRole('heading', { name: 'Profile' }).waitFor();
+  await page.waitForLoadState('networkidle');
   const token = await login(email, 'correct horse battery');
   await api('DELETE', '/api/users/me/sessions', { token });
   await page.goto('/account');

@@ -169,6 +169,7 @@ fn server(
             )
             // Taken into each scope, under the rate limit too.
             .default_service(web::to(routes::not_found))
+            .wrap(from_fn(middleware::head_as_get))
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
             .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
             .wrap(from_fn(middleware::track))

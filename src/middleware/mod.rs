@@ -1,11 +1,14 @@
-//! What wraps every request: client IP, rate limit, the request's span and its access log.
+//! What wraps every request: client IP, rate limit, the request's span and its access log,
+//! HEAD as GET.
 
 mod access_log;
 mod client_ip;
+mod head;
 mod rate_limit;
 mod request_span;
 
 pub use access_log::track;
 pub use client_ip::ClientIp;
+pub use head::head_as_get;
 pub use rate_limit::RateLimit;
 pub use request_span::RequestSpan;

@@ -1,6 +1,6 @@
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{Reply, spawn_app};
 
 #[tokio::test]
 async fn health_returns_200_ok() {
@@ -150,4 +150,49 @@ async fn docs_page_is_served_as_html() {
         "{}",
         reply.text
     );
+}
+
+#[tokio::test]
+async fn head_answers_as_get_does_without_the_body() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    for (path, token) in [
+        ("/health", None),
+        ("/ready", None),
+        ("/api/openapi.json", None),
+        ("/api/users/me", Some(admin.as_str())),
+        ("/api/users?per_page=5", Some(admin.as_str())),
+    ] {
+        let get = app.get(path, token).await;
+        get.assert_status(200);
+        let head = app.head(path, token).await;
+        head.assert_status(200);
+        assert_eq!(head.text, "", "{path}");
+        let length = get.text.len().to_string();
+        assert_eq!(
+            head.header("content-length"),
+            Some(length.as_str()),
+            "{path}"
+        );
+        assert_eq!(
+            head.header("content-type"),
+            get.header("content-type"),
+            "{path}"
+        );
+        assert_eq!(head.header("etag"), get.header("etag"), "{path}");
+    }
+    // Its conditional form too, and a route that takes no GET still refuses it.
+    let etag = app.me(&admin).await.header("etag").unwrap().to_owned();
+    let conditional = app
+        .client
+        .head(app.url("/api/users/me"))
+        .bearer_auth(&admin)
+        .header("if-none-match", etag);
+    Reply::from(conditional.send().await.unwrap())
+        .await
+        .assert_status(304);
+    let head = app.head("/api/auth/login", None).await;
+    head.assert_status(405);
+    assert_eq!(head.header("allow"), Some("POST"));
+    app.head("/api/users/me", None).await.assert_status(401);
 }

@@ -239,6 +239,11 @@ impl TestApp {
             .await
     }
 
+    pub async fn head(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(Self::with_token(self.client.head(self.url(path)), token))
+            .await
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> Reply {
         self.send(Self::with_token(self.client.post(self.url(path)), token).json(body))
             .await

@@ -332,7 +332,8 @@ type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 struct Readers {
     /// `None` once dropped, which ends the threads.
     queue: Option<crossbeam_channel::Sender<ReadJob>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Each gives its connection back when it ends, to be closed by [`Readers::drop`].
+    threads: Vec<std::thread::JoinHandle<Connection>>,
 }
 
 /// Starts one thread per reading connection. Each takes reads from one queue shared by all:
@@ -353,6 +354,7 @@ fn start_readers(connections: Vec<Connection>) -> anyhow::Result<Readers> {
                         // error), not the thread; rusqlite has rolled back whatever it began.
                         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut conn)));
                     }
+                    conn
                 })
         })
         .collect::<std::io::Result<_>>()?;
@@ -362,17 +364,18 @@ fn start_readers(connections: Vec<Connection>) -> anyhow::Result<Readers> {
     })
 }
 
-/// With the last clone of the repository, the readers finish the reads they have and close
-/// their connections before this returns, so that every connection is closed before the
-/// process exits, and the last to close copies the write-ahead log into the file and
+/// With the last clone of the repository, the readers finish the reads they have, and their
+/// connections are closed before this returns, so that every connection is closed before
+/// the process exits, and the last to close copies the write-ahead log into the file and
 /// removes it. A command that ends (an import) used to exit with them open, and leave its
 /// log beside the file, hundreds of MB after an import, for the next process to copy on its
-/// first write.
+/// first write. They are closed here one after another: closed at once on their own
+/// threads, each could still see another open, and none would remove the log.
 impl Drop for Readers {
     fn drop(&mut self) {
         self.queue = None;
         for thread in self.threads.drain(..) {
-            let _ = thread.join();
+            drop(thread.join());
         }
     }
 }

@@ -10,7 +10,7 @@ use lettre::message::Mailbox;
 use url::Url;
 
 use crate::{
-    domain::{DisplayName, Email, Password, Secret},
+    domain::{DisplayName, Email, NewPassword, Secret},
     mail::{MailSettings, MailTransport, SmtpRelay},
     services::{
         AccountSettings, Keyring, KeyringError, Lockout, NewAccount, PrivateKey, ServiceSettings,
@@ -314,7 +314,7 @@ fn parse_admin(
         )),
         (Some(email), Some(password)) => Ok(Some(NewAccount {
             email: Email::parse(&email).map_err(|e| ConfigError::new("ADMIN_EMAIL", e.0))?,
-            password: Password::parse(&password)
+            password: NewPassword::parse(&password)
                 .map_err(|e| ConfigError::new("ADMIN_PASSWORD", e.0))?,
             name: DisplayName::parse(name.as_deref().unwrap_or("Administrator"))
                 .map_err(|e| ConfigError::new("ADMIN_NAME", e.0))?,
@@ -788,6 +788,13 @@ mod tests {
                 ("ADMIN_PASSWORD", "long enough pw")
             ]),
             "ADMIN_EMAIL"
+        );
+        assert_eq!(
+            error_variable(&[
+                ("ADMIN_EMAIL", "root@example.com"),
+                ("ADMIN_PASSWORD", "Password123")
+            ]),
+            "ADMIN_PASSWORD"
         );
     }
 

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tokio::runtime::Runtime;
 use user_service::{
     config::{self, Settings},
-    domain::{DisplayName, Email, Password},
+    domain::{DisplayName, Email, NewPassword},
     services::{BATCH, EnsuredAdmin, ImportReport, NewAccount, Services},
     startup::Application,
     storage,
@@ -161,7 +161,7 @@ fn admin_from_args(email: &str, name: &str) -> anyhow::Result<NewAccount> {
     let name = DisplayName::parse(name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
-    let password = Password::parse(line.trim_end_matches(['\r', '\n']))
+    let password = NewPassword::parse(line.trim_end_matches(['\r', '\n']))
         .map_err(|e| anyhow::anyhow!("the password {e}"))?;
     Ok(NewAccount {
         name,

@@ -360,12 +360,13 @@ fn import_reports_each_refused_line_and_imports_the_rest() {
         r#"{"name": "Gus", "email": "gus@example.com", "password": "a long password", "shoe_size": 9}"#.to_owned(),
         "[1, 2".to_owned(),
         r#"{"name": "Hal", "email": "hal@example.com", "password": "hal's long password", "role": "admin"}"#.to_owned(),
+        r#"{"name": "Ida", "email": "ida.long@example.com", "password": "IDA.LONG"}"#.to_owned(),
     ];
     std::fs::write(&file, lines.join("\n")).unwrap();
     let (code, out, err) = run(dir.path(), &["import", &file.display().to_string()], &[]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(
-        out.contains("imported 2 users, 0 already there, 7 lines refused"),
+        out.contains("imported 2 users, 0 already there, 8 lines refused"),
         "{out}"
     );
     // The command closed the database: its write-ahead log is copied into the file and gone.
@@ -373,12 +374,13 @@ fn import_reports_each_refused_line_and_imports_the_rest() {
     assert!(!dir.path().join("users.db-wal").exists());
     for expected in [
         "line 2: email:",
-        "line 4: password ",
+        "line 4: password: is one of the most common passwords",
         "line 5: password_hash: is not a bcrypt hash",
         "line 6: username: another user has it",
         "line 7: password_hash: give exactly one of password_hash and password",
         "line 8: not a user: unknown field `shoe_size`",
         "line 9: not a user:",
+        "line 11: password: must not be your email",
     ] {
         assert!(err.contains(expected), "{expected:?} not in {err}");
     }

@@ -14,7 +14,7 @@ mod version;
 pub use audit::{AuditEvent, AuditFilter, AuditQuery, EventDetails, EventId, EventKind};
 pub use email::Email;
 pub use names::{DisplayName, Username};
-pub use password::Password;
+pub use password::{NewPassword, Password};
 pub use role::Role;
 pub use secret::Secret;
 pub use session::{Origin, Session, SessionId};

@@ -18,7 +18,7 @@ use super::{
     users::{UserResponse, created, new_account, ok},
 };
 use crate::{
-    domain::{Email, ParseError, Password, Username},
+    domain::{Email, NewPassword, ParseError, Username},
     services::{IdempotencyScope, LoginId, LoginOutcome, TokenPair},
 };
 
@@ -460,7 +460,7 @@ pub(crate) async fn reset_password(
     let password = errors.required(
         "new_password",
         request.new_password.as_deref(),
-        Password::parse,
+        NewPassword::parse,
     );
     let (token, password) = errors.finish(|| Some((token?, password?)))?;
     state

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     domain::{
-        DisplayName, Email, Password, Role, SortField, SortOrder, User, UserFilter, UserId,
+        DisplayName, Email, NewPassword, Role, SortField, SortOrder, User, UserFilter, UserId,
         Username,
     },
     services::{AccountAccess, IdempotencyScope, NewAccount, Position, ServiceError, UserChanges},
@@ -319,7 +319,7 @@ pub(super) fn new_account(
 ) -> Option<NewAccount> {
     let name = errors.required("name", name, DisplayName::parse);
     let email = errors.required("email", email, Email::parse);
-    let password = errors.required("password", password, Password::parse);
+    let password = errors.required("password", password, NewPassword::parse);
     let username = errors.optional("username", username, Username::parse);
     Some(NewAccount {
         name: name?,
@@ -477,7 +477,7 @@ impl UpdateUserRequest {
         let mut errors = FieldErrors::default();
         let name = errors.not_null("name", text(&self.name), DisplayName::parse);
         let email = errors.not_null("email", text(&self.email), Email::parse);
-        let password = errors.not_null("password", text(&self.password), Password::parse);
+        let password = errors.not_null("password", text(&self.password), NewPassword::parse);
         let current = errors.not_null("current_password", text(&self.current_password), |s| {
             Ok(s.to_owned())
         });

@@ -16,8 +16,8 @@ use super::{
 };
 use crate::{
     domain::{
-        self, Email, EventKind, Origin, Password, Precondition, Role, Session, SessionId, User,
-        UserField, UserId, UserPatch, Username, unix_millis,
+        self, Email, EventKind, NewPassword, Origin, Password, Precondition, Role, Session,
+        SessionId, User, UserField, UserId, UserPatch, Username, unix_millis,
     },
     mail::{Mail, Mailer},
     metrics,
@@ -833,7 +833,7 @@ impl AccountService {
     pub async fn reset_password(
         &self,
         token: &str,
-        new_password: &Password,
+        new_password: &NewPassword,
         origin: &Origin,
     ) -> Result<(), ServiceError> {
         let refused = || ServiceError::InvalidCredentials(Credential::ResetToken);
@@ -859,7 +859,7 @@ impl AccountService {
         else {
             return Err(refused());
         };
-        let password_hash = self.hasher.hash(new_password).await?;
+        let password_hash = self.hasher.hash(new_password.password()).await?;
         let at = domain::now();
         let patch = UserPatch::new()
             .set(UserField::PasswordHash(password_hash))

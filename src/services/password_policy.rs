@@ -1,17 +1,10 @@
-//! Which new passwords are refused, wherever a password is set: the 10,000 most common
-//! ones, and one equal to what the account itself shows (its email, the part before `@`,
-//! its username or its name), all compared without regard to case.
-//!
-//! The list is the first 10,000 of the frequency-ranked `passwords.json` of
-//! `@zxcvbn-ts/language-common` 4.1.3 (MIT, see `common-passwords.LICENSE`), lower-cased.
-
-use std::{collections::HashSet, sync::LazyLock};
+//! Which new passwords are refused for an account: one equal to what the account itself
+//! shows (its email, the part before `@`, its username or its name), compared without
+//! regard to case. (The most common passwords are refused as they are read:
+//! [`NewPassword`].)
 
 use super::ServiceError;
-use crate::domain::{DisplayName, Email, Password, User, Username};
-
-static COMMON: LazyLock<HashSet<&'static str>> =
-    LazyLock::new(|| include_str!("common-passwords.txt").lines().collect());
+use crate::domain::{DisplayName, Email, NewPassword, User, Username};
 
 /// What the account shows, which its password must not be.
 pub(super) struct AccountWords<'a> {
@@ -32,7 +25,7 @@ impl<'a> AccountWords<'a> {
 
 /// Refuses `password` for the account, naming the request's `field`, when a rule forbids it.
 pub(super) fn check(
-    password: &Password,
+    password: &NewPassword,
     account: &AccountWords<'_>,
     field: &'static str,
 ) -> Result<(), ServiceError> {
@@ -43,11 +36,8 @@ pub(super) fn check(
 }
 
 /// Why `password` is refused for the account, if it is.
-fn refusal(password: &Password, account: &AccountWords<'_>) -> Option<&'static str> {
-    let password = password.expose().to_lowercase();
-    if COMMON.contains(password.as_str()) {
-        return Some("is one of the most common passwords; choose another");
-    }
+fn refusal(password: &NewPassword, account: &AccountWords<'_>) -> Option<&'static str> {
+    let password = password.password().expose().to_lowercase();
     let email = account.email.as_str();
     let local_part = email.split('@').next().unwrap_or(email);
     let words = [
@@ -76,20 +66,7 @@ mod tests {
             username: Some(&username),
             name: &name,
         };
-        refusal(&Password::parse(password).unwrap(), &account)
-    }
-
-    #[test]
-    fn the_list_holds_ten_thousand_lower_case_passwords() {
-        assert_eq!(COMMON.len(), 10_000);
-        assert!(COMMON.iter().all(|p| *p == p.to_lowercase()));
-    }
-
-    #[test]
-    fn common_passwords_are_refused_in_any_case() {
-        for common in ["password", "PassWord", "12345678", "qwertyuiop", "iloveyou"] {
-            assert!(check(common).is_some(), "{common}");
-        }
+        refusal(&NewPassword::parse(password).unwrap(), &account)
     }
 
     #[test]

@@ -12,8 +12,8 @@ use super::{
 };
 use crate::{
     domain::{
-        self, DisplayName, Email, ListQuery, Password, Role, SortField, SortKey, SortOrder, User,
-        UserCursor, UserId, Username,
+        self, DisplayName, Email, ListQuery, NewPassword, Role, SortField, SortKey, SortOrder,
+        User, UserCursor, UserId, Username,
     },
     storage::{DynRepository, Imported},
 };
@@ -212,8 +212,11 @@ impl Transfer {
                     name: &checked.user.name,
                 };
                 match password_policy::check(&password, &words, "password") {
-                    Ok(()) => self.hasher.hash(&password).await?,
-                    Err(refusal) => return Ok(Err(refusal.to_string())),
+                    Ok(()) => self.hasher.hash(password.password()).await?,
+                    Err(ServiceError::Invalid { field, message }) => {
+                        return Ok(Err(format!("{field}: {message}")));
+                    }
+                    Err(other) => return Err(other),
                 }
             }
         };
@@ -227,7 +230,7 @@ impl Transfer {
 /// The password of a line: a hash to keep, or a password to hash.
 enum Secret {
     Hash(String),
-    Clear(Password),
+    Clear(NewPassword),
 }
 
 struct Checked {
@@ -263,7 +266,7 @@ fn check(record: UserRecord) -> Result<Checked, String> {
             Err(_) => return Err(bad("password_hash", "is not a bcrypt hash")),
         },
         (None, Some(password)) => {
-            Secret::Clear(Password::parse(&password).map_err(|e| bad("password", &e.0))?)
+            Secret::Clear(NewPassword::parse(&password).map_err(|e| bad("password", &e.0))?)
         }
         _ => {
             return Err(bad(

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     domain::{
-        self, DisplayName, Email, EventKind, ListQuery, Origin, Password, Precondition, Role,
+        self, DisplayName, Email, EventKind, ListQuery, NewPassword, Origin, Precondition, Role,
         SortField, SortKey, SortOrder, User, UserCursor, UserField, UserFilter, UserId, UserPatch,
         Username,
     },
@@ -27,7 +27,7 @@ pub struct NewAccount {
     pub name: DisplayName,
     pub email: Email,
     pub username: Option<Username>,
-    pub password: Password,
+    pub password: NewPassword,
 }
 
 /// Requested changes; `None` leaves a field alone, `username: Some(None)` removes it.
@@ -36,7 +36,7 @@ pub struct UserChanges {
     pub name: Option<DisplayName>,
     pub email: Option<Email>,
     pub username: Option<Option<Username>>,
-    pub password: Option<Password>,
+    pub password: Option<NewPassword>,
     /// Needed when users change their own password or email.
     pub current_password: Option<String>,
     pub role: Option<Role>,
@@ -166,7 +166,7 @@ impl UserService {
             name: &account.name,
         };
         password_policy::check(&account.password, &words, "password")?;
-        let password_hash = self.hasher.hash(&account.password).await?;
+        let password_hash = self.hasher.hash(account.password.password()).await?;
         let at = domain::now();
         let user = User {
             id: UserId::generate(),
@@ -426,7 +426,7 @@ impl UserService {
             patch = patch.set(field);
         }
         if let Some(password) = &changes.password {
-            let hash = self.hasher.hash(password).await?;
+            let hash = self.hasher.hash(password.password()).await?;
             patch = patch
                 .set(UserField::PasswordHash(hash))
                 .set(UserField::PasswordChangedAt(at));

@@ -177,10 +177,22 @@ async fn register_returns_422_for_a_common_password_or_one_equal_to_the_account(
             .assert_invalid_fields(&["password"]);
         assert_eq!(problem["detail"], "the request is invalid");
     }
+    // A common password is named with the request's other bad fields.
+    app.register(&json!({"name": "Mario Rossi", "email": "not an address",
+        "password": "qwertyuiop"}))
+        .await
+        .assert_invalid_fields(&["email", "password"]);
     // Through an update too, as an admin setting someone's password.
     let admin = app.admin_token().await;
     let user = app.register_user("Luigi", "luigi@example.com", None).await;
     let id = user["id"].as_str().unwrap();
+    app.patch(
+        id,
+        &json!({"password": "iloveyou", "username": "x"}),
+        &admin,
+    )
+    .await
+    .assert_invalid_fields(&["password", "username"]);
     app.patch(id, &json!({"password": "LUIGI@EXAMPLE.COM"}), &admin)
         .await
         .assert_invalid_fields(&["password"]);

@@ -273,6 +273,14 @@ fn parse_database(
                 "the SQLite URL has no file path",
             ));
         }
+        // Other tools' SQLite URLs take options after `?` (`mode=ro`): this one takes none,
+        // and would have made a file with the `?` in its name.
+        if path.contains(['?', '#']) {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "the SQLite URL takes a file path only (no ?options)",
+            ));
+        }
         return Ok(DatabaseSettings::Sqlite {
             path: PathBuf::from(path),
         });
@@ -320,6 +328,30 @@ fn parse_admin(
                 .map_err(|e| ConfigError::new("ADMIN_NAME", e.0))?,
             username: None,
         })),
+    }
+}
+
+/// Why `raw` is not an origin as browsers send it in `Origin` (or `*`), if it is not: an
+/// entry that is not exactly one (a path, a trailing slash, an upper-case host) would never
+/// match, and CORS would be off without a word.
+fn origin_refusal(raw: &str) -> Option<String> {
+    if raw == "*" {
+        return None;
+    }
+    let refusal = format!(
+        "{raw:?} is not an origin like https://example.com (a scheme, a host and perhaps a \
+         port, nothing after)"
+    );
+    let Ok(url) = Url::parse(raw) else {
+        return Some(refusal);
+    };
+    let origin = url.origin().ascii_serialization();
+    if !matches!(url.scheme(), "http" | "https") {
+        Some(refusal)
+    } else if origin != raw {
+        Some(format!("{refusal}; did you mean {origin:?}?"))
+    } else {
+        None
     }
 }
 
@@ -375,14 +407,8 @@ impl RawSettings {
             })
             .collect::<Result<_, _>>()?;
         let cors_origins = parse_list(self.cors_origins);
-        if let Some(bad) = cors_origins
-            .iter()
-            .find(|o| *o != "*" && !(o.starts_with("http://") || o.starts_with("https://")))
-        {
-            return Err(ConfigError::new(
-                "CORS_ORIGINS",
-                format!("{bad:?} is not an origin like https://example.com"),
-            ));
+        if let Some(refusal) = cors_origins.iter().find_map(|o| origin_refusal(o)) {
+            return Err(ConfigError::new("CORS_ORIGINS", refusal));
         }
         let raw_from = self
             .mail_from
@@ -770,12 +796,39 @@ mod tests {
             "TRUSTED_PROXIES"
         );
         assert_eq!(error_variable(&[("LOG_FORMAT", "xml")]), "LOG_FORMAT");
+        assert_eq!(
+            error_variable(&[("DATABASE_URL", "sqlite:///tmp/q.db?mode=ro")]),
+            "DATABASE_URL"
+        );
         assert_eq!(error_variable(&[("RUST_LOG", "foo=bar=baz[")]), "RUST_LOG");
         assert_eq!(error_variable(&[("HOST", "not a host!")]), "HOST");
         assert_eq!(error_variable(&[("HOST", "[::1]")]), "HOST");
+        for origins in [
+            "example.com",
+            "https://app.example.com/",
+            "https://app.example.com/path",
+            "https://App.example.com",
+            "ftp://example.com",
+            "https://ok.example.com, http://localhost:3000/",
+        ] {
+            assert_eq!(error_variable(&[("CORS_ORIGINS", origins)]), "CORS_ORIGINS");
+        }
+        let s = settings(&[(
+            "CORS_ORIGINS",
+            "https://app.example.com, http://localhost:3000,http://[::1]:8081",
+        )])
+        .unwrap();
         assert_eq!(
-            error_variable(&[("CORS_ORIGINS", "example.com")]),
-            "CORS_ORIGINS"
+            s.cors_origins,
+            [
+                "https://app.example.com",
+                "http://localhost:3000",
+                "http://[::1]:8081"
+            ]
+        );
+        assert_eq!(
+            settings(&[("CORS_ORIGINS", "*")]).unwrap().cors_origins,
+            ["*"]
         );
         assert_eq!(error_variable(&[("SMTP_URL", "http://mail")]), "SMTP_URL");
         assert_eq!(

@@ -48,11 +48,9 @@ impl Application {
         sweep_audit_log(state.audit.clone());
         if let Some(admin) = settings.admin.clone() {
             let email = admin.email.clone();
-            let ensured = state
-                .users
-                .ensure_admin(admin)
-                .await
-                .context("could not create the admin from ADMIN_EMAIL")?;
+            let ensured = state.users.ensure_admin(admin).await.context(
+                "could not create the admin that ADMIN_EMAIL and ADMIN_PASSWORD ask for",
+            )?;
             match ensured {
                 EnsuredAdmin::Created => {
                     tracing::info!(%email, "created the admin from ADMIN_EMAIL");

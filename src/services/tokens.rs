@@ -83,6 +83,7 @@ impl TokenService {
     pub fn new(settings: &TokenSettings) -> Self {
         // Pinned: a token naming any other algorithm, `none` included, is refused.
         let mut validation = settings.keys.validation();
+        // Instances on other machines may keep clocks a little apart (README).
         validation.leeway = 5;
         validation.set_issuer(&[&settings.issuer]);
         let mut required = vec!["exp", "sub", "iss"];

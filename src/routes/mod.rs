@@ -108,6 +108,11 @@ fn no_route(req: &HttpRequest) -> HttpResponse {
 
 /// 405 as a problem document, with the methods that would do in `Allow`.
 fn method_not_allowed(method: &Method, allowed: &[&str]) -> HttpResponse {
+    let mut allowed = allowed.to_vec();
+    // What answers GET answers HEAD too (the service asks it as GET).
+    if allowed.contains(&"GET") && !allowed.contains(&"HEAD") {
+        allowed.push("HEAD");
+    }
     let allowed = allowed.join(", ");
     let mut response = Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,

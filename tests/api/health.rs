@@ -195,4 +195,13 @@ async fn head_answers_as_get_does_without_the_body() {
     head.assert_status(405);
     assert_eq!(head.header("allow"), Some("POST"));
     app.head("/api/users/me", None).await.assert_status(401);
+    // And a 405 lists it beside GET.
+    let delete = app
+        .client
+        .delete(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 405);
+    assert_eq!(delete.headers()["allow"], "GET, HEAD");
 }

@@ -104,7 +104,7 @@ fn sweep_audit_log(audit: AuditLog) {
 
 fn cors(origins: &[String]) -> Cors {
     let mut cors = Cors::default()
-        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_methods(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
         .allowed_headers(routes::CORS_REQUEST_HEADERS)
         .expose_headers(routes::CORS_RESPONSE_HEADERS)
         .max_age(3600);
@@ -169,6 +169,7 @@ fn server(
             .default_service(web::to(routes::not_found))
             .wrap(from_fn(middleware::head_as_get))
             .wrap(Condition::new(!origins.is_empty(), cors(&origins)))
+            .wrap(from_fn(middleware::as_problem))
             .wrap(DefaultHeaders::new().add((header::X_CONTENT_TYPE_OPTIONS, "nosniff")))
             .wrap(from_fn(middleware::track))
             .wrap(from_fn(request_id_header))

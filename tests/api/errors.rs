@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, spawn_app};
+use crate::helpers::{PASSWORD, Reply, spawn_app};
 
 #[tokio::test]
 async fn malformed_json_returns_400() {
@@ -257,4 +257,25 @@ async fn cors_preflight_is_answered_for_a_configured_origin() {
         .await
         .unwrap();
     assert!(reply.headers().get("access-control-allow-origin").is_none());
+    // Its preflight, or one asking for a header not allowed, is refused with a problem
+    // document, as every error is.
+    for (origin, headers) in [
+        ("https://evil.example.com", "content-type"),
+        ("https://app.example.com", "x-not-allowed"),
+    ] {
+        let reply = app
+            .client
+            .request(reqwest::Method::OPTIONS, app.url("/api/auth/login"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", headers)
+            .send()
+            .await
+            .unwrap();
+        let problem = Reply::from(reply).await.assert_problem(400);
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{problem}"
+        );
+    }
 }

@@ -17,7 +17,7 @@ use crate::{
     config::{AppEnv, Settings},
     mail::MailTransport,
     middleware::{self, ClientIp, RateLimit, RequestSpan},
-    routes::{self, ApiError, AppState, WebSettings, json::MAX_BODY_BYTES},
+    routes::{self, AppState, WebSettings, json::MAX_BODY_BYTES},
     services::{AuditLog, EnsuredAdmin, Services},
     storage::{self, DynRepository},
 };
@@ -143,9 +143,6 @@ fn server(
             .app_data(state.clone())
             .app_data(client_ip.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-            .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                ApiError::BadRequest(format!("malformed query string: {e}")).into()
-            }))
             .app_data(web_settings.clone())
             .configure(routes::configure_probes)
             // Everything else is under the rate limit, unknown paths included.

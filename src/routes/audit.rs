@@ -9,7 +9,7 @@ use super::{
     AppState,
     error::{ApiError, Problem},
     extract::SignedIn,
-    query,
+    query::{self, Params},
 };
 use crate::{
     domain::{AuditEvent, AuditFilter, EventDetails, EventKind, UserId},
@@ -200,10 +200,10 @@ impl OwnAuditParams {
 pub(crate) async fn list_events(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
-    params: web::Query<AuditParams>,
+    params: Params<AuditParams>,
 ) -> Result<HttpResponse, ApiError> {
     let admin = actor.admin()?;
-    let (filter, per_page, position) = params.into_inner().parse()?;
+    let (filter, per_page, position) = params.0.parse()?;
     let page = state.audit.list(admin, filter, per_page, position).await?;
     Ok(HttpResponse::Ok().json(AuditEventPage::from(page)))
 }
@@ -217,9 +217,9 @@ pub(crate) async fn list_events(
 pub(crate) async fn my_events(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
-    params: web::Query<OwnAuditParams>,
+    params: Params<OwnAuditParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let (filter, per_page, position) = params.into_inner().parse()?;
+    let (filter, per_page, position) = params.0.parse()?;
     let page = state
         .audit
         .list_own(&actor, filter, per_page, position)

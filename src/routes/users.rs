@@ -10,7 +10,8 @@ use super::{
     extract::SignedIn,
     idempotency,
     json::{FieldErrors, JsonBody, nullable, text},
-    query, schemas,
+    query::{self, Params},
+    schemas,
 };
 use crate::{
     domain::{
@@ -265,10 +266,10 @@ impl ListParams {
 pub(crate) async fn list_users(
     state: web::Data<AppState>,
     SignedIn(actor): SignedIn,
-    params: web::Query<ListParams>,
+    params: Params<ListParams>,
 ) -> Result<HttpResponse, ApiError> {
     let admin = actor.admin()?;
-    let list = params.into_inner().parse()?;
+    let list = params.0.parse()?;
     let page = state
         .users
         .list(admin, list.filter, list.sort, list.per_page, list.position)

@@ -798,6 +798,9 @@ async fn list_returns_400_for_out_of_range_or_malformed_parameters() {
         "active=maybe",
         "q=a%00b",
         "q=line%0Abreak",
+        // Not UTF-8 once decoded.
+        "q=%ff",
+        "q=caf%C3",
     ] {
         app.list(query, &admin).await.assert_problem(400);
     }

@@ -11,7 +11,10 @@ use actix_web::{
     middleware::Next,
 };
 
-/// Middleware, inside those that log the request, so that they still see HEAD.
+/// Middleware, inside those that log the request, so that they still see HEAD. Changing
+/// the method in place needs the only handle on the request: no middleware outside this one
+/// may keep a clone of it (`HttpRequest`) while the request runs, or every HEAD panics its
+/// worker (the HTTP tests send HEAD through the whole stack, CORS on and off).
 pub async fn head_as_get(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,

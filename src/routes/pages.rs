@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, sync::LazyLock};
 
-use actix_web::{HttpRequest, HttpResponse, Resource, Route, guard, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, Resource, Route, http::header, web};
 use sha2::{Digest, Sha256};
 
 use super::conditional::{self, IfNoneMatch};
@@ -149,26 +149,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     let paths = PAGES.iter().map(|page| page.path).chain(["/assets/{name}"]);
     for path in paths {
         cfg.service(only(
-            &["GET", "HEAD"],
+            &["GET"],
             path,
-            read().to(|req: HttpRequest, held: IfNoneMatch| async move { serve(&req, held) }),
+            web::get().to(|req: HttpRequest, held: IfNoneMatch| async move { serve(&req, held) }),
         ));
     }
     // Whoever opens the service's address in a browser lands on their account (or its
     // sign-in); temporary, so that a front page can take its place later.
     cfg.service(only(
-        &["GET", "HEAD"],
+        &["GET"],
         "/",
-        read().to(|| async {
+        web::get().to(|| async {
             HttpResponse::Found()
                 .insert_header((header::LOCATION, "/account"))
                 .finish()
         }),
     ));
-}
-
-fn read() -> Route {
-    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// A resource at `path` that answers `route`, and any other method with 405 and `Allow`.

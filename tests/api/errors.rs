@@ -248,6 +248,20 @@ async fn cors_preflight_is_answered_for_a_configured_origin() {
     for header in ["etag", "idempotent-replayed", "location", "retry-after"] {
         assert!(exposed.contains(header), "{header}: {exposed}");
     }
+    // HEAD goes through CORS too (the method is changed in place behind it).
+    let reply = app
+        .client
+        .head(app.url("/api/users/me"))
+        .bearer_auth(&token)
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(
+        reply.headers().get("access-control-allow-origin").unwrap(),
+        "https://app.example.com"
+    );
     // Another origin gets no CORS grant.
     let reply = app
         .client

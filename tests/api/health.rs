@@ -195,6 +195,12 @@ async fn head_answers_as_get_does_without_the_body() {
     head.assert_status(405);
     assert_eq!(head.header("allow"), Some("POST"));
     app.head("/api/users/me", None).await.assert_status(401);
+    // Counted as HEAD.
+    let metrics = app.get("/metrics", None).await.text;
+    assert!(
+        metrics.contains(r#"method="HEAD",route="/api/users/me",status="200""#),
+        "{metrics}"
+    );
     // And a 405 lists it beside GET.
     let delete = app
         .client

@@ -16,7 +16,7 @@ Three things the OpenAPI document cannot do for the fuzzer:
    (and how) the value breaks the schema.
 
 3. Avoid the passwords the service refuses for what they are: one of the 10,000 most common
-   (src/services/common-passwords.txt), or equal to the account's email, the part of it before
+   (src/domain/common-passwords.txt), or equal to the account's email, the part of it before
    `@`, its username or its name. No schema can list those; a generated new password of valid
    length that is one of them has its last character changed (its length stays).
 
@@ -108,7 +108,7 @@ NEW_PASSWORD_FIELDS = {
 }
 
 
-with open(os.path.join(os.path.dirname(__file__), "..", "src", "services", "common-passwords.txt")) as f:
+with open(os.path.join(os.path.dirname(__file__), "..", "src", "domain", "common-passwords.txt")) as f:
     COMMON_PASSWORDS = set(f.read().split())
 
 

@@ -174,7 +174,7 @@ fn admin_from_args(email: &str, name: &str) -> anyhow::Result<NewAccount> {
 async fn reindex(settings: Settings) -> anyhow::Result<()> {
     match &settings.database {
         storage::DatabaseSettings::Sqlite { path } => {
-            let indexed = storage::SqliteRepository::open(path)
+            let indexed = storage::open_sqlite(path)
                 .await?
                 .rebuild_search_index()
                 .await?;
@@ -199,7 +199,7 @@ async fn reindex(settings: Settings) -> anyhow::Result<()> {
 async fn backup(settings: Settings, file: PathBuf) -> anyhow::Result<()> {
     match &settings.database {
         storage::DatabaseSettings::Sqlite { path } => {
-            storage::SqliteRepository::open(path)
+            storage::open_sqlite(path)
                 .await?
                 .back_up(file.clone())
                 .await?;

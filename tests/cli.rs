@@ -420,6 +420,30 @@ fn export_and_reindex_refuse_a_database_that_is_not_there() {
     }
 }
 
+/// A file that is not a SQLite database stops the service and every command that opens it,
+/// naming the setting, the file and what is wrong with it; the file is left as it was.
+#[test]
+fn a_database_file_that_cannot_be_used_stops_every_command_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    let text = "not a database, though long enough for a header\n".repeat(100);
+    std::fs::write(&file, &text).unwrap();
+    let url = format!("sqlite://{}", file.display());
+    let copy = dir.path().join("copy.db").display().to_string();
+    let commands: [&[&str]; 4] = [&[], &["export"], &["reindex"], &["backup", &copy]];
+    for args in commands {
+        let (code, _, err) = run(dir.path(), args, &[("DATABASE_URL", &url)]);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        let said = format!(
+            "user-service: DATABASE_URL names {}, which cannot be used as the SQLite database: \
+             file is not a database",
+            file.display()
+        );
+        assert!(err.contains(&said), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+}
+
 #[tokio::test]
 async fn a_backup_taken_while_the_service_runs_is_the_whole_database() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,8 +4,14 @@ mod memory;
 mod mongo;
 mod sqlite;
 
-use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
@@ -501,6 +507,17 @@ pub enum DatabaseSettings {
     Mongo { url: Secret, database: String },
 }
 
+/// Opens the embedded database at `path`, as `DATABASE_URL` names it: the file's own errors
+/// ("file is not a database") do not say which setting chose it.
+pub async fn open_sqlite(path: &Path) -> anyhow::Result<SqliteRepository> {
+    SqliteRepository::open(path).await.with_context(|| {
+        format!(
+            "DATABASE_URL names {}, which cannot be used as the SQLite database",
+            path.display()
+        )
+    })
+}
+
 /// Opens the configured backend: MongoDB for a `mongodb` URL, else the embedded SQLite file.
 /// Audit events older than `audit_retention` are removed (by MongoDB's TTL index; on SQLite
 /// by the sweep the services run).
@@ -511,7 +528,7 @@ pub async fn connect(
     Ok(match settings {
         DatabaseSettings::Sqlite { path } => {
             tracing::info!(path = %path.display(), "using the embedded SQLite database");
-            Arc::new(SqliteRepository::open(path).await?)
+            Arc::new(open_sqlite(path).await?)
         }
         DatabaseSettings::Mongo { url, database } => {
             tracing::info!(database, "using MongoDB");
